@@ -1,0 +1,213 @@
+"""The `deltanas` command line.
+
+    deltanas run                                  # embedded services, the tiny preset, local MLflow store
+    deltanas run --preset paper --curator H:P --generator H:P --evaluators H1:P,H2:P
+    deltanas run --resume <search-id>             # continue an interrupted search
+    deltanas up                                   # serve curator, generator and evaluator in one process
+    deltanas serve evaluator --port 50063 --slots 2
+    deltanas report <search-id>
+    deltanas apply BASE DIFF -o OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from deltanas.config import build
+from deltanas.logs import setup_logging
+from deltanas.services import SERVICES, add_config_arguments, config_overrides, serve
+
+log = logging.getLogger("deltanas.cli")
+
+PRESET_DIR = Path(__file__).with_name("presets")
+DEFAULT_STATE = Path(".deltanas")
+
+
+def _search_config(args: argparse.Namespace):
+    from client.search import SearchConfig
+
+    preset = Path(args.preset) if args.preset.endswith(".toml") else PRESET_DIR / f"{args.preset}.toml"
+    if not preset.exists():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
+        raise ValueError(f"preset: no preset {args.preset!r} (known: {known}, or a path to a .toml file)")
+    values = tomllib.loads(preset.read_text())
+    values.update(config_overrides(args, SearchConfig))
+    if args.resume:
+        values["search_id"] = args.resume
+    return build(SearchConfig, values, str(preset))
+
+
+def _tracking(args: argparse.Namespace) -> tuple[str, str | None]:
+    if args.tracking_uri:
+        return args.tracking_uri, None
+    state = DEFAULT_STATE.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state / 'mlflow.db'}", (state / "mlartifacts").as_uri()
+
+
+def _print_table(results) -> None:
+    rows = [("candidate", "mode", "status", "failure stage", "accuracy", "diff lines", "out tokens")]
+    for r in sorted(results, key=lambda r: (r.cycle, r.baseline, r.mode, r.index)):
+        rows.append((r.candidate_id, r.mode, r.status, r.failure_stage or "-",
+                     f"{r.accuracy:.4f}" if r.status == "valid" else "-", str(r.diff_lines), str(r.output_tokens)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+class Progress:
+    """A periodic progress line with rate and ETA."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.monotonic() - self.start
+        rate = done / elapsed * 60 if elapsed > 0 else 0.0
+        eta = (total - done) / (done / elapsed) if done else float("nan")
+        log.info("progress %d/%d candidates (%.1f/min, elapsed %.0f s, ETA %s)", done, total, rate, elapsed,
+                 f"{eta:.0f} s" if eta == eta else "unknown")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from client.embedded import EmbeddedServices
+    from client.sdk import Endpoints, Services
+    from client.search import Search
+    from client.tracking import Tracker
+    from deltanas.v1 import generator_pb2
+
+    cfg = _search_config(args)
+    uri, artifacts = _tracking(args)
+    tracker = Tracker(uri, cfg.experiment, artifacts)
+    remote = [args.curator, args.generator, args.evaluators]
+    if any(remote) and not all(remote):
+        raise ValueError("endpoints: give --curator, --generator and --evaluators together (or none: embedded)")
+    embedded = None
+    if all(remote):
+        endpoints = Endpoints(args.curator, args.generator, [a.strip() for a in args.evaluators.split(",") if a])
+    else:
+        generator = {"model": args.model} if args.model else {}
+        embedded = EmbeddedServices(generator=generator, evaluator={"slots": args.slots})
+        endpoints = embedded.start()
+    try:
+        with Services(endpoints) as services:
+            if args.adapter_dir:
+                name = cfg.adapter or Path(args.adapter_dir).name
+                services.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=args.adapter_dir))
+                cfg.adapter = name
+            print(f"search {cfg.search_id}: {cfg.cycles} cycle(s), datasets {', '.join(cfg.datasets)}, "
+                  f"modes {', '.join(cfg.modes)}, {cfg.candidates} candidate(s) per baseline", flush=True)
+            search = Search(cfg, services, tracker, on_progress=Progress())
+            result = search.run()
+    finally:
+        if embedded:
+            embedded.stop()
+    print()
+    _print_table(result.results)
+    valid = [r for r in result.results if r.status == "valid"]
+    print(f"\n{len(valid)}/{len(result.results)} valid" + (f", {result.skipped} already recorded (resumed)"
+                                                         if result.skipped else ""))
+    print(f"MLflow: search {cfg.search_id}, parent run {result.run_id} in experiment {cfg.experiment!r}")
+    print(f"Open the UI with: mlflow ui --backend-store-uri {uri}" + (f" --default-artifact-root {artifacts}"
+                                                                      if artifacts else ""))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Serves all three services in this process (a distributed setup runs `serve` per host instead)."""
+    servers = [spec.build(spec.load()).start() for spec in SERVICES.values()]
+    for server in servers:
+        print(f"{server.name} on {server.address}", flush=True)
+    try:
+        servers[-1].wait()
+    finally:
+        for server in servers:
+            server.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    serve(args.service, args)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from client.report import print_report
+
+    uri, _ = _tracking(args)
+    return print_report(uri, args.experiment, args.search_id)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from deltadiff.command import apply_command
+
+    return apply_command(Path(args.base), Path(args.diff), Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from client.search import SearchConfig
+
+    parser = argparse.ArgumentParser(prog="deltanas", description="Delta-based neural architecture search.")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $DELTANAS_LOG_LEVEL or INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a search (embedded services unless endpoints are given)")
+    run.add_argument("--preset", default="embedded", help="preset name (client/presets) or a .toml file")
+    run.add_argument("--resume", default=None, help="id of an interrupted search to continue")
+    run.add_argument("--curator", help="curator address host:port (remote mode)")
+    run.add_argument("--generator", help="generator address host:port (remote mode)")
+    run.add_argument("--evaluators", help="comma-separated evaluator addresses (remote mode)")
+    run.add_argument("--model", help="embedded generator model: registry name, HF directory or hub:<id>")
+    run.add_argument("--adapter-dir", help="PEFT adapter directory to load into the generator and use")
+    run.add_argument("--slots", type=int, default=1, help="embedded evaluator slots")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///.deltanas/mlflow.db)")
+    add_config_arguments(run, SearchConfig)
+    run.set_defaults(func=cmd_run)
+
+    up = sub.add_parser("up", help="serve the three services in one process (configured by DELTANAS_* env)")
+    up.set_defaults(func=cmd_up)
+
+    serve_p = sub.add_parser("serve", help="serve one service")
+    serve_sub = serve_p.add_subparsers(dest="service", required=True)
+    for name, spec in SERVICES.items():
+        p = serve_sub.add_parser(name, help=f"serve the {name}")
+        p.add_argument("--config", help="TOML file with config keys (unknown keys are errors)")
+        add_config_arguments(p, spec.config_type())
+    serve_p.set_defaults(func=cmd_serve)
+
+    report = sub.add_parser("report", help="print and log the report of a search")
+    report.add_argument("search_id")
+    report.add_argument("--experiment", default="deltanas")
+    report.add_argument("--tracking-uri")
+    report.set_defaults(func=cmd_report)
+
+    apply = sub.add_parser("apply", help="apply a (possibly damaged) diff or LLM answer to a file")
+    apply.add_argument("base")
+    apply.add_argument("diff")
+    apply.add_argument("-o", "--out", required=True)
+    apply.set_defaults(func=cmd_apply)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args.func(args)
+    except (ValueError, ConnectionError) as exc:
+        print(f"deltanas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deltanas: interrupted; continue with: deltanas run --resume <search-id>", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The report of a search, computed from its MLflow child runs (the single source of truth).
+
+    deltanas report <search-id>
+
+Per generation mode (delta vs full): candidates, valid rate, mean one-epoch accuracy of the valid ones,
+best accuracy per dataset, mean output lines and tokens, novel architectures admitted, failure stages;
+the output-length reduction of delta vs full; Spearman ρ between one-epoch and longer-run accuracy of the
+candidates the search re-trained (metric `accuracy_long`, param `long_epochs`) next to the same ρ from
+LEMUR's own records. The table, its JSON, summary metrics and per-cycle plots go onto the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from client import lemur_fidelity
+from client.lemur_fidelity import Fidelity, spearman
+from client.tracking import SEARCH_TAG, Tracker
+
+REPORT_DIR = "report"
+REPORT_FILE = "report.json"
+REPORT_TEXT_FILE = "report.txt"
+MODE_ORDER = ("delta", "full")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the report reads from one child run."""
+
+    mode: str
+    dataset: str
+    cycle: int
+    valid: bool
+    accuracy: float
+    output_lines: float
+    output_tokens: float
+    novelty_jaccard: float
+    accepted: bool
+    failure_stage: str
+    accuracy_long: float | None = None
+    long_epochs: int | None = None
+
+
+@dataclass
+class ModeSummary:
+    """One column of the table: the candidates of one generation mode."""
+
+    mode: str
+    candidates: int
+    valid: int
+    valid_rate: float
+    mean_accuracy: float | None
+    best_accuracy: dict[str, float]
+    mean_output_lines: float
+    mean_output_tokens: float
+    accepted: int
+    failures: dict[str, int]
+
+
+@dataclass
+class CycleSummary:
+    mode: str
+    cycle: int
+    candidates: int
+    valid_rate: float
+    mean_accuracy: float | None
+
+
+@dataclass
+class Report:
+    search_id: str
+    modes: list[ModeSummary]
+    cycles: list[CycleSummary]
+    reduction_pct: dict[str, float]
+    proxy: list[Fidelity]
+    reference: list[Fidelity] = field(default_factory=list)
+    reference_note: str = ""
+
+
+def candidate(run: Any) -> Candidate:
+    """A child run as a `Candidate`; a failure stage is only kept for invalid candidates."""
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    valid = metrics.get("valid") == 1.0
+    stage = tags.get("failure_stage", "")
+    long_epochs = params.get("long_epochs")
+    return Candidate(
+        mode=params.get("mode", "?"), dataset=params.get("dataset", "?"), cycle=int(params.get("cycle", 0)),
+        valid=valid, accuracy=metrics.get("accuracy", 0.0), output_lines=metrics.get("output_lines", 0.0),
+        output_tokens=metrics.get("output_tokens", 0.0), novelty_jaccard=metrics.get("novelty_jaccard", 0.0),
+        accepted=metrics.get("accepted") == 1.0,
+        failure_stage="" if valid else stage if stage not in ("", "none") else "unknown",
+        accuracy_long=metrics.get("accuracy_long"), long_epochs=int(long_epochs) if long_epochs else None)
+
+
+def _mean(values: list[float]) -> float | None:
+    return fmean(values) if values else None
+
+
+def summarize_mode(mode: str, group: list[Candidate]) -> ModeSummary:
+    valid = [c for c in group if c.valid]
+    best: dict[str, float] = {}
+    for c in valid:
+        best[c.dataset] = max(best.get(c.dataset, -math.inf), c.accuracy)
+    return ModeSummary(
+        mode=mode, candidates=len(group), valid=len(valid), valid_rate=len(valid) / len(group),
+        mean_accuracy=_mean([c.accuracy for c in valid]), best_accuracy=dict(sorted(best.items())),
+        mean_output_lines=fmean(c.output_lines for c in group),
+        mean_output_tokens=fmean(c.output_tokens for c in group), accepted=sum(c.accepted for c in group),
+        failures=dict(sorted(Counter(c.failure_stage for c in group if not c.valid).items())))
+
+
+def _modes(candidates: Iterable[Candidate]) -> list[str]:
+    found = {c.mode for c in candidates}
+    return [m for m in MODE_ORDER if m in found] + sorted(found - set(MODE_ORDER))
+
+
+def _group(candidates: Iterable[Candidate], key: Callable[[Candidate], Any]) -> dict[Any, list[Candidate]]:
+    groups: dict[Any, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        groups[key(c)].append(c)
+    return groups
+
+
+def summarize_cycles(candidates: list[Candidate]) -> list[CycleSummary]:
+    groups = _group(candidates, lambda c: (c.mode, c.cycle))
+    return [CycleSummary(mode, cycle, len(g), sum(c.valid for c in g) / len(g),
+                         _mean([c.accuracy for c in g if c.valid]))
+            for mode in _modes(candidates) for cycle in sorted({c.cycle for c in candidates})
+            if (g := groups.get((mode, cycle)))]
+
+
+def reduction_pct(modes: list[ModeSummary]) -> dict[str, float]:
+    """How much shorter delta outputs are than full-model outputs, in percent (empty without both modes)."""
+    by_mode = {m.mode: m for m in modes}
+    if "delta" not in by_mode or "full" not in by_mode:
+        return {}
+    delta, full = by_mode["delta"], by_mode["full"]
+    return {what: 100.0 * (1.0 - getattr(delta, f"mean_output_{what}") / f)
+            for what in ("lines", "tokens") if (f := getattr(full, f"mean_output_{what}"))}
+
+
+def proxy_fidelity(candidates: list[Candidate]) -> list[Fidelity]:
+    """ρ(one-epoch accuracy, `accuracy_long`) of re-trained valid candidates: per long-run length, all
+    datasets pooled ("all") and per dataset."""
+    retrained = [c for c in candidates if c.valid and c.accuracy_long is not None]
+    out = []
+    for epochs, group in sorted(_group(retrained, lambda c: c.long_epochs or 0).items()):
+        for dataset, rows in [("all", group), *sorted(_group(group, lambda c: c.dataset).items())]:
+            out.append(Fidelity(dataset, epochs, len(rows), spearman([c.accuracy for c in rows],
+                                                                     [c.accuracy_long for c in rows])))
+    return out
+
+
+def build_report(search_id: str, candidates: list[Candidate], reference: bool = True) -> Report:
+    """The whole report; `reference` adds LEMUR's own ρ for the search's datasets."""
+    groups = _group(candidates, lambda c: c.mode)
+    modes = [summarize_mode(m, groups[m]) for m in _modes(candidates)]
+    report = Report(search_id, modes, summarize_cycles(candidates), reduction_pct(modes), proxy_fidelity(candidates))
+    if reference and candidates:
+        try:
+            report.reference = lemur_fidelity.reference(sorted({c.dataset for c in candidates}))
+        except FileNotFoundError as exc:
+            report.reference_note = str(exc)
+    return report
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _mode_rows(modes: list[ModeSummary]) -> list[tuple[str, list[str]]]:
+    rows = [("candidates", [str(m.candidates) for m in modes]),
+            ("valid rate", [f"{100 * m.valid_rate:.1f}%" for m in modes]),
+            ("mean accuracy (valid)", [_fmt(m.mean_accuracy) for m in modes])]
+    for ds in sorted({ds for m in modes for ds in m.best_accuracy}):
+        rows.append((f"best accuracy {ds}", [_fmt(m.best_accuracy.get(ds)) for m in modes]))
+    rows += [("mean output lines", [f"{m.mean_output_lines:.1f}" for m in modes]),
+             ("mean output tokens", [f"{m.mean_output_tokens:.1f}" for m in modes]),
+             ("novel admitted", [str(m.accepted) for m in modes])]
+    for stage in sorted({s for m in modes for s in m.failures}):
+        rows.append((f"failed at {stage}", [str(m.failures.get(stage, 0)) for m in modes]))
+    return rows
+
+
+def _table(header: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """Rows of a label column and right-aligned cells, under `header`."""
+    width = max(len(label) for label in [header[0], *(label for label, _ in rows)])
+    cols = [max([len(h), *(len(cells[i]) for _, cells in rows)]) for i, h in enumerate(header[1:])]
+
+    def line(label: str, cells: list[str]) -> str:
+        return "  ".join([label.ljust(width), *(c.rjust(w) for c, w in zip(cells, cols, strict=True))])
+
+    return [line(header[0], header[1:]), *(line(label, cells) for label, cells in rows)]
+
+
+def _fidelity_lines(title: str, rows: list[Fidelity], count: str) -> list[str]:
+    if not rows:
+        return []
+    epochs = sorted({r.epoch for r in rows})
+    by_key = {(r.dataset, r.epoch): r for r in rows}
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    cells = [(ds, [f"{_fmt(r.rho, '.3f')} ({r.models})" if (r := by_key.get((ds, e))) else "-" for e in epochs])
+             for ds in datasets]
+    return ["", f"{title} — Spearman ρ ({count})", *_table(["dataset", *(f"1 vs {e} ep" for e in epochs)], cells)]
+
+
+def render(report: Report) -> str:
+    if not report.modes:
+        return f"search {report.search_id}: no candidates logged yet"
+    total = sum(m.candidates for m in report.modes)
+    lines = [f"search {report.search_id}: {total} candidates, {len({c.cycle for c in report.cycles})} cycle(s)", "",
+             *_table(["", *(m.mode for m in report.modes)], _mode_rows(report.modes)), "",
+             "per cycle: valid rate / mean accuracy (valid)",
+             *_table(["cycle", *(m.mode for m in report.modes)], _cycle_rows(report))]
+    if report.reduction_pct:
+        lines += ["", "delta vs full: " + ", ".join(f"output {what} {pct:.1f}% shorter"
+                                                   for what, pct in report.reduction_pct.items())]
+    lines += _fidelity_lines("one-epoch proxy vs longer training of re-trained candidates", report.proxy,
+                             "candidates")
+    lines += _fidelity_lines("LEMUR reference, best trial per model", report.reference, "models")
+    if report.reference_note:
+        lines += ["", f"LEMUR reference unavailable: {report.reference_note}"]
+    return "\n".join(lines)
+
+
+def _cycle_rows(report: Report) -> list[tuple[str, list[str]]]:
+    by_key = {(c.mode, c.cycle): c for c in report.cycles}
+    return [(str(cycle), [f"{100 * c.valid_rate:.1f}% / {_fmt(c.mean_accuracy)}"
+                          if (c := by_key.get((m.mode, cycle))) else "-" for m in report.modes])
+            for cycle in sorted({c.cycle for c in report.cycles})]
+
+
+def summary_metrics(report: Report) -> dict[str, float]:
+    """The parent run's metrics (non-finite values left out)."""
+    out: dict[str, float] = {}
+    for m in report.modes:
+        out |= {f"{m.mode}_candidates": m.candidates, f"{m.mode}_valid_rate": m.valid_rate,
+                f"{m.mode}_mean_accuracy": m.mean_accuracy, f"{m.mode}_accepted": m.accepted,
+                f"{m.mode}_mean_output_lines": m.mean_output_lines,
+                f"{m.mode}_mean_output_tokens": m.mean_output_tokens,
+                **{f"{m.mode}_best_accuracy_{ds}": v for ds, v in m.best_accuracy.items()},
+                **{f"{m.mode}_failed_{stage}": n for stage, n in m.failures.items()}}
+    out |= {f"output_{what}_reduction_pct": pct for what, pct in report.reduction_pct.items()}
+    for r in report.proxy:
+        suffix = f"e{r.epoch}" if r.dataset == "all" else f"e{r.epoch}_{r.dataset}"
+        out |= {f"spearman_rho_{suffix}": r.rho, f"spearman_candidates_{suffix}": r.models}
+    if pooled := [r for r in report.proxy if r.dataset == "all"]:
+        out["spearman_rho"] = pooled[-1].rho
+    for r in report.reference:
+        out |= {f"lemur_spearman_rho_{r.dataset}_e{r.epoch}": r.rho,
+                f"lemur_spearman_models_{r.dataset}_e{r.epoch}": r.models}
+    return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
+
+
+def _boxes(ax: Any, candidates: list[Candidate], value: Callable[[Candidate], float], ylabel: str) -> None:
+    """Box plots with the points of `value` over the valid candidates, per cycle, the modes side by side."""
+    modes, cycles = _modes(candidates), sorted({c.cycle for c in candidates})
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
+        data = [(cycle, [value(c) for c in candidates if c.mode == mode and c.cycle == cycle and c.valid])
+                for cycle in cycles]
+        data = [(cycle, values) for cycle, values in data if values]
+        if data:
+            positions = [cycle + (i - (len(modes) - 1) / 2) * width for cycle, _ in data]
+            boxes = ax.boxplot([v for _, v in data], positions=positions, widths=width * 0.9, patch_artist=True,
+                               manage_ticks=False, showfliers=False, medianprops={"color": "black"})
+            for box in boxes["boxes"]:
+                box.set(facecolor=f"C{i}", alpha=0.5)
+            for x, (_, values) in zip(positions, data, strict=True):
+                ax.scatter([x] * len(values), values, s=14, color=f"C{i}", edgecolors="black", zorder=3)
+            ax.plot([], [], color=f"C{i}", linewidth=8, label=mode)
+    ax.set(xlabel="cycle", ylabel=ylabel, xticks=cycles)
+    ax.legend()
+
+
+def _validity(ax: Any, cycles: list[CycleSummary]) -> None:
+    for i, mode in enumerate(dict.fromkeys(c.mode for c in cycles)):
+        rows = [c for c in cycles if c.mode == mode]
+        ax.plot([c.cycle for c in rows], [c.valid_rate for c in rows], marker="o", color=f"C{i}", label=mode)
+    ax.set(xlabel="cycle", ylabel="valid rate", ylim=(0, 1.05), xticks=sorted({c.cycle for c in cycles}))
+    ax.legend()
+
+
+def save_plots(report: Report, candidates: list[Candidate], out_dir: Path) -> list[Path]:
+    """validity_per_cycle.png, accuracy_per_cycle.png and novelty_per_cycle.png (Agg, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    plots: dict[str, Callable[[Any], None]] = {
+        "validity_per_cycle.png": lambda ax: _validity(ax, report.cycles),
+        "accuracy_per_cycle.png": lambda ax: _boxes(ax, candidates, lambda c: c.accuracy, "one-epoch accuracy"),
+        "novelty_per_cycle.png": lambda ax: _boxes(ax, candidates, lambda c: c.novelty_jaccard,
+                                                   "max Jaccard to known models"),
+    }
+    paths = []
+    for name, draw in plots.items():
+        fig = Figure(figsize=(6, 4), layout="tight")
+        ax = fig.add_subplot()
+        draw(ax)
+        ax.set_title(f"{report.search_id}: {name.removesuffix('.png').replace('_', ' ')}")
+        fig.savefig(out_dir / name, dpi=100)
+        paths.append(out_dir / name)
+    return paths
+
+
+def parent_run(tracker: Tracker, search_id: str) -> Any:
+    runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`{SEARCH_TAG}` = '{search_id}' and "
+                                      "tags.`deltanas.role` = 'search'", max_results=1)
+    if not runs:
+        raise ValueError(f"search_id: no search {search_id!r} in this experiment at {tracker.tracking_uri}")
+    return runs[0]
+
+
+def make_report(tracking_uri: str, experiment: str, search_id: str, reference: bool = True) -> Report:
+    """Computes the report from the child runs and logs metrics, text, JSON and plots on the parent run."""
+    tracker = Tracker(tracking_uri, experiment)
+    run_id = parent_run(tracker, search_id).info.run_id
+    candidates = [candidate(run) for run in tracker.children(run_id)]
+    report = build_report(search_id, candidates, reference)
+    tracker.log_summary(run_id, summary_metrics(report), {
+        f"{REPORT_DIR}/{REPORT_TEXT_FILE}": render(report),
+        f"{REPORT_DIR}/{REPORT_FILE}": json.dumps(asdict(report), indent=2)})
+    if candidates:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_plots(report, candidates, Path(tmp))
+            tracker.client.log_artifacts(run_id, tmp, REPORT_DIR)
+    return report
+
+
+def print_report(tracking_uri: str, experiment: str, search_id: str) -> int:
+    print(render(make_report(tracking_uri, experiment, search_id)))
+    return 0

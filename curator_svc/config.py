@@ -1,0 +1,30 @@
+"""Curator configuration (file + DELTANAS_CURATOR_* environment variables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deltanas.config import option
+from deltanas.paths import deltanas_home
+
+ENV_PREFIX = "DELTANAS_CURATOR_"
+
+
+@dataclass
+class CuratorConfig:
+    host: str = option("127.0.0.1", "interface to bind; loopback unless you deploy across machines")
+    port: int = option(50061, "port to bind (0: any free port)")
+    state_dir: Path = option(deltanas_home() / "curator", "datasets, adapters, operations and accepted candidates")
+    lemur_root: Path | None = option(None, "LEMUR's ab/nn folder (default: the installed nn-dataset package)")
+    model: str = option("qwen2.5-coder-0.5b", "base model whose tokenizer filters and which fine-tuning adapts")
+    min_gain: float = option(0.01, "accuracy a pair's improved model must gain over its baseline")
+    max_diff_lines: int = option(120, "largest diff of a training pair, in lines")
+    max_pairs_per_dataset: int = option(500, "pairs per dataset, for a balanced training set")
+    max_tokens: int = option(4096, "longest prompt + target in tokens")
+    eval_fraction: float = option(0.05, "share of examples held out for evaluation")
+    novelty_threshold: float = option(0.9, "MinHash-Jaccard at or above which a candidate is a near-duplicate")
+    num_perm: int = option(128, "MinHash permutations")
+    shingle_size: int = option(7, "code tokens per shingle")
+    device: str = option("auto", "fine-tuning device: auto, cpu, cuda")
+    grace_s: float = option(30.0, "seconds in-flight calls get to finish on SIGTERM")

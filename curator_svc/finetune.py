@@ -1,0 +1,381 @@
+"""LoRA fine-tuning of the code LLM on a dataset written by curator_svc.dataset (plain PyTorch loop).
+
+Loss is on the completion only (target + end-of-turn; prompt tokens are labelled -100), token-weighted
+across gradient-accumulation micro-batches; AdamW with cosine schedule and warm-up; bf16 on CUDA
+(optionally 4-bit base weights via bitsandbytes), fp32 on CPU. Every `save_every` steps a checkpoint
+(adapter + optimizer/scheduler state + step) is written under <output_dir>/checkpoints/; a rerun with the
+same output_dir resumes from the latest one. The final adapter is saved with `save_pretrained` in
+<output_dir> (adapter_config.json + adapter_model.safetensors), loadable as-is by peft, TGI and vLLM.
+
+    .venv/bin/python -m curator_svc.finetune DATASET_DIR OUTPUT_DIR --base-model smollm2-135m --max-steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from curator_svc.dataset import TRAIN_FILE, completion_text, prompt_text
+from deltanas import llm
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "trainer_state.pt"
+RESULT_FILE = "finetune_result.json"
+IGNORE_INDEX = -100
+Progress = Callable[[int, int, float, float, float], None]  # step, total, loss, lr, tokens_per_s
+_LORA_FIELDS = ("r", "lora_alpha", "target_modules")
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    base_model: str = field(
+        default=llm.DEFAULT_MODEL, metadata={"help": "model name or HF directory (deltanas.llm)"}
+    )
+    r: int = field(default=32, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        metadata={"help": "linear layers that get LoRA adapters"},
+    )
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with linear warm-up"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training set (if max_steps is 0)"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0: epochs x steps per epoch"})
+    batch_size: int = field(default=1, metadata={"help": "examples per micro-batch"})
+    grad_accum: int = field(default=8, metadata={"help": "micro-batches per optimizer step"})
+    max_length: int = field(default=4096, metadata={"help": "longer examples are skipped (counted)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    save_every: int = field(default=50, metadata={"help": "checkpoint every k steps (0: only on cancel)"})
+    seed: int = field(default=0, metadata={"help": "LoRA init and data order"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "4-bit base weights (CUDA + bitsandbytes)"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "trade compute for activation memory"}
+    )
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    adapter_dir: str | None  # None when cancelled before the end
+    steps: int
+    total_steps: int
+    final_loss: float
+    tokens_per_s: float
+    seconds: float
+    cancelled: bool
+    resumed_from: int
+    skipped_too_long: int
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint in output_dir does not belong to this run's base model, adapter shape or dataset."""
+
+
+def encode(tokenizer: Any, record: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one dataset record; labels are IGNORE_INDEX on the prompt."""
+    prompt = tokenizer(prompt_text(tokenizer, record["messages"]), add_special_tokens=False)["input_ids"]
+    completion = tokenizer(completion_text(tokenizer, record["target"]), add_special_tokens=False)[
+        "input_ids"
+    ]
+    return prompt + completion, [IGNORE_INDEX] * len(prompt) + completion
+
+
+def _device(config: FineTuneConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def _load_model(config: FineTuneConfig, device: torch.device) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    if config.load_in_4bit:
+        from importlib.util import find_spec
+
+        if device.type != "cuda" or find_spec("bitsandbytes") is None:
+            raise ValueError(
+                "load_in_4bit needs CUDA and bitsandbytes (pip install bitsandbytes); "
+                "set load_in_4bit=False to train in bf16/fp32"
+            )
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            llm.resolve(config.base_model), quantization_config=quant, device_map={"": device.index or 0}
+        )
+        model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
+    else:
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        model = llm.load_model(config.base_model, dtype=dtype, device=str(device))
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(
+        r=config.r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    model = get_peft_model(model, lora)
+    model.train()
+    return model
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    root = output_dir / CHECKPOINTS_DIR
+    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+
+
+def _save_checkpoint(
+    model: Any, optimizer: Any, scheduler: Any, step: int, meta: dict[str, Any], output_dir: Path
+) -> None:
+    root = output_dir / CHECKPOINTS_DIR
+    final, tmp = root / f"step-{step:07d}", root / f".step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **meta},
+        tmp / STATE_FILE,
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    for old in _checkpoints(output_dir):
+        if old != final:
+            shutil.rmtree(old)
+    log.info("checkpoint saved: step %d in %s", step, final)
+
+
+def _check_resume(state: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
+    for key, value in meta.items():
+        if state.get(key) != value:
+            what = "base_model" if key == "base_model" else key
+            raise CheckpointMismatch(
+                f"checkpoint {path} was made with {key}={state.get(key)!r}, this run has {key}={value!r}: "
+                f"set {what}={state.get(key)!r} to resume it, or use a new output_dir to start over"
+            )
+
+
+def _batches(n: int, config: FineTuneConfig, step: int) -> list[list[int]]:
+    """Example indices of the micro-batches of optimizer step `step` (a seeded permutation per epoch)."""
+    per_step = config.batch_size * config.grad_accum
+    positions = range(step * per_step, (step + 1) * per_step)
+    orders: dict[int, list[int]] = {}
+    indices = []
+    for pos in positions:
+        epoch = pos // n
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(
+                n, generator=torch.Generator().manual_seed(config.seed + epoch)
+            ).tolist()
+        indices.append(orders[epoch][pos % n])
+    return [indices[i : i + config.batch_size] for i in range(0, per_step, config.batch_size)]
+
+
+def _collate(
+    examples: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (x, y) in enumerate(examples):
+        ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def _train_step(
+    model: Any,
+    micro: list[dict[str, torch.Tensor]],
+    params: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+) -> float:
+    """One optimizer step over the micro-batches; the loss is the mean over all completion tokens."""
+    n_targets = max(1, sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro))
+    total = 0.0
+    for batch in micro:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = (
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                batch["labels"][:, 1:].flatten(),
+                reduction="sum",
+                ignore_index=IGNORE_INDEX,
+            )
+            / n_targets
+        )
+        loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def finetune(
+    config: FineTuneConfig,
+    dataset_dir: Path,
+    output_dir: Path,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> FineTuneResult:
+    """Train a LoRA adapter on <dataset_dir>/train.jsonl into output_dir, resuming its latest checkpoint."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    t0 = time.perf_counter()
+    train_bytes = (Path(dataset_dir) / TRAIN_FILE).read_bytes()
+    records = [json.loads(line) for line in train_bytes.splitlines() if line.strip()]
+    meta = {
+        "base_model": config.base_model,
+        **{k: getattr(config, k) for k in _LORA_FIELDS},
+        "dataset_sha256": hashlib.sha256(train_bytes).hexdigest(),
+    }
+    output_dir = Path(output_dir)
+    checkpoints = _checkpoints(output_dir)
+    state = torch.load(checkpoints[-1] / STATE_FILE, weights_only=True) if checkpoints else None
+    if state is not None:
+        _check_resume(state, meta, checkpoints[-1])
+
+    device = _device(config)
+    tokenizer = llm.load_tokenizer(config.base_model)
+    encoded = [encode(tokenizer, r) for r in records]
+    examples = [e for e in encoded if len(e[0]) <= config.max_length]
+    skipped = len(encoded) - len(examples)
+    if not examples:
+        raise ValueError(
+            f"no training example of {dataset_dir} fits max_length={config.max_length} "
+            f"({len(encoded)} examples)"
+        )
+    steps_per_epoch = math.ceil(len(examples) / (config.batch_size * config.grad_accum))
+    total = config.max_steps or config.epochs * steps_per_epoch
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model = _load_model(config, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
+    step = 0
+    if state is not None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(
+            model, load_file(checkpoints[-1] / "adapter_model.safetensors", device=str(device))
+        )
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        log.info("resuming from %s at step %d/%d", checkpoints[-1], step, total)
+    resumed_from, last_saved = step, step
+    loss_value, tokens, train_seconds = float("nan"), 0, 0.0
+    cancelled = False
+    log.info(
+        "fine-tuning %s on %s: %d examples (%d too long), %d steps on %s, %d trainable parameters",
+        config.base_model,
+        dataset_dir,
+        len(examples),
+        skipped,
+        total,
+        device,
+        sum(p.numel() for p in params),
+    )
+    while step < total:
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            break
+        started = time.perf_counter()
+        micro = [
+            _collate([examples[i] for i in batch], pad_id, device)
+            for batch in _batches(len(examples), config, step)
+        ]
+        step_loss = _train_step(model, micro, params, optimizer, config.max_grad_norm)
+        scheduler.step()
+        step += 1
+        elapsed = time.perf_counter() - started
+        step_tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+        tokens, train_seconds, loss_value = tokens + step_tokens, train_seconds + elapsed, step_loss
+        lr = scheduler.get_last_lr()[0]
+        log.info(
+            "step %d/%d loss %.4f lr %.2e %.0f tok/s ETA %.0f s",
+            step,
+            total,
+            loss_value,
+            lr,
+            step_tokens / elapsed,
+            (total - step) * train_seconds / (step - resumed_from),
+        )
+        if progress is not None:
+            progress(step, total, loss_value, lr, step_tokens / elapsed)
+        if config.save_every and step % config.save_every == 0 and step < total:
+            _save_checkpoint(model, optimizer, scheduler, step, meta, output_dir)
+            last_saved = step
+    if cancelled and step > last_saved:
+        _save_checkpoint(model, optimizer, scheduler, step, meta, output_dir)
+    adapter_dir = None
+    if not cancelled:
+        model.save_pretrained(output_dir)
+        adapter_dir = str(output_dir)
+    result = FineTuneResult(
+        adapter_dir=adapter_dir,
+        steps=step,
+        total_steps=total,
+        final_loss=loss_value,
+        tokens_per_s=tokens / train_seconds if train_seconds else 0.0,
+        seconds=time.perf_counter() - t0,
+        cancelled=cancelled,
+        resumed_from=resumed_from,
+        skipped_too_long=skipped,
+    )
+    if not cancelled:
+        (output_dir / RESULT_FILE).write_text(
+            json.dumps({**asdict(result), "config": asdict(config)}, indent=2)
+        )
+    log.info("fine-tuning %s: %s", "cancelled" if cancelled else "done", result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset_dir", type=Path)
+    parser.add_argument("output_dir", type=Path)
+    scalar = {"int": int, "float": float, "str": str}
+    for f in fields(FineTuneConfig):
+        if f.type in scalar:
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=scalar[f.type],
+                default=f.default,
+                help=f.metadata["help"],
+            )
+    args = vars(parser.parse_args())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = FineTuneConfig(**{f.name: args[f.name] for f in fields(FineTuneConfig) if f.name in args})
+    print(finetune(config, args["dataset_dir"], args["output_dir"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Long-running fine-tuning operations: start, get, watch, cancel, resume; state survives restarts.
+
+Each operation is a JSON file under `<state_dir>/operations/<id>.json`, rewritten atomically on every
+change; an operation found RUNNING at start-up was interrupted and is marked FAILED (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from deltanas.errors import FailedPrecondition, NotFound
+
+log = logging.getLogger("deltanas.operations")
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
+TERMINAL = {SUCCEEDED, FAILED, CANCELLED}
+
+
+class Cancelled(Exception):
+    """Raised by a job that noticed its cancel event."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: str
+    state: str
+    dataset_id: str
+    model: str
+    step: int = 0
+    total_steps: int = 0
+    loss: float = 0.0
+    learning_rate: float = 0.0
+    tokens_per_second: float = 0.0
+    adapter_path: str = ""
+    error: str = ""
+    work_dir: str = ""
+
+
+# job(op, report, cancel) -> adapter path; report(step, total, loss, lr, tokens_per_s) publishes progress.
+Job = Callable[[Operation, Callable[..., None], threading.Event], str]
+
+
+class OperationStore:
+    """Operations by id, with a condition variable that wakes watchers on every change."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "operations"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._ops: dict[str, Operation] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._changed = threading.Condition()
+        for path in sorted(self.root.glob("*.json")):
+            op = Operation(**json.loads(path.read_text()))
+            if op.state not in TERMINAL:
+                op = replace(op, state=FAILED, error="interrupted by a curator restart; resume it")
+                self._write(op)
+            self._ops[op.id] = op
+
+    def _write(self, op: Operation) -> None:
+        tmp = self.root / f".{op.id}.json.tmp"
+        tmp.write_text(json.dumps(asdict(op)))
+        os.replace(tmp, self.root / f"{op.id}.json")
+
+    def _update(self, op_id: str, **changes: object) -> Operation:
+        with self._changed:
+            op = replace(self._ops[op_id], **changes)
+            self._ops[op_id] = op
+            self._write(op)
+            self._changed.notify_all()
+            return op
+
+    def get(self, op_id: str) -> Operation:
+        try:
+            return self._ops[op_id]
+        except KeyError:
+            raise NotFound(f"id: no fine-tuning operation {op_id!r}") from None
+
+    def start(self, dataset_id: str, model: str, job: Job, work_dir: Path | None = None) -> Operation:
+        """Starts `job` in a thread; `work_dir` set means a resume into that operation's checkpoints."""
+        op_id = "ft-" + uuid.uuid4().hex[:12]
+        op = Operation(id=op_id, state=PENDING, dataset_id=dataset_id, model=model,
+                       work_dir=str(work_dir or self.root.parent / "adapters" / op_id))
+        with self._changed:
+            self._ops[op_id] = op
+            self._cancel[op_id] = threading.Event()
+            self._write(op)
+        threading.Thread(target=self._run, args=(op_id, job), name=op_id, daemon=True).start()
+        return op
+
+    def _run(self, op_id: str, job: Job) -> None:
+        cancel = self._cancel[op_id]
+
+        def report(step: int, total: int, loss: float, lr: float, tokens_per_s: float) -> None:
+            self._update(op_id, step=step, total_steps=total, loss=loss, learning_rate=lr,
+                         tokens_per_second=tokens_per_s)
+
+        op = self._update(op_id, state=RUNNING)
+        try:
+            adapter = job(op, report, cancel)
+            self._update(op_id, state=SUCCEEDED, adapter_path=str(adapter))
+            log.info("operation %s succeeded: adapter %s", op_id, adapter)
+        except Cancelled:
+            self._update(op_id, state=CANCELLED, error="cancelled by request")
+            log.info("operation %s cancelled", op_id)
+        except Exception as exc:
+            log.exception("operation %s failed", op_id)
+            self._update(op_id, state=FAILED, error=f"{type(exc).__name__}: {exc}")
+
+    def cancel(self, op_id: str) -> Operation:
+        op = self.get(op_id)
+        if op.state in TERMINAL:
+            raise FailedPrecondition(f"id: operation {op_id} already ended ({op.state}); nothing to cancel")
+        self._cancel[op_id].set()
+        return op
+
+    def watch(self, op_id: str, is_active: Callable[[], bool], poll_s: float = 1.0) -> Iterator[Operation]:
+        """Yields the operation now and after every change, until it ends or the caller goes away."""
+        last = None
+        while is_active():
+            with self._changed:
+                op = self.get(op_id)
+                if op == last:
+                    self._changed.wait(poll_s)
+                    continue
+            last = op
+            yield op
+            if op.state in TERMINAL:
+                return

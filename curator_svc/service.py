@@ -1,0 +1,273 @@
+"""gRPC adapter of the curator: LEMUR baselines, training datasets, novelty, fine-tuning operations.
+
+    python -m curator_svc --port 50061 --state-dir /var/lib/deltanas/curator
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from curator_svc.config import CuratorConfig
+from curator_svc.dataset import MANIFEST_FILE, DatasetConfig, EmptyDatasetError, build_datasets
+from curator_svc.lemur import LemurIndex
+from curator_svc.novelty import NoveltyConfig, NoveltyIndex
+from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
+from curator_svc.pairing import PairingConfig, make_pair, pair_baselines
+from deltanas.baseline import Baseline
+from deltanas.errors import FailedPrecondition, NotFound, require
+from deltanas.server import ServiceServer
+from deltanas.v1 import common_pb2, curator_pb2, curator_pb2_grpc
+
+log = logging.getLogger("deltanas.curator")
+
+SERVICE_NAME = "deltanas.v1.CuratorService"
+CANDIDATES_FILE = "candidates.jsonl"
+DATASETS_DIR = "datasets"
+MODES = {common_pb2.MODE_DELTA: "delta", common_pb2.MODE_FULL: "full"}
+STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
+          for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
+
+
+def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
+    return curator_pb2.FineTuneOperation(
+        id=op.id, state=STATES[op.state], dataset_id=op.dataset_id, model=op.model, step=op.step,
+        total_steps=op.total_steps, loss=op.loss, learning_rate=op.learning_rate,
+        tokens_per_second=op.tokens_per_second, adapter_path=op.adapter_path, error=op.error)
+
+
+def baseline_to_proto(b: Baseline) -> common_pb2.Baseline:
+    return common_pb2.Baseline(name=b.name, dataset=b.dataset, task=b.task, metric=b.metric, epoch=b.epoch,
+                               accuracy=b.accuracy, code=b.code, hyperparameters=b.hyperparameters, batch=b.batch,
+                               transform=b.transform)
+
+
+def baseline_from_proto(m: common_pb2.Baseline) -> Baseline:
+    return Baseline(name=m.name, dataset=m.dataset, code=m.code, accuracy=m.accuracy, epoch=m.epoch or 1,
+                    task=m.task or "img-classification", metric=m.metric or "acc",
+                    hyperparameters=dict(m.hyperparameters), batch=m.batch or 64, transform=m.transform or "norm")
+
+
+class CandidateStore:
+    """Accepted candidates, appended to a JSONL file with fsync so that none is lost."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.records: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    self.records[record["candidate_id"]] = record
+
+    def add(self, record: dict) -> bool:
+        with self._lock:
+            if record["candidate_id"] in self.records:
+                return False
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self.records[record["candidate_id"]] = record
+            return True
+
+
+class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
+    def __init__(self, config: CuratorConfig) -> None:
+        self.cfg = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lemur = LemurIndex.load(config.lemur_root)
+        self.candidates = CandidateStore(config.state_dir / CANDIDATES_FILE)
+        self.operations = OperationStore(config.state_dir)
+        self._tokenizers: dict[str, object] = {}
+        self._novelty: NoveltyIndex | None = None
+        self._novelty_lock = threading.Lock()
+        threading.Thread(target=self.novelty, name="novelty-index", daemon=True).start()
+
+    def novelty(self) -> NoveltyIndex:
+        """The MinHash-LSH index over LEMUR's models and accepted candidates (built once, in the background)."""
+        with self._novelty_lock:
+            if self._novelty is None:
+                index = NoveltyIndex(NoveltyConfig(num_perm=self.cfg.num_perm, shingle=self.cfg.shingle_size,
+                                                   threshold=self.cfg.novelty_threshold))
+                for model in self.lemur.models():
+                    index.add(model, self.lemur.code(model))
+                for cid, record in self.candidates.records.items():
+                    index.add(cid, record["code"])
+                log.info("novelty index ready: %d models", len(index))
+                self._novelty = index
+            return self._novelty
+
+    def probe(self) -> None:
+        """Health: the LEMUR index must hold models."""
+        if not self.lemur.models():
+            raise RuntimeError(f"LEMUR index at {self.lemur.root} holds no usable model")
+
+    def _dataset(self, field: str, name: str) -> None:
+        known = self.lemur.datasets()
+        require(name in known, field, f"unknown dataset {name!r}; known: {', '.join(known)}")
+
+    def ListBaselines(self, request: curator_pb2.ListBaselinesRequest, context) -> curator_pb2.ListBaselinesResponse:
+        self._dataset("dataset", request.dataset)
+        require(request.limit >= 0, "limit", "must not be negative")
+        require(request.offset >= 0, "offset", "must not be negative")
+        require(request.epoch >= 0, "epoch", "must not be negative")
+        baselines = self.lemur.baselines(request.dataset, request.epoch or 1)
+        if request.names:
+            by_name = {b.name: b for b in baselines}
+            missing = [n for n in request.names if n not in by_name]
+            if missing:
+                raise NotFound(f"names: no {request.dataset} baseline at epoch {request.epoch or 1} for "
+                               f"{', '.join(missing)}")
+            baselines = [by_name[n] for n in request.names]
+        else:
+            baselines = sorted(baselines, key=lambda b: (b.accuracy, b.name))
+        page = baselines[request.offset:request.offset + request.limit if request.limit else None]
+        return curator_pb2.ListBaselinesResponse(baselines=[baseline_to_proto(b) for b in page],
+                                                 total=len(baselines))
+
+    def CheckNovelty(self, request: curator_pb2.CheckNoveltyRequest, context) -> curator_pb2.CheckNoveltyResponse:
+        require(bool(request.code.strip()), "code", "is empty")
+        jaccard, nearest = self.novelty().query(request.code)
+        return curator_pb2.CheckNoveltyResponse(max_jaccard=jaccard, nearest=str(nearest or ""),
+                                                novel=jaccard < self.cfg.novelty_threshold,
+                                                threshold=self.cfg.novelty_threshold)
+
+    def AddCandidates(self, request: curator_pb2.AddCandidatesRequest, context) -> curator_pb2.AddCandidatesResponse:
+        for i, c in enumerate(request.candidates):
+            require(bool(c.candidate_id), f"candidates[{i}].candidate_id", "is empty")
+            require(bool(c.code.strip()), f"candidates[{i}].code", "is empty")
+            require(c.HasField("baseline") and bool(c.baseline.code), f"candidates[{i}].baseline", "is missing")
+            require(0.0 <= c.accuracy <= 1.0, f"candidates[{i}].accuracy", "must be within [0, 1]")
+        added = 0
+        for c in request.candidates:
+            b = baseline_from_proto(c.baseline)
+            record = {"candidate_id": c.candidate_id, "code": c.code, "accuracy": c.accuracy,
+                      "baseline": {**b.__dict__}}
+            if self.candidates.add(record):
+                self.novelty().add(c.candidate_id, c.code)
+                added += 1
+        return curator_pb2.AddCandidatesResponse(added=added, duplicates=len(request.candidates) - added,
+                                                 total=len(self.candidates.records))
+
+    def _tokenizer(self, model: str):
+        from deltanas.llm import load_tokenizer
+
+        if model not in self._tokenizers:
+            self._tokenizers[model] = load_tokenizer(model)
+        return self._tokenizers[model]
+
+    def _candidate_pairs(self) -> list:
+        pairs = []
+        for cid, record in self.candidates.records.items():
+            baseline = Baseline(**record["baseline"])
+            improved = Baseline(**{**record["baseline"], "name": cid, "code": record["code"],
+                                   "accuracy": record["accuracy"]})
+            pairs.append(make_pair(baseline, improved))
+        return pairs
+
+    def BuildDataset(self, request: curator_pb2.BuildDatasetRequest, context) -> curator_pb2.BuildDatasetResponse:
+        require(bool(request.datasets), "datasets", "name at least one dataset")
+        for i, name in enumerate(request.datasets):
+            self._dataset(f"datasets[{i}]", name)
+        require(request.mode in MODES, "mode", "must be MODE_DELTA or MODE_FULL")
+        require(request.min_gain >= 0, "min_gain", "must not be negative")
+        require(request.max_diff_lines >= 0, "max_diff_lines", "must not be negative")
+        require(request.max_pairs_per_dataset >= 0, "max_pairs_per_dataset", "must not be negative")
+        require(request.max_tokens >= 0, "max_tokens", "must not be negative")
+        cfg, mode = self.cfg, MODES[request.mode]
+        pairing = PairingConfig(min_gain=request.min_gain or cfg.min_gain,
+                                max_diff_lines=request.max_diff_lines or cfg.max_diff_lines,
+                                max_pairs_per_dataset=request.max_pairs_per_dataset or cfg.max_pairs_per_dataset)
+        baselines = [b for name in request.datasets for b in self.lemur.baselines(name, 1)]
+        pairs, report = pair_baselines(baselines, pairing)
+        extra = self._candidate_pairs() if request.include_candidates else []
+        tokenizer = self._tokenizer(request.model or cfg.model)
+        dataset_cfg = DatasetConfig(modes=(mode,), max_tokens=request.max_tokens or cfg.max_tokens,
+                                    eval_fraction=cfg.eval_fraction,
+                                    novelty=NoveltyConfig(cfg.num_perm, cfg.shingle_size, cfg.novelty_threshold))
+        try:
+            built = build_datasets(pairs, cfg.state_dir / DATASETS_DIR, tokenizer, dataset_cfg, extra)[mode]
+        except EmptyDatasetError as exc:
+            pairing_counts = ", ".join(f"{k}={v}" for k, v in report.counts.items())
+            raise FailedPrecondition(f"filters left an empty dataset: pairing {pairing_counts}; then {exc}; "
+                                     "lower min_gain or raise max_diff_lines / max_tokens") from exc
+        counts = [curator_pb2.FilterCount(stage=f"pairing.{k}", count=v) for k, v in report.counts.items()]
+        counts += [curator_pb2.FilterCount(stage=f"dataset.{k}", count=v) for k, v in built.counts.items()]
+        log.info("dataset %s (%s): %d train, %d eval from %s", built.id, mode, built.train, built.eval,
+                 ", ".join(request.datasets))
+        return curator_pb2.BuildDatasetResponse(dataset_id=built.id, path=str(built.path), train_examples=built.train,
+                                                eval_examples=built.eval, counts=counts)
+
+    def _dataset_dir(self, dataset_id: str) -> Path:
+        require(bool(dataset_id), "dataset_id", "is empty")
+        require(dataset_id.isalnum(), "dataset_id", f"{dataset_id!r} is not a dataset id")
+        path = self.cfg.state_dir / DATASETS_DIR / dataset_id
+        if not (path / MANIFEST_FILE).exists():
+            raise NotFound(f"dataset_id: no dataset {dataset_id!r}; build one with BuildDataset")
+        return path
+
+    def StartFineTune(self, request: curator_pb2.StartFineTuneRequest, context) -> curator_pb2.StartFineTuneResponse:
+        from curator_svc.finetune import FineTuneConfig, finetune
+
+        dataset_dir = self._dataset_dir(request.dataset_id)
+        require(request.max_steps >= 0, "max_steps", "must not be negative")
+        require(request.learning_rate >= 0, "learning_rate", "must not be negative")
+        require(request.lora_r >= 0, "lora_r", "must not be negative")
+        require(request.gradient_accumulation >= 0, "gradient_accumulation", "must not be negative")
+        model = request.model or self.cfg.model
+        work_dir = None
+        if request.resume_operation_id:
+            previous = self.operations.get(request.resume_operation_id)
+            if previous.state not in TERMINAL:
+                raise FailedPrecondition(f"resume_operation_id: operation {previous.id} is still {previous.state}")
+            if previous.model != model:
+                raise FailedPrecondition(
+                    f"model: the checkpoints of {previous.id} were trained from base model {previous.model!r}, "
+                    f"not {model!r}; resume with model={previous.model!r} or start a new operation")
+            if previous.dataset_id != request.dataset_id:
+                raise FailedPrecondition(
+                    f"dataset_id: {previous.id} trained on dataset {previous.dataset_id!r}; resume with that "
+                    "dataset or start a new operation")
+            work_dir = Path(previous.work_dir)
+        defaults = FineTuneConfig()
+        config = FineTuneConfig(base_model=model, max_steps=request.max_steps,
+                                learning_rate=request.learning_rate or defaults.learning_rate,
+                                r=request.lora_r or defaults.r, device=self.cfg.device,
+                                grad_accum=request.gradient_accumulation or defaults.grad_accum)
+
+        def job(op: Operation, report, cancel: threading.Event) -> str:
+            result = finetune(config, dataset_dir, Path(op.work_dir), progress=report, cancel=cancel)
+            if result.cancelled or not result.adapter_dir:
+                raise Cancelled()
+            return result.adapter_dir
+
+        op = self.operations.start(request.dataset_id, model, job, work_dir)
+        log.info("operation %s: fine-tuning %s on dataset %s", op.id, model, request.dataset_id)
+        return curator_pb2.StartFineTuneResponse(operation=operation_to_proto(op))
+
+    def GetFineTune(self, request: curator_pb2.GetFineTuneRequest, context) -> curator_pb2.GetFineTuneResponse:
+        require(bool(request.id), "id", "is empty")
+        return curator_pb2.GetFineTuneResponse(operation=operation_to_proto(self.operations.get(request.id)))
+
+    def WatchFineTune(self, request: curator_pb2.WatchFineTuneRequest, context):
+        require(bool(request.id), "id", "is empty")
+        self.operations.get(request.id)
+        for op in self.operations.watch(request.id, context.is_active):
+            yield curator_pb2.WatchFineTuneResponse(operation=operation_to_proto(op))
+
+    def CancelFineTune(self, request: curator_pb2.CancelFineTuneRequest, context
+                       ) -> curator_pb2.CancelFineTuneResponse:
+        require(bool(request.id), "id", "is empty")
+        return curator_pb2.CancelFineTuneResponse(operation=operation_to_proto(self.operations.cancel(request.id)))
+
+
+def build_server(config: CuratorConfig) -> ServiceServer:
+    servicer = CuratorServicer(config)
+    server = ServiceServer("curator", config.host, config.port, grace_s=config.grace_s, probe=servicer.probe)
+    server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAME)
+    return server

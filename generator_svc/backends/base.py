@@ -1,0 +1,136 @@
+"""The interface every LLM backend implements, with its request/result types and errors.
+
+>>> backend = create_backend("local", model="smollm2-135m")
+>>> for gen in backend.generate(messages, n=2, sampling=Sampling(max_new_tokens=64), adapter=None,
+...                             seeds=[1, 2]):
+...     print(gen.index, gen.output_tokens, gen.text)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+Messages = Sequence[dict[str, str]]
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+
+
+class BackendError(RuntimeError):
+    """Base of the errors a backend raises for a request it cannot serve."""
+
+
+class UnknownAdapter(BackendError):
+    """The requested adapter was never loaded on this backend."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown adapter {name!r}; loaded: {sorted(known) or 'none'}")
+        self.name, self.known = name, list(known)
+
+
+class PromptTooLong(BackendError):
+    """Prompt tokens plus ``max_new_tokens`` do not fit the model's context."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"prompt has {tokens} tokens; at most {limit} fit with the requested max_new_tokens")
+        self.tokens, self.limit = tokens, limit
+
+
+class BackendUnavailable(BackendError):
+    """The backend (a server, or the local model) cannot be reached or loaded."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings of one request; ``temperature`` 0 means greedy (seeds are then irrelevant)."""
+
+    temperature: float = field(default=0.35, metadata={"help": "softmax temperature; 0 = greedy decoding"})
+    top_k: int = field(default=50, metadata={"help": "sample among the k most likely tokens; 0 = no limit"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling mass in (0, 1]; 1 = no limit"})
+    max_new_tokens: int = field(default=1024, metadata={"help": "most tokens generated per candidate"})
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise ValueError(f"invalid sampling settings: {self}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One finished candidate. ``output_tokens`` counts generated tokens including the end-of-turn token."""
+
+    index: int
+    seed: int
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float
+    finish_reason: str = FINISH_STOP
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    backend: str
+    model: str
+    context_length: int
+
+
+class Backend(ABC):
+    """An LLM that turns chat messages into ``n`` candidates, optionally through a named LoRA adapter."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type]  # dataclass of the keyword options the constructor takes
+
+    @abstractmethod
+    def generate(
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+    ) -> Iterator[Generation]:
+        """Candidates in the order they finish. Request errors (UnknownAdapter, PromptTooLong) are raised
+        by this call itself, before any iteration; ``seeds`` has one seed per candidate."""
+
+    @abstractmethod
+    def list_adapters(self) -> list[str]: ...
+
+    @abstractmethod
+    def load_adapter(self, name: str, path: str) -> None:
+        """Make adapter ``name`` available from ``path`` (replacing one of the same name), no restart."""
+
+    @abstractmethod
+    def info(self) -> BackendInfo: ...
+
+    @abstractmethod
+    def count_tokens(self, messages: Messages) -> int:
+        """Prompt tokens of ``messages`` with the chat template and generation prompt applied."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release connections or memory; the default holds nothing."""
+
+
+def check_request(n: int, seeds: Sequence[int]) -> None:
+    if n < 1 or len(seeds) != n:
+        raise ValueError(f"need n >= 1 and one seed per candidate, got n={n} and {len(seeds)} seeds")
+
+
+def check_fits(prompt_tokens: int, sampling: Sampling, context_length: int) -> None:
+    limit = context_length - sampling.max_new_tokens
+    if prompt_tokens > limit:
+        raise PromptTooLong(prompt_tokens, max(limit, 0))
+
+
+def fan_out(seeds: Sequence[int], one: Callable[[int, int], Generation], workers: int) -> Iterator[Generation]:
+    """Run ``one(index, seed)`` for every candidate on ``workers`` threads; yield results as they finish."""
+    with ThreadPoolExecutor(max_workers=min(workers, len(seeds))) as pool:
+        futures = [pool.submit(one, index, seed) for index, seed in enumerate(seeds)]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()

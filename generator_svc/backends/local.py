@@ -1,0 +1,276 @@
+"""In-process backend: transformers + peft, LoRA adapters hot-loaded and switched per request.
+
+    >>> backend = LocalBackend(model="smollm2-135m", adapters={"cycle3": "/path/to/adapter"})
+    >>> gens = list(backend.generate(msgs, n=4, sampling=Sampling(), adapter="cycle3", seeds=[1, 2, 3, 4]))
+
+Seeds: candidates are decoded in batches of up to ``max_batch`` rows; each row samples with its own
+``torch.Generator`` seeded with that candidate's seed (``SeededSampler``), so the same seed, prompt, adapter and
+batch size give the same text. A different batch size can, rarely, flip a near-tie through float rounding.
+Greedy sampling (temperature 0) ignores seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from deltanas import llm
+from generator_svc.backends.base import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Backend,
+    BackendError,
+    BackendInfo,
+    BackendUnavailable,
+    Generation,
+    Messages,
+    Sampling,
+    UnknownAdapter,
+    check_fits,
+    check_request,
+)
+
+log = logging.getLogger("generator_svc.backends.local")
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    model: str = field(
+        default=llm.DEFAULT_MODEL,
+        metadata={"help": "model source: a deltanas.llm name, a HF model directory, or hub:<repo_id>"},
+    )
+    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
+    dtype: str | None = field(default=None, metadata={"help": "torch dtype name; default: the stored one"})
+    adapters: Mapping[str, str] = field(
+        default_factory=dict, metadata={"help": "LoRA adapters to load at start: name -> directory"}
+    )
+    max_batch: int = field(default=8, metadata={"help": "most candidates decoded together in one batch"})
+    threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads for this process (set_num_threads); default: torch's"}
+    )
+    context_length: int | None = field(
+        default=None, metadata={"help": "override the model's context length (max_position_embeddings)"}
+    )
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature, top-k and top-p sampling where row i draws from its own generator seeded with seeds[i].
+
+    It returns logits that are -inf everywhere but the drawn token, so greedy decoding then takes it.
+    """
+
+    def __init__(self, sampling: Sampling, seeds: Sequence[int]) -> None:
+        self.sampling = sampling
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float() / self.sampling.temperature
+        if 0 < self.sampling.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.sampling.top_k).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.sampling.top_p < 1:
+            ordered, order = torch.sort(logits, descending=True)
+            probs = ordered.softmax(-1)
+            drop = probs.cumsum(-1) - probs > self.sampling.top_p  # keeps at least the most likely token
+            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        probs = logits.softmax(-1).cpu()
+        drawn = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)]
+        tokens = torch.stack(drawn).to(scores.device)
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+
+
+class FinishWatcher(StoppingCriteria):
+    """Reports each row the step it ends (end-of-turn token or length limit); stops nothing itself."""
+
+    def __init__(
+        self, prompt_len: int, eos_ids: set[int], max_new: int, on_finish: Callable[[int, list[int], str], None]
+    ) -> None:
+        self.prompt_len, self.eos_ids, self.max_new, self.on_finish = prompt_len, eos_ids, max_new, on_finish
+        self.finished: set[int] = set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        new = input_ids.shape[1] - self.prompt_len
+        for row, last in enumerate(input_ids[:, -1].tolist()):
+            if row in self.finished:
+                continue
+            reason = FINISH_STOP if last in self.eos_ids else FINISH_LENGTH if new >= self.max_new else None
+            if reason:
+                self.finished.add(row)
+                self.on_finish(row, input_ids[row, self.prompt_len :].tolist(), reason)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+_DONE = object()
+
+
+class LocalBackend(Backend):
+    """A transformers causal LM in this process; one lock serialises generation and adapter changes."""
+
+    kind = "local"
+    Options = LocalOptions
+
+    def __init__(self, **options: Any) -> None:
+        self.options = LocalOptions(**options)
+        self.device = self.options.device
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        dtype = getattr(torch, self.options.dtype) if self.options.dtype else None
+        try:
+            self.tokenizer = llm.load_tokenizer(self.options.model)
+            self.base = llm.load_model(self.options.model, dtype=dtype, device=self.device)
+        except llm.ModelSourceError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        self.model: Any = self.base  # becomes a PeftModel with the first adapter
+        self.context_length = self.options.context_length or self.base.config.max_position_embeddings
+        eos = self.base.generation_config.eos_token_id
+        self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+        self._lock = threading.Lock()
+        for name, path in self.options.adapters.items():
+            self.load_adapter(name, path)
+        log.info(
+            "local backend ready model=%s context=%d adapters=%s",
+            self.options.model,
+            self.context_length,
+            self.list_adapters(),
+        )
+
+    # ---------------------------------------------------------------------------------- adapters
+
+    def list_adapters(self) -> list[str]:
+        return sorted(getattr(self.model, "peft_config", {}))
+
+    def load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        start = time.monotonic()
+        with self._lock:
+            try:
+                if self.model is self.base:
+                    self.model = PeftModel.from_pretrained(self.base, path, adapter_name=name)
+                else:
+                    if name in self.model.peft_config:
+                        self.model.delete_adapter(name)
+                    self.model.load_adapter(path, adapter_name=name)
+            except (OSError, ValueError) as exc:  # missing directory, no adapter_config.json, wrong base
+                raise BackendError(f"cannot load adapter {name!r} from {path}: {exc}") from exc
+            self.model.eval()
+        log.info("adapter loaded name=%s path=%s seconds=%.2f", name, path, time.monotonic() - start)
+
+    def _use_adapter(self, adapter: str | None) -> AbstractContextManager[Any]:
+        """Select the adapter (or the bare base model) for one generate call; hold the lock."""
+        if adapter is None:
+            return self.model.disable_adapter() if self.model is not self.base else nullcontext()
+        self.model.set_adapter(adapter)
+        return nullcontext()
+
+    # -------------------------------------------------------------------------------- generation
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(backend=self.kind, model=self.options.model, context_length=self.context_length)
+
+    def _encode(self, messages: Messages) -> torch.Tensor:
+        encoded = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
+        return encoded["input_ids"]
+
+    def count_tokens(self, messages: Messages) -> int:
+        return int(self._encode(messages).shape[1])
+
+    def generate(
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+    ) -> Iterator[Generation]:
+        check_request(n, seeds)
+        if adapter is not None and adapter not in self.list_adapters():
+            raise UnknownAdapter(adapter, self.list_adapters())
+        prompt = self._encode(messages)
+        check_fits(prompt.shape[1], sampling, self.context_length)
+        return self._stream(prompt, sampling, adapter, list(seeds))
+
+    def _stream(
+        self, prompt: torch.Tensor, sampling: Sampling, adapter: str | None, seeds: list[int]
+    ) -> Iterator[Generation]:
+        start = time.monotonic()
+        for offset in range(0, len(seeds), self.options.max_batch):
+            batch_seeds = seeds[offset : offset + self.options.max_batch]
+            results: queue.Queue[Any] = queue.Queue()
+            worker = threading.Thread(
+                target=self._run_batch,
+                args=(prompt, sampling, adapter, batch_seeds, offset, results),
+                daemon=True,
+            )
+            worker.start()
+            while (item := results.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                index, ids, reason = item
+                yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start)
+            worker.join()
+
+    def _run_batch(
+        self,
+        prompt: torch.Tensor,
+        sampling: Sampling,
+        adapter: str | None,
+        seeds: list[int],
+        offset: int,
+        results: queue.Queue[Any],
+    ) -> None:
+        """Decode one batch, putting ``(index, token ids, finish reason)`` on ``results`` as rows end."""
+
+        def on_finish(row: int, ids: list[int], reason: str) -> None:
+            results.put((offset + row, ids, reason))
+
+        try:
+            config = GenerationConfig(
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=False,
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            processors = LogitsProcessorList([] if sampling.greedy else [SeededSampler(sampling, seeds)])
+            watcher = FinishWatcher(prompt.shape[1], self.eos_ids, sampling.max_new_tokens, on_finish)
+            inputs = prompt.to(self.device).repeat(len(seeds), 1)
+            with self._lock, self._use_adapter(adapter), torch.inference_mode():
+                self.model.generate(
+                    input_ids=inputs,
+                    attention_mask=torch.ones_like(inputs),
+                    generation_config=config,
+                    logits_processor=processors,
+                    stopping_criteria=StoppingCriteriaList([watcher]),
+                )
+        except BaseException as exc:  # handed to the consuming thread, which re-raises it
+            results.put(exc)
+        finally:
+            results.put(_DONE)
+
+    def _generation(
+        self, index: int, seed: int, ids: list[int], reason: str, prompt_tokens: int, start: float
+    ) -> Generation:
+        text_ids = ids[:-1] if reason == FINISH_STOP else ids
+        return Generation(
+            index=index,
+            seed=seed,
+            text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+            prompt_tokens=prompt_tokens,
+            output_tokens=len(ids),
+            latency_s=time.monotonic() - start,
+            finish_reason=reason,
+        )

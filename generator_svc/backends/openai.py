@@ -1,0 +1,132 @@
+"""Backend for an OpenAI-compatible server with LoRA (vLLM, SGLang): the adapter is the request's model name.
+
+    >>> backend = OpenAIBackend(url="http://127.0.0.1:8000")   # vllm serve ... --enable-lora
+
+Such servers answer with the base model when a model name is unknown to them, so ``generate`` checks the
+adapter against ``GET /v1/models`` first. ``load_adapter`` uses vLLM's ``/v1/load_lora_adapter`` (the server
+needs ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``); token counts come from vLLM's ``/tokenize``. Candidates are
+separate requests (one seed each), ``concurrency`` at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from generator_svc.backends.base import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Backend,
+    BackendError,
+    BackendInfo,
+    BackendUnavailable,
+    Generation,
+    Messages,
+    Sampling,
+    UnknownAdapter,
+    check_fits,
+    check_request,
+    fan_out,
+)
+
+log = logging.getLogger("generator_svc.backends.openai")
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    url: str = field(default="http://127.0.0.1:8000", metadata={"help": "server base URL (without /v1)"})
+    model: str | None = field(default=None, metadata={"help": "served base model; default: the server's first"})
+    api_key: str | None = field(default=None, metadata={"help": "bearer token, if the server wants one"})
+    concurrency: int = field(default=8, metadata={"help": "candidate requests in flight at once"})
+    timeout_s: float = field(default=600.0, metadata={"help": "HTTP timeout per request"})
+
+
+class OpenAIBackend(Backend):
+    kind = "openai"
+    Options = OpenAIOptions
+
+    def __init__(self, **options: Any) -> None:
+        self.options = OpenAIOptions(**options)
+        self.session = requests.Session()
+        if self.options.api_key:
+            self.session.headers["Authorization"] = f"Bearer {self.options.api_key}"
+        models = self._models()
+        bases = [m["id"] for m in models if not m.get("parent")]
+        self.model = self.options.model or (bases or [models[0]["id"]])[0]
+        if self.model not in {m["id"] for m in models}:
+            raise BackendError(f"{self.options.url} does not serve {self.model!r}; it serves {bases}")
+        self._context = next((m.get("max_model_len") for m in models if m["id"] == self.model), None)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(
+                method, f"{self.options.url}{path}", timeout=self.options.timeout_s, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise BackendUnavailable(f"{self.options.url} is not answering: {exc}") from exc
+        if not response.ok:
+            raise BackendError(f"{method} {path} failed with {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def _models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/models")["data"]
+
+    def list_adapters(self) -> list[str]:
+        return sorted(m["id"] for m in self._models() if m["id"] != self.model)
+
+    def load_adapter(self, name: str, path: str) -> None:
+        if name in self.list_adapters():
+            self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+        self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        log.info("adapter loaded name=%s path=%s", name, path)
+
+    def _tokenize(self, messages: Messages) -> dict[str, Any]:
+        body = {"model": self.model, "messages": list(messages), "add_generation_prompt": True}
+        return self._call("POST", "/tokenize", json=body)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return int(self._tokenize(messages)["count"])
+
+    def info(self) -> BackendInfo:
+        context = self._context or self._tokenize([{"role": "user", "content": ""}])["max_model_len"]
+        return BackendInfo(backend=self.kind, model=self.model, context_length=int(context))
+
+    def generate(
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+    ) -> Iterator[Generation]:
+        check_request(n, seeds)
+        if adapter is not None and adapter not in (known := self.list_adapters()):
+            raise UnknownAdapter(adapter, known)
+        tokenized = self._tokenize(messages)
+        check_fits(int(tokenized["count"]), sampling, int(tokenized["max_model_len"]))
+        body = {
+            "model": adapter or self.model,
+            "messages": list(messages),
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k or -1,
+            "n": 1,
+        }
+        start = time.monotonic()
+
+        def one(index: int, seed: int) -> Generation:
+            out = self._call("POST", "/v1/chat/completions", json={**body, "seed": seed})
+            choice, usage = out["choices"][0], out["usage"]
+            reason = FINISH_LENGTH if choice.get("finish_reason") == "length" else FINISH_STOP
+            return Generation(
+                index,
+                seed,
+                choice["message"]["content"] or "",
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                time.monotonic() - start,
+                reason,
+            )
+
+        return fan_out(seeds, one, self.options.concurrency)

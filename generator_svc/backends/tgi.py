@@ -1,0 +1,140 @@
+"""Backend for a text-generation-inference server: ``adapter_id`` per request, chat template applied here.
+
+    >>> backend = TgiBackend(url="http://tgi:8080", adapters={"cycle3": "/adapters/cycle3"})
+
+TGI loads LoRA adapters at launch (``LORA_ADAPTERS=cycle3=/adapters/cycle3``); ``load_adapter`` maps a name to
+such an adapter id and checks that the server accepts it with a one-token request. Candidates are separate
+requests (one seed each) sent ``concurrency`` at a time; the server batches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from deltanas import llm
+from generator_svc.backends.base import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Backend,
+    BackendError,
+    BackendInfo,
+    BackendUnavailable,
+    Generation,
+    Messages,
+    Sampling,
+    UnknownAdapter,
+    check_fits,
+    check_request,
+    fan_out,
+)
+
+log = logging.getLogger("generator_svc.backends.tgi")
+
+
+@dataclass(frozen=True)
+class TgiOptions:
+    url: str = field(default="http://127.0.0.1:8080", metadata={"help": "TGI base URL"})
+    model: str = field(
+        default=llm.DEFAULT_MODEL,
+        metadata={"help": "model source (deltanas.llm) of the served model: its tokenizer and chat template"},
+    )
+    adapters: Mapping[str, str] = field(
+        default_factory=dict, metadata={"help": "adapter name -> adapter id the server was launched with"}
+    )
+    concurrency: int = field(default=8, metadata={"help": "candidate requests in flight at once"})
+    timeout_s: float = field(default=600.0, metadata={"help": "HTTP timeout per request"})
+
+
+class TgiBackend(Backend):
+    kind = "tgi"
+    Options = TgiOptions
+
+    def __init__(self, **options: Any) -> None:
+        from huggingface_hub import InferenceClient
+
+        self.options = TgiOptions(**options)
+        self.client = InferenceClient(base_url=self.options.url, timeout=self.options.timeout_s)
+        self.tokenizer = llm.load_tokenizer(self.options.model)
+        self._info = self._server_info()
+        self.adapters: dict[str, str] = {}
+        for name, adapter_id in self.options.adapters.items():
+            self.load_adapter(name, adapter_id)
+
+    def _server_info(self) -> BackendInfo:
+        try:
+            response = requests.get(f"{self.options.url}/info", timeout=self.options.timeout_s)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise BackendUnavailable(f"TGI at {self.options.url} is not answering: {exc}") from exc
+        info = response.json()
+        return BackendInfo(backend=self.kind, model=info["model_id"], context_length=int(info["max_total_tokens"]))
+
+    def info(self) -> BackendInfo:
+        return self._info
+
+    def list_adapters(self) -> list[str]:
+        return sorted(self.adapters)
+
+    def load_adapter(self, name: str, path: str) -> None:
+        self._complete("ping", Sampling(temperature=0, max_new_tokens=1), path, seed=0)
+        self.adapters[name] = path
+
+    def _prompt(self, messages: Messages) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self.tokenizer(self._prompt(messages), add_special_tokens=False).input_ids)
+
+    def _complete(self, prompt: str, sampling: Sampling, adapter_id: str | None, seed: int) -> Any:
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError, TextGenerationError
+
+        try:
+            return self.client.text_generation(
+                prompt,
+                details=True,
+                adapter_id=adapter_id,
+                do_sample=not sampling.greedy,
+                temperature=None if sampling.greedy else sampling.temperature,
+                top_k=sampling.top_k or None,
+                top_p=sampling.top_p if sampling.top_p < 1 else None,
+                max_new_tokens=sampling.max_new_tokens,
+                seed=seed,
+            )
+        except httpx2.TransportError as exc:
+            raise BackendUnavailable(f"TGI at {self.options.url}: {exc}") from exc
+        except (HfHubHTTPError, TextGenerationError) as exc:
+            raise BackendError(f"TGI refused the request: {exc}") from exc
+
+    def generate(
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+    ) -> Iterator[Generation]:
+        check_request(n, seeds)
+        if adapter is not None and adapter not in self.adapters:
+            raise UnknownAdapter(adapter, self.list_adapters())
+        prompt = self._prompt(messages)
+        prompt_tokens = self.count_tokens(messages)
+        check_fits(prompt_tokens, sampling, self._info.context_length)
+        adapter_id = self.adapters[adapter] if adapter else None
+        start = time.monotonic()
+
+        def one(index: int, seed: int) -> Generation:
+            out = self._complete(prompt, sampling, adapter_id, seed)
+            reason = FINISH_LENGTH if out.details.finish_reason == "length" else FINISH_STOP
+            return Generation(
+                index,
+                seed,
+                out.generated_text,
+                prompt_tokens,
+                out.details.generated_tokens,
+                time.monotonic() - start,
+                reason,
+            )
+
+        return fan_out(seeds, one, self.options.concurrency)

@@ -1,0 +1,167 @@
+"""gRPC adapter of the generator: validates, renders the prompt template, streams candidates.
+
+python -m generator_svc --model smollm2-135m --port 50062
+"""
+
+from __future__ import annotations
+
+import logging
+
+import deltadiff
+from deltanas.baseline import Baseline
+from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
+from deltanas.prompts import render_messages
+from deltanas.server import ServiceServer
+from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from generator_svc.backends import BACKENDS, backend_options, create_backend
+from generator_svc.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Generation,
+    PromptTooLong,
+    Sampling,
+    UnknownAdapter,
+)
+from generator_svc.config import GeneratorConfig
+
+log = logging.getLogger("deltanas.generator")
+
+SERVICE_NAME = "deltanas.v1.GeneratorService"
+MODES = {common_pb2.MODE_DELTA: "delta", common_pb2.MODE_FULL: "full"}
+
+
+def baseline_from_proto(msg: common_pb2.Baseline) -> Baseline:
+    return Baseline(
+        name=msg.name,
+        dataset=msg.dataset,
+        code=msg.code,
+        accuracy=msg.accuracy,
+        epoch=msg.epoch or 1,
+        task=msg.task or "img-classification",
+        metric=msg.metric or "acc",
+        hyperparameters=dict(msg.hyperparameters),
+        batch=msg.batch or 64,
+        transform=msg.transform or "norm",
+    )
+
+
+def extract(mode: str, baseline_code: str, text: str) -> tuple[str, str]:
+    """(extracted, error): a normalized diff (delta) or the model code (full)."""
+    try:
+        if mode == "full":
+            return deltadiff.extract_code(text), ""
+        diff = deltadiff.extract_diff(text)
+    except deltadiff.ExtractError as exc:
+        return "", str(exc)
+    try:
+        return deltadiff.make_diff(baseline_code, deltadiff.apply_diff(baseline_code, diff)), ""
+    except deltadiff.ApplyError:
+        return diff, ""  # the evaluator reports why it does not apply
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
+    def __init__(self, config: GeneratorConfig, backend: Backend) -> None:
+        self.cfg = config
+        self.backend = backend
+
+    def _sampling(self, req: generator_pb2.GenerateRequest) -> Sampling:
+        s, c = req.sampling, self.cfg
+        temperature, top_k = s.temperature or c.temperature, s.top_k or c.top_k
+        top_p, max_new = s.top_p or c.top_p, s.max_new_tokens or c.max_new_tokens
+        require(0 < temperature <= 5, "sampling.temperature", f"must be in (0, 5], got {temperature}")
+        require(0 < top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {top_p}")
+        require(top_k >= 0, "sampling.top_k", f"must not be negative, got {top_k}")
+        require(1 <= max_new <= c.max_new_tokens_limit, "sampling.max_new_tokens",
+                f"must be in [1, {c.max_new_tokens_limit}], got {max_new}")
+        return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new)
+
+    def Generate(self, request: generator_pb2.GenerateRequest, context):
+        require(request.mode in MODES, "mode", "must be MODE_DELTA or MODE_FULL")
+        require(request.HasField("baseline") and bool(request.baseline.code.strip()), "baseline.code", "is empty")
+        require(1 <= request.n <= self.cfg.max_n, "n", f"must be in [1, {self.cfg.max_n}], got {request.n}")
+        sampling = self._sampling(request)
+        mode = MODES[request.mode]
+        baseline = baseline_from_proto(request.baseline)
+        messages = render_messages(mode, baseline, request.feedback or None)
+        seeds = [request.seed + i for i in range(request.n)]
+        adapter = request.adapter or None
+        log.info(
+            "request %s: %d %s candidate(s) for %s (adapter %s)",
+            request.request_id or "-",
+            request.n,
+            mode,
+            baseline.name,
+            adapter or "none",
+        )
+        try:
+            for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds):
+                yield self._response(mode, baseline, gen, adapter)
+        except UnknownAdapter as exc:
+            raise NotFound(f"adapter: {exc}") from exc
+        except PromptTooLong as exc:
+            raise InvalidArgument("baseline.code", str(exc)) from exc
+        except BackendUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def _response(
+        self, mode: str, baseline: Baseline, gen: Generation, adapter: str | None
+    ) -> generator_pb2.GenerateResponse:
+        extracted, error = extract(mode, baseline.code, gen.text)
+        return generator_pb2.GenerateResponse(
+            index=gen.index,
+            seed=gen.seed,
+            raw_text=gen.text,
+            extracted=extracted,
+            extract_error=error,
+            prompt_tokens=gen.prompt_tokens,
+            output_tokens=gen.output_tokens,
+            output_lines=len(gen.text.splitlines()),
+            latency_s=gen.latency_s,
+            tokens_per_second=gen.output_tokens / gen.latency_s if gen.latency_s > 0 else 0.0,
+            model=self.backend.info().model,
+            adapter=adapter or "",
+        )
+
+    def ListAdapters(self, request, context) -> generator_pb2.ListAdaptersResponse:
+        return generator_pb2.ListAdaptersResponse(adapters=self.backend.list_adapters())
+
+    def LoadAdapter(self, request: generator_pb2.LoadAdapterRequest, context) -> generator_pb2.LoadAdapterResponse:
+        require(bool(request.name.strip()), "name", "is empty")
+        require(bool(request.path.strip()), "path", "is empty")
+        try:
+            self.backend.load_adapter(request.name, request.path)
+        except BackendUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
+        except (BackendError, FileNotFoundError, ValueError) as exc:
+            raise InvalidArgument("path", str(exc)) from exc
+        return generator_pb2.LoadAdapterResponse(adapters=self.backend.list_adapters())
+
+    def GetModelInfo(self, request, context) -> generator_pb2.GetModelInfoResponse:
+        info = self.backend.info()
+        return generator_pb2.GetModelInfoResponse(
+            backend=self.cfg.backend,
+            model=info.model,
+            context_length=info.context_length,
+            adapters=self.backend.list_adapters(),
+        )
+
+
+def build_server(config: GeneratorConfig) -> ServiceServer:
+    if config.backend not in BACKENDS:
+        raise ValueError(f"backend: unknown {config.backend!r}; known: {', '.join(BACKENDS)}")
+    offered = {"model": config.model or None, "device": config.device, "url": config.url,
+               "threads": config.threads or None, "max_batch": config.max_batch,
+               "adapters": dict(item.partition("=")[::2] for item in config.adapters)}
+    accepted = backend_options(config.backend)
+    backend = create_backend(config.backend, **{k: v for k, v in offered.items() if k in accepted})
+    servicer = GeneratorServicer(config, backend)
+    server = ServiceServer(
+        "generator",
+        config.host,
+        config.port,
+        grace_s=config.grace_s,
+        probe=lambda: backend.count_tokens([{"role": "user", "content": "ping"}]),
+    )
+    server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
+    return server

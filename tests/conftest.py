@@ -1,0 +1,51 @@
+"""Real services on loopback for the tests: each fixture starts one gRPC server in this process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+TEST_MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def evaluator_server() -> Iterator:
+    from evaluator_svc.config import EvaluatorConfig
+    from evaluator_svc.service import build_server
+
+    server = build_server(EvaluatorConfig(port=0, slots=2, max_epochs=3, default_timeout_s=120)).start()
+    yield server
+    server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def curator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from curator_svc.config import CuratorConfig
+    from curator_svc.service import build_server
+
+    state = tmp_path_factory.mktemp("curator")
+    server = build_server(CuratorConfig(port=0, state_dir=state, model=TEST_MODEL, max_pairs_per_dataset=20)).start()
+    yield server
+    server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def generator_server() -> Iterator:
+    from generator_svc.config import GeneratorConfig
+    from generator_svc.service import build_server
+
+    config = GeneratorConfig(port=0, model=TEST_MODEL, max_new_tokens=64, max_new_tokens_limit=50_000, threads=1)
+    server = build_server(config).start()
+    yield server
+    server.stop(0)
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,0 +1,96 @@
+"""curator_svc.finetune: a few CPU LoRA steps of SmolLM2-135M on a tiny dataset; masking, cancel, resume.
+
+.venv/bin/pytest tests/test_curator_finetune.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from curator_svc.dataset import TRAIN_FILE
+from curator_svc.finetune import (
+    CHECKPOINTS_DIR,
+    IGNORE_INDEX,
+    CheckpointMismatch,
+    FineTuneConfig,
+    encode,
+    finetune,
+)
+from deltanas import llm
+
+MODEL = "smollm2-135m"
+CONFIG = FineTuneConfig(
+    base_model=MODEL,
+    r=4,
+    lora_alpha=8,
+    target_modules=("q_proj", "v_proj"),
+    max_steps=2,
+    batch_size=1,
+    grad_accum=1,
+    learning_rate=1e-3,
+    save_every=1,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(request: pytest.FixtureRequest):
+    """The deltanas home that tests/test_llm.py uses: the SmolLM2 conversion is paid once per machine."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dataset")
+    records = [
+        {
+            "messages": [{"role": "user", "content": f"Widen layer {i}."}],
+            "target": f"```diff\n-x = {i}\n+x = {2 * i}\n```",
+        }
+        for i in range(4)
+    ]
+    (path / TRAIN_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_labels_mask_the_prompt(dataset_dir: Path) -> None:
+    tokenizer = llm.load_tokenizer(MODEL)
+    record = json.loads((dataset_dir / TRAIN_FILE).read_text().splitlines()[0])
+    ids, labels = encode(tokenizer, record)
+    prompt = tokenizer.apply_chat_template(record["messages"], add_generation_prompt=True, tokenize=False)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:] and labels[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[n_prompt:]).startswith("```diff")
+
+
+def test_cancel_resume_and_final_adapter(dataset_dir: Path, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    first = finetune(CONFIG, dataset_dir, tmp_path, progress=lambda *_: cancel.set(), cancel=cancel)
+    assert (
+        first.cancelled and first.steps == 1 and first.adapter_dir is None and math.isfinite(first.final_loss)
+    )
+    assert [p.name for p in (tmp_path / CHECKPOINTS_DIR).iterdir()] == ["step-0000001"]
+    assert not (tmp_path / "adapter_model.safetensors").exists()
+
+    other_model = FineTuneConfig(**{**CONFIG.__dict__, "base_model": "qwen2.5-coder-0.5b"})
+    with pytest.raises(CheckpointMismatch, match="base_model='smollm2-135m'"):
+        finetune(other_model, dataset_dir, tmp_path)
+
+    seen = []
+    second = finetune(CONFIG, dataset_dir, tmp_path, progress=lambda *args: seen.append(args))
+    assert second.resumed_from == 1 and not second.cancelled and second.steps == second.total_steps == 2
+    assert [s[:2] for s in seen] == [(2, 2)]
+    assert all(math.isfinite(s[2]) and s[3] >= 0 and s[4] > 0 for s in seen)
+    adapter = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    assert weights and all("lora_" in name for name in weights)

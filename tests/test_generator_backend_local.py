@@ -1,0 +1,124 @@
+"""The local backend on SmolLM2: n candidates, seeds, LoRA adapters hot-loaded, request errors.
+
+.venv/bin/python -m pytest tests/test_generator_backend_local.py
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from deltanas import llm
+from generator_svc.backends import (
+    BACKENDS,
+    BackendError,
+    PromptTooLong,
+    Sampling,
+    UnknownAdapter,
+    create_backend,
+)
+from generator_svc.backends.local import LocalBackend
+
+MODEL = "smollm2-135m"
+MESSAGES = [
+    {"role": "system", "content": "You are a Python expert."},
+    {"role": "user", "content": "Write a function that adds two numbers."},
+]
+SHORT = Sampling(max_new_tokens=12)
+GREEDY = Sampling(temperature=0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest):
+    """One thread: with other jobs on the 2 cores, two OpenMP threads spin against each other (10x slower)."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+        backend = create_backend("local", model=MODEL, max_batch=2, threads=1)
+        assert isinstance(backend, LocalBackend)
+        yield backend
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(backend: LocalBackend, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised LoRA on SmolLM2, saved the way the fine-tuning job saves adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    path = tmp_path_factory.mktemp("adapter")
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(llm.load_model(MODEL), config).save_pretrained(path)
+    return path
+
+
+def _texts(backend: LocalBackend, sampling: Sampling, adapter: str | None, seeds: list[int]) -> list[str]:
+    gens = sorted(
+        backend.generate(MESSAGES, n=len(seeds), sampling=sampling, adapter=adapter, seeds=seeds), key=lambda g: g.index
+    )
+    return [g.text for g in gens]
+
+
+def test_n_candidates_with_token_counts(backend: LocalBackend) -> None:
+    gens = list(backend.generate(MESSAGES, n=3, sampling=SHORT, adapter=None, seeds=[5, 6, 7]))
+    assert sorted(g.index for g in gens) == [0, 1, 2]
+    assert {g.index: g.seed for g in gens} == {0: 5, 1: 6, 2: 7}
+    prompt_tokens = backend.count_tokens(MESSAGES)
+    for g in gens:
+        assert g.prompt_tokens == prompt_tokens > 10
+        assert 0 < g.output_tokens <= SHORT.max_new_tokens
+        assert g.text and g.latency_s > 0 and g.finish_reason in ("stop", "length")
+    assert backend.info().context_length == 8192
+
+
+def test_same_seed_same_text(backend: LocalBackend) -> None:
+    assert _texts(backend, SHORT, None, [11, 12]) == _texts(backend, SHORT, None, [11, 12])
+
+
+def test_top_k_one_is_greedy(backend: LocalBackend) -> None:
+    greedy = _texts(backend, GREEDY, None, [0])
+    assert _texts(backend, Sampling(temperature=1.0, top_k=1, max_new_tokens=12), None, [3]) == greedy
+
+
+def test_adapter_loaded_listed_used_and_disabled(backend: LocalBackend, adapter_dir: Path) -> None:
+    base = _texts(backend, GREEDY, None, [0])
+    backend.load_adapter("random", str(adapter_dir))
+    assert backend.list_adapters() == ["random"]
+    tuned = _texts(backend, GREEDY, "random", [0])
+    assert tuned != base
+    assert _texts(backend, GREEDY, None, [0]) == base  # adapter=None is the bare base model
+    backend.load_adapter("random", str(adapter_dir))  # reloading a name replaces it, no restart
+    assert backend.list_adapters() == ["random"]
+    assert _texts(backend, GREEDY, "random", [0]) == tuned
+
+
+def test_concurrent_requests_are_serialised(backend: LocalBackend) -> None:
+    expected = _texts(backend, GREEDY, None, [0])
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: _texts(backend, GREEDY, None, [0]), range(2)))
+    assert results == [expected, expected]
+
+
+def test_unknown_adapter_is_refused_before_generating(backend: LocalBackend, tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="cannot load adapter"):
+        backend.load_adapter("never-loaded", str(tmp_path / "missing"))
+    with pytest.raises(UnknownAdapter, match="never-loaded"):
+        backend.generate(MESSAGES, n=1, sampling=SHORT, adapter="never-loaded", seeds=[0])
+
+
+def test_prompt_too_long(backend: LocalBackend) -> None:
+    tokens = backend.count_tokens(MESSAGES)
+    too_many = Sampling(max_new_tokens=backend.info().context_length - tokens + 1)
+    with pytest.raises(PromptTooLong) as err:
+        backend.generate(MESSAGES, n=1, sampling=too_many, adapter=None, seeds=[0])
+    assert (err.value.tokens, err.value.limit) == (tokens, tokens - 1)
+
+
+def test_request_validation() -> None:
+    assert {"local", "tgi", "openai"} <= set(BACKENDS)
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("nope")
+    with pytest.raises(ValueError):
+        Sampling(top_p=0)

@@ -1,0 +1,174 @@
+"""The search report: table numbers against hand-computed values from real child runs in an MLflow store,
+plots and metrics on the parent run, and the LEMUR reference Spearman ρ on the installed records."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import pytest
+from scipy.stats import spearmanr
+
+from client import lemur_fidelity
+from client.report import Candidate, build_report, make_report, print_report, render, summary_metrics
+from client.search import candidate_id
+from client.tracking import CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
+
+SEARCH = "s-report"
+EXPERIMENT = "deltanas"
+# mode, cycle, dataset, valid, accuracy, output lines, output tokens, jaccard, accepted, failure stage, 5-epoch acc
+ROWS = [
+    ("delta", 0, "mnist", True, 0.90, 30, 300, 0.40, True, "", 0.95),
+    ("delta", 0, "mnist", False, 0.0, 40, 380, 0.0, False, "apply", None),
+    ("delta", 0, "cifar-10", True, 0.50, 34, 320, 0.60, False, "", 0.70),
+    ("delta", 1, "mnist", True, 0.92, 36, 330, 0.30, True, "", 0.96),
+    ("delta", 1, "cifar-10", True, 0.55, 30, 290, 0.20, True, "", 0.60),
+    ("delta", 1, "cifar-10", False, 0.0, 40, 400, 0.0, False, "train", None),
+    ("full", 0, "mnist", True, 0.80, 210, 2000, 0.90, False, "", 0.85),
+    ("full", 0, "mnist", False, 0.0, 220, 2100, 0.0, False, "static", None),
+    ("full", 0, "cifar-10", False, 0.0, 200, 2000, 0.0, False, "static", None),
+    ("full", 1, "mnist", False, 0.0, 200, 2000, 0.0, False, "train", None),
+    ("full", 1, "cifar-10", True, 0.45, 190, 1900, 0.50, True, "", 0.40),
+    ("full", 1, "cifar-10", False, 0.0, 200, 2000, 0.0, False, "apply", None),
+]
+
+
+def _record(i: int, row: tuple) -> CandidateRecord:
+    """One candidate logged the way `client.search.Search._finish` logs it (plus a re-trained accuracy)."""
+    mode, cycle, dataset, valid, acc, lines, tokens, jaccard, accepted, stage, acc_long = row
+    baseline = f"Base-{dataset}"
+    cid = candidate_id(SEARCH, cycle, baseline, mode, i)
+    metrics = {"valid": float(valid), "accuracy": acc, "baseline_accuracy": 0.6, "prompt_tokens": 900,
+               "output_tokens": tokens, "output_lines": lines, "diff_lines": lines - 4, "generation_s": 2.5,
+               "tokens_per_second": 8.0, "evaluation_s": 4.0, "novelty_jaccard": jaccard,
+               "accepted": float(accepted), "eval_train_loss": 1.2}
+    params = {"baseline": baseline, "dataset": dataset, "mode": mode, "model": "smollm2-135m", "adapter": "base",
+              "cycle": cycle, "index": i, "seed": 7, "batch": 64, "transform": "norm_32", "worker": "w0",
+              "hp_lr": 0.01}
+    if acc_long is not None:
+        metrics["accuracy_long"] = acc_long
+        params["long_epochs"] = 5
+    tags = {"status": "valid" if valid else "invalid", "failure_stage": stage or "none", "mode": mode,
+            "dataset": dataset, "nearest_model": "Base" if valid else ""}
+    artifacts = {RAW_OUTPUT_FILE: "raw", DIFF_FILE: "diff", CODE_FILE: "code",
+                 FAILURE_FILE: "" if valid else f"{stage}: boom"}
+    return CandidateRecord(cid, params, metrics, tags, artifacts)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A search with 12 child runs, reported once through `print_report` (the CLI's entry point)."""
+    path = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    tracker = Tracker(uri, EXPERIMENT, artifact_location=str(path / "artifacts"))
+    run_id = tracker.start_search(SEARCH, {"cycles": 2}, {})
+    for i, row in enumerate(ROWS):
+        tracker.log_candidate(run_id, SEARCH, _record(i, row))
+    tracker.finish(run_id)
+    return {"uri": uri, "tracker": tracker, "run_id": run_id}
+
+
+@pytest.fixture(scope="module")
+def reported(store: dict[str, Any]) -> dict[str, Any]:
+    report = make_report(store["uri"], EXPERIMENT, SEARCH)
+    parent = store["tracker"].client.get_run(store["run_id"])
+    return {**store, "report": report, "metrics": parent.data.metrics}
+
+
+def test_mode_table_matches_hand_computed_values(reported: dict[str, Any]) -> None:
+    delta, full = reported["report"].modes
+    assert (delta.mode, delta.candidates, delta.valid, full.mode, full.candidates, full.valid) == (
+        "delta", 6, 4, "full", 6, 2)
+    assert delta.valid_rate == pytest.approx(4 / 6) and full.valid_rate == pytest.approx(2 / 6)
+    assert delta.mean_accuracy == pytest.approx(0.7175) and full.mean_accuracy == pytest.approx(0.625)
+    assert delta.best_accuracy == {"cifar-10": 0.55, "mnist": 0.92}
+    assert full.best_accuracy == {"cifar-10": 0.45, "mnist": 0.80}
+    assert delta.mean_output_lines == pytest.approx(35.0) and full.mean_output_lines == pytest.approx(1220 / 6)
+    assert delta.mean_output_tokens == pytest.approx(2020 / 6) and full.mean_output_tokens == pytest.approx(2000.0)
+    assert (delta.accepted, full.accepted) == (3, 1)
+    assert delta.failures == {"apply": 1, "train": 1}
+    assert full.failures == {"apply": 1, "static": 2, "train": 1}
+    assert reported["report"].reduction_pct == pytest.approx(
+        {"lines": 100 * (1 - 35 / (1220 / 6)), "tokens": 100 * (1 - (2020 / 6) / 2000)})
+
+
+def test_cycles_and_proxy_spearman(reported: dict[str, Any]) -> None:
+    report = reported["report"]
+    cycles = [(c.mode, c.cycle, c.candidates, c.valid_rate, c.mean_accuracy) for c in report.cycles]
+    expected = [("delta", 0, 3, 2 / 3, 0.70), ("delta", 1, 3, 2 / 3, 0.735),
+                ("full", 0, 3, 1 / 3, 0.80), ("full", 1, 3, 1 / 3, 0.45)]
+    for got, want in zip(cycles, expected, strict=True):
+        assert got[:3] == want[:3] and got[3:] == pytest.approx(want[3:])
+    pooled = next(r for r in report.proxy if r.dataset == "all")
+    # Ranks differ by one in two of six pairs: rho = 1 - 6 * 2 / (6 * 35).
+    assert (pooled.epoch, pooled.models) == (5, 6) and pooled.rho == pytest.approx(1 - 12 / 210)
+    assert {r.dataset: r.models for r in report.proxy} == {"all": 6, "cifar-10": 3, "mnist": 3}
+
+
+def test_parent_metrics_agree_exactly_with_child_runs(reported: dict[str, Any]) -> None:
+    metrics, children = reported["metrics"], reported["tracker"].children(reported["run_id"])
+    for mode in ("delta", "full"):
+        runs = [r.data.metrics for r in children if r.data.params["mode"] == mode]
+        valid = [m["accuracy"] for m in runs if m["valid"] == 1.0]
+        assert metrics[f"{mode}_valid_rate"] == len(valid) / len(runs)
+        assert metrics[f"{mode}_mean_accuracy"] == fmean(valid)
+        assert metrics[f"{mode}_mean_output_lines"] == fmean(m["output_lines"] for m in runs)
+        assert metrics[f"{mode}_accepted"] == sum(m["accepted"] for m in runs)
+    assert metrics["delta_failed_apply"] == 1 and metrics["full_failed_static"] == 2
+    assert metrics["output_lines_reduction_pct"] == reported["report"].reduction_pct["lines"]
+    assert metrics["spearman_rho"] == pytest.approx(1 - 12 / 210)
+    assert metrics["lemur_spearman_models_mnist_e5"] > 0 and "lemur_spearman_rho_cifar-10_e50" in metrics
+
+
+def test_plots_and_report_files_are_parent_artifacts(reported: dict[str, Any], tmp_path: Path) -> None:
+    client = reported["tracker"].client
+    names = {Path(f.path).name for f in client.list_artifacts(reported["run_id"], "report")}
+    assert names == {"report.txt", "report.json", "validity_per_cycle.png", "accuracy_per_cycle.png",
+                     "novelty_per_cycle.png"}
+    png = Path(client.download_artifacts(reported["run_id"], "report/accuracy_per_cycle.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_print_report_prints_the_table(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert print_report(store["uri"], EXPERIMENT, SEARCH) == 0
+    out = capsys.readouterr().out
+    for needle in ("valid rate", "66.7%", "33.3%", "0.7175", "0.6250", "best accuracy cifar-10", "failed at static",
+                   "output lines 82.8% shorter", "output tokens 83.2% shorter", "0.943 (6)", "LEMUR reference"):
+        assert needle in out, needle
+
+
+def test_unknown_search_id_raises_and_empty_search_reports(store: dict[str, Any],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match=r"search_id.*nope"):
+        print_report(store["uri"], EXPERIMENT, "nope")
+    store["tracker"].start_search("s-empty", {}, {})
+    assert print_report(store["uri"], EXPERIMENT, "s-empty") == 0
+    assert "s-empty: no candidates logged yet" in capsys.readouterr().out
+
+
+def test_single_mode_without_retraining_has_no_reduction_or_spearman() -> None:
+    cands = [Candidate("delta", 0, "mnist", True, 0.9, 30, 300, 0.4, True, ""),
+             Candidate("delta", 0, "mnist", False, 0.0, 30, 300, 0.0, False, "unknown")]
+    report = build_report("s", cands, reference=False)
+    metrics = summary_metrics(report)
+    assert report.reduction_pct == {} and report.proxy == []
+    assert not any(k.startswith(("spearman", "output_", "full_")) for k in metrics)
+    assert metrics["delta_valid_rate"] == 0.5 and "delta vs full" not in render(report)
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    x, y = [0.1, 0.4, 0.4, 0.3, 0.9, 0.2], [1.0, 3.0, 2.0, 2.0, 5.0, 0.5]
+    assert lemur_fidelity.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    assert math.isnan(lemur_fidelity.spearman([1.0], [2.0]))
+    assert math.isnan(lemur_fidelity.spearman([1.0, 1.0], [2.0, 3.0]))
+
+
+def test_lemur_reference_on_the_real_records() -> None:
+    rows = lemur_fidelity.reference()
+    assert {(r.dataset, r.epoch) for r in rows} == {(d, e) for d in lemur_fidelity.DATASETS for e in (5, 10, 50)}
+    for r in rows:
+        assert r.models > 0 and 0.2 < r.rho <= 1.0, r
+    mnist5 = next(r for r in rows if (r.dataset, r.epoch) == ("mnist", 5))
+    assert mnist5.models > 1000

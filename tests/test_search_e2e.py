@@ -1,0 +1,50 @@
+"""The whole search end to end through the CLI: embedded services, the small LLM, real MNIST, MLflow."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+from test_evaluator_grpc import MODEL
+
+from client.cli import main
+from client.tracking import CANDIDATE_TAG, CODE_FILE, PARENT_TAG, RAW_OUTPUT_FILE, SEARCH_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", "--model", "smollm2-135m", "--baseline-names", MODEL, "--candidates", "2",
+                 "--max-new-tokens", "48", "--train-limit", "300", "--test-limit", "200", *args])
+
+
+def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch, capsys, mlflow_uri) -> None:
+    monkeypatch.setenv("DELTANAS_CURATOR_STATE_DIR", str(tmp_path / "curator"))
+    assert run_cli("--tracking-uri", mlflow_uri, "--search-id", "e2e") == 0
+    out = capsys.readouterr().out
+    assert "candidate" in out and "failure stage" in out and "mlflow ui --backend-store-uri" in out
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("deltanas")
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{SEARCH_TAG}` = 'e2e' and "
+                                 "tags.`deltanas.role` = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'")
+    assert len(children) == 2
+    assert len({c.data.tags[CANDIDATE_TAG] for c in children}) == 2
+    for child in children:
+        assert child.data.params["baseline"] == MODEL and child.data.params["mode"] == "delta"
+        assert child.data.params["model"] and child.data.params["adapter"] == "base"
+        assert {"valid", "accuracy", "output_tokens", "output_lines", "generation_s", "evaluation_s"} \
+            <= child.data.metrics.keys()
+        assert child.data.metrics["output_tokens"] > 0
+        assert child.data.tags["status"] in ("valid", "invalid")
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert RAW_OUTPUT_FILE in artifacts
+        if child.data.tags["status"] == "valid":
+            assert CODE_FILE in artifacts
+
+    # Resuming a finished search records nothing twice.
+    assert run_cli("--tracking-uri", mlflow_uri, "--resume", "e2e") == 0
+    assert "2 already recorded" in capsys.readouterr().out
+    assert len(client.search_runs([experiment.experiment_id],
+                                  f"tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'")) == 2
