@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import tomllib
@@ -26,20 +27,32 @@ log = logging.getLogger("deltanas.cli")
 
 PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_STATE = Path(".deltanas")
+TOKEN_ENV = "DELTANAS_TOKEN"  # the services' shared token; an environment variable, so it never shows in ps
 
 
 def _search_config(args: argparse.Namespace):
-    from client.search import SearchConfig
+    """The search's config: preset, then flags; on resume the search's recorded config goes between the two.
+
+    Everything is checked before any service starts: unknown preset keys, bad values, a resume id that the
+    MLflow store does not hold."""
+    from client.report import parent_run
+    from client.search import SearchConfig, stored_config
+    from client.tracking import Tracker
 
     preset = Path(args.preset) if args.preset.endswith(".toml") else PRESET_DIR / f"{args.preset}.toml"
     if not preset.exists():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
         raise ValueError(f"preset: no preset {args.preset!r} (known: {known}, or a path to a .toml file)")
     values = tomllib.loads(preset.read_text())
-    values.update(config_overrides(args, SearchConfig))
+    flags = config_overrides(args, SearchConfig)
+    source = f"preset {preset}"
+    cfg = build(SearchConfig, {**values, **flags}, source)
+    uri, artifacts = _tracking(args)
+    tracker = Tracker(uri, cfg.experiment, artifacts, journal_dir=DEFAULT_STATE.resolve() / "journal")
     if args.resume:
-        values["search_id"] = args.resume
-    return build(SearchConfig, values, str(preset))
+        stored = stored_config(parent_run(tracker, args.resume).data.params)
+        cfg = build(SearchConfig, {**values, **stored, **flags, "search_id": args.resume}, source)
+    return cfg, tracker, uri, artifacts
 
 
 def _tracking(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -80,21 +93,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from client.embedded import EmbeddedServices
     from client.sdk import Endpoints, Services
     from client.search import Search
-    from client.tracking import Tracker
     from deltanas.v1 import generator_pb2
 
-    cfg = _search_config(args)
-    uri, artifacts = _tracking(args)
-    tracker = Tracker(uri, cfg.experiment, artifacts)
+    cfg, tracker, uri, artifacts = _search_config(args)
     remote = [args.curator, args.generator, args.evaluators]
     if any(remote) and not all(remote):
         raise ValueError("endpoints: give --curator, --generator and --evaluators together (or none: embedded)")
     embedded = None
     if all(remote):
-        endpoints = Endpoints(args.curator, args.generator, [a.strip() for a in args.evaluators.split(",") if a])
+        endpoints = Endpoints(args.curator, args.generator, [a.strip() for a in args.evaluators.split(",") if a],
+                              token=os.environ.get(TOKEN_ENV) or None, tls=args.tls,
+                              tls_root_cert=args.tls_root_cert, tls_client_cert=args.tls_client_cert,
+                              tls_client_key=args.tls_client_key)
     else:
-        generator = {"model": args.model} if args.model else {}
-        embedded = EmbeddedServices(generator=generator, evaluator={"slots": args.slots})
+        model = {"model": args.model} if args.model else {}  # the curator fine-tunes the generator's model
+        embedded = EmbeddedServices(curator=model, generator=model, evaluator={"slots": args.slots})
         endpoints = embedded.start()
     try:
         with Services(endpoints) as services:
@@ -168,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter-dir", help="PEFT adapter directory to load into the generator and use")
     run.add_argument("--slots", type=int, default=1, help="embedded evaluator slots")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///.deltanas/mlflow.db)")
+    run.add_argument("--tls", action="store_true", help="reach remote services over TLS (system roots)")
+    run.add_argument("--tls-root-cert", type=Path, help="PEM CA of the services' certificates (implies --tls)")
+    run.add_argument("--tls-client-cert", type=Path, help="PEM client certificate for mutual TLS")
+    run.add_argument("--tls-client-key", type=Path, help="PEM key of --tls-client-cert")
     add_config_arguments(run, SearchConfig)
     run.set_defaults(func=cmd_run)
 

@@ -1,32 +1,46 @@
-"""The search loop: baselines -> LLM candidates -> sandboxed evaluation -> novelty -> MLflow.
+"""The search loop: cycles of baselines -> LLM candidates -> sandboxed evaluation -> novelty -> MLflow.
 
     from client.search import SearchConfig, run_search
     result = run_search(SearchConfig(datasets=["mnist"], candidates=3), services, tracker)
 
-Candidate ids are deterministic (search id, cycle, baseline, mode, index), so a resumed search skips what
-its MLflow parent run already holds and records every candidate exactly once.
+One cycle: (optionally) fine-tune a fresh adapter per mode on LEMUR pairs plus every accepted candidate, pick
+`baselines` baselines per dataset (a different page of the curator's list each cycle), generate `candidates`
+per baseline and mode, evaluate them concurrently, accept valid, good and novel ones into the curator's corpus;
+then (optionally) repair failed candidates with the failure reason as feedback and re-train the cycle's top-k
+for more epochs. Candidate ids are deterministic (search id, cycle, baseline, mode, index, attempt) and every
+per-cycle decision is re-derived from the MLflow store, so a resumed search skips what its parent run already
+holds and records every candidate exactly once.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
 import logging
+import tempfile
 import threading
 import time
+import typing
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from client.scheduler import EvaluatorPool
 from client.sdk import Services
-from client.tracking import CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
+from client.tracking import CANDIDATE_TAG, CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
 from deltanas.config import option
 from deltanas.v1 import common_pb2, curator_pb2, evaluator_pb2, generator_pb2
 
 log = logging.getLogger("deltanas.search")
 
 MODES = {"delta": common_pb2.MODE_DELTA, "full": common_pb2.MODE_FULL}
+# Failure stages whose reason is worth sending back to the LLM in a repair attempt.
+REPAIRABLE = frozenset({"extract", "apply", "syntax", "contract"})
+ADAPTER_TAG = "deltanas.adapter.c{cycle}.{mode}"
 
 
 @dataclass
@@ -35,7 +49,7 @@ class SearchConfig:
 
     search_id: str = option("", "id of the search (and its MLflow parent run); empty: a new one")
     datasets: list[str] = option(["mnist"], "datasets to draw baselines from")
-    baselines: int = option(1, "baselines per dataset and cycle")
+    baselines: int = option(1, "baselines per dataset and cycle (each cycle takes the next ones)")
     baseline_names: list[str] = option([], "only these LEMUR models (empty: any)")
     candidates: int = option(3, "candidates per baseline and mode")
     modes: list[str] = option(["delta"], "delta, full, or both for an A/B search")
@@ -52,6 +66,15 @@ class SearchConfig:
     eval_timeout_s: float = option(900.0, "wall-clock limit of one candidate's sandboxed run")
     accept_accuracy: float = option(0.0, "accuracy a valid candidate needs to be accepted, in [0, 1]")
     experiment: str = option("deltanas", "MLflow experiment")
+    finetune: bool = option(False, "before every cycle after the first, rebuild the dataset with the accepted "
+                                   "candidates and fine-tune a fresh adapter per mode to generate with")
+    finetune_steps: int = option(0, "optimizer steps of each cycle's fine-tune (0: one epoch)")
+    finetune_accumulation: int = option(0, "micro-batches per fine-tune step (0: the curator's default)")
+    repair_rounds: int = option(0, "repair attempts of a candidate that failed at extract, apply, syntax or "
+                                   "contract, each sending the failure reason back to the generator")
+    retrain_top_k: int = option(0, "after each cycle, re-train its k most accurate valid candidates (0: off)")
+    retrain_epochs: int = option(5, "epochs of that re-training (metric accuracy_long, param long_epochs)")
+    retrain_timeout_s: float = option(7200.0, "wall-clock limit of one candidate's re-training")
 
     def __post_init__(self) -> None:
         checks = [
@@ -63,12 +86,30 @@ class SearchConfig:
             (0.0 <= self.accept_accuracy <= 1.0, "accept_accuracy", "must be within [0, 1]"),
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1"),
+            (self.finetune_steps >= 0, "finetune_steps", "must not be negative"),
+            (self.finetune_accumulation >= 0, "finetune_accumulation", "must not be negative"),
+            (self.repair_rounds >= 0, "repair_rounds", "must not be negative"),
+            (self.retrain_top_k >= 0, "retrain_top_k", "must not be negative"),
+            (self.retrain_epochs >= 1, "retrain_epochs", "must be at least 1"),
+            (self.eval_timeout_s > 0, "eval_timeout_s", "must be positive"),
+            (self.retrain_timeout_s > 0, "retrain_timeout_s", "must be positive"),
         ]
         for ok, name, problem in checks:
             if not ok:
                 raise ValueError(f"{name}: {problem} (got {getattr(self, name)!r})")
         if not self.search_id:
             self.search_id = time.strftime("s%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def stored_config(params: dict[str, str]) -> dict[str, Any]:
+    """The SearchConfig values a search's parent run recorded (its params), for resuming it as it was."""
+    hints = typing.get_type_hints(SearchConfig)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(SearchConfig):
+        if f.name in params and f.name != "search_id":
+            raw = params[f.name]
+            out[f.name] = ast.literal_eval(raw) if typing.get_origin(hints[f.name]) is list else raw
+    return out
 
 
 @dataclass
@@ -93,6 +134,8 @@ class CandidateResult:
     evaluation_s: float
     novelty_jaccard: float = 0.0
     accepted: bool = False
+    attempt: int = 0
+    repaired_from: str = ""
 
 
 @dataclass
@@ -103,10 +146,25 @@ class SearchResult:
     skipped: int = 0
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """Where a generated answer goes: its candidate id, index and attempt (0: first, n: n-th repair)."""
+
+    cid: str
+    index: int
+    attempt: int = 0
+    repaired_from: str = ""
+
+
 def candidate_id(search_id: str, cycle: int, baseline: str, mode: str, index: int) -> str:
     """Deterministic id: the same search position always names the same candidate."""
     digest = hashlib.sha1(f"{search_id}|{cycle}|{baseline}|{mode}|{index}".encode()).hexdigest()[:10]
     return f"c{cycle}-{mode}-{index}-{digest}"
+
+
+def repair_id(first: str, attempt: int) -> str:
+    """Id of the `attempt`-th repair of the candidate whose first attempt is `first`."""
+    return f"{first}-r{attempt}"
 
 
 def _seed(base: int, cycle: int, baseline: str) -> int:
@@ -127,17 +185,23 @@ class Search:
         self._lock = threading.Lock()
         self._done = 0
         self._total = 0
+        self._model = ""
+        self._result = SearchResult("", "")
+        self._pending: list[tuple[Future, dict]] = []  # evaluations submitted, not yet logged
 
     def run(self) -> SearchResult:
         cfg = self.cfg
         slots = self.svc.check()
+        if cfg.retrain_top_k:
+            self._check_epochs()
         info = self.svc.generator.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30)
+        self._model = info.model
         params = {**{k: v for k, v in asdict(cfg).items() if k != "search_id"},
                   "model": info.model, "backend": info.backend, "evaluators": ",".join(slots)}
         tags = {"deltanas.model": info.model, "deltanas.adapter": cfg.adapter or "base",
                 "deltanas.modes": ",".join(cfg.modes), "deltanas.datasets": ",".join(cfg.datasets)}
         run_id = self.tracker.start_search(cfg.search_id, params, tags)
-        result = SearchResult(cfg.search_id, run_id)
+        result = self._result = SearchResult(cfg.search_id, run_id)
         pool = EvaluatorPool(self.svc.evaluators, slots, deadline_s=cfg.eval_timeout_s + 120)
         self._total = cfg.cycles * len(cfg.datasets) * cfg.baselines * len(cfg.modes) * cfg.candidates
         log.info("search %s: %d candidates over %d evaluator slot(s); MLflow run %s", cfg.search_id, self._total,
@@ -145,12 +209,9 @@ class Search:
         status = "FAILED"
         try:
             for cycle in range(cfg.cycles):
-                accepted = self._cycle(cycle, pool, result, info.model)
-                if accepted:
-                    reply = self.svc.curator.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=accepted),
-                                                           timeout=60)
-                    log.info("cycle %d: %d accepted candidate(s) added to the curator (%d duplicates)", cycle,
-                             reply.added, reply.duplicates)
+                self._cycle(cycle, pool, result)
+                if cfg.retrain_top_k:
+                    self._retrain(cycle, pool, run_id)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -160,62 +221,149 @@ class Search:
             self.tracker.finish(run_id, status)
         return result
 
-    def _baselines(self, dataset: str) -> list[common_pb2.Baseline]:
-        reply = self.svc.curator.ListBaselines(curator_pb2.ListBaselinesRequest(
-            dataset=dataset, epoch=1, limit=self.cfg.baselines, names=self.cfg.baseline_names), timeout=120)
-        if not reply.baselines:
+    def _check_epochs(self) -> None:
+        for address, stub in self.svc.evaluators.items():
+            cap = stub.GetCapacity(evaluator_pb2.GetCapacityRequest(), timeout=10)
+            if cap.max_epochs and cap.max_epochs < self.cfg.retrain_epochs:
+                raise ValueError(f"retrain_epochs: {self.cfg.retrain_epochs} exceeds the {cap.max_epochs} epochs "
+                                 f"evaluator {address} allows")
+
+    # -- per-cycle state, re-derived the same way on every (re)start --------------------------------------------
+
+    def _baselines(self, dataset: str, cycle: int) -> list[common_pb2.Baseline]:
+        """`baselines` baselines of `dataset` for `cycle`: the cycle-th page of the curator's list, wrapping."""
+        n = self.cfg.baselines
+
+        def page(offset: int, limit: int) -> curator_pb2.ListBaselinesResponse:
+            return self.svc.curator.ListBaselines(curator_pb2.ListBaselinesRequest(
+                dataset=dataset, epoch=1, limit=limit, offset=offset, names=self.cfg.baseline_names), timeout=120)
+
+        total = page(0, 1).total
+        if not total:
             raise ValueError(f"datasets: no LEMUR baseline for {dataset!r} matches baseline_names")
-        return list(reply.baselines)
+        take = min(n, total)
+        chosen = list(page((cycle * n) % total, take).baselines)
+        if len(chosen) < take:
+            chosen += page(0, take - len(chosen)).baselines
+        return chosen
 
-    def _cycle(self, cycle: int, pool: EvaluatorPool, result: SearchResult,
-               model: str) -> list[curator_pb2.AcceptedCandidate]:
+    def _adapters(self, cycle: int, run_id: str) -> dict[str, str]:
+        """Generator adapter per mode for `cycle`: the configured one, or this cycle's fine-tuned one (trained
+        once; its path is kept as a parent-run tag and only reloaded into the generator on resume)."""
         cfg = self.cfg
-        pending: list[tuple[Future, dict]] = []
-        for dataset in cfg.datasets:
-            for baseline in self._baselines(dataset):
-                for mode in cfg.modes:
-                    ids = [candidate_id(cfg.search_id, cycle, baseline.name, mode, i) for i in range(cfg.candidates)]
-                    todo = {i for i, cid in enumerate(ids) if not self.tracker.is_logged(cid)}
-                    result.skipped += cfg.candidates - len(todo)
-                    self._advance(cfg.candidates - len(todo))
-                    if todo:
-                        pending += self._generate(cycle, baseline, mode, ids, todo, pool, model)
-        accepted = []
-        for future, ctx in pending:
-            outcome = self._finish(cycle, future, ctx, result)
-            if outcome is not None:
-                accepted.append(outcome)
-        return accepted
-
-    def _generate(self, cycle: int, baseline: common_pb2.Baseline, mode: str, ids: list[str], todo: set[int],
-                  pool: EvaluatorPool, model: str) -> list[tuple[Future, dict]]:
-        cfg = self.cfg
-        request = generator_pb2.GenerateRequest(
-            request_id=f"{cfg.search_id}/{cycle}/{baseline.name}/{mode}", baseline=baseline, mode=MODES[mode],
-            n=cfg.candidates, adapter=cfg.adapter, seed=_seed(cfg.seed, cycle, baseline.name),
-            sampling=generator_pb2.SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                                                  max_new_tokens=cfg.max_new_tokens))
-        out = []
-        for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
-            if gen.index not in todo:
-                continue
-            cid = ids[gen.index]
-            log.info("candidate %s: generated %d tokens in %.1f s (%s, %s)", cid, gen.output_tokens, gen.latency_s,
-                     baseline.name, mode)
-            change = {"diff": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}
-            ev = evaluator_pb2.EvaluateRequest(
-                request_id=f"{cfg.search_id}/{cid}", candidate_id=cid, baseline_code=baseline.code,
-                dataset=baseline.dataset, hyperparameters=baseline.hyperparameters, batch=baseline.batch,
-                transform=baseline.transform, epochs=cfg.epochs, train_limit=cfg.train_limit,
-                test_limit=cfg.test_limit, timeout_s=cfg.eval_timeout_s, **change)
-            ctx = {"cid": cid, "baseline": baseline, "mode": mode, "gen": gen, "model": model}
-            out.append((pool.submit(ev), ctx))
+        if not cfg.finetune or cycle == 0:
+            return dict.fromkeys(cfg.modes, cfg.adapter)
+        tags = self.tracker.client.get_run(run_id).data.tags
+        out = {}
+        for mode in cfg.modes:
+            name, tag = f"{cfg.search_id}-c{cycle}-{mode}", ADAPTER_TAG.format(cycle=cycle, mode=mode)
+            path = tags.get(tag) or self._finetune(cycle, mode)
+            self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
+            self.tracker.client.set_tag(run_id, tag, path)
+            log.info("cycle %d: generating %s candidates with adapter %s (%s)", cycle, mode, name, path)
+            out[mode] = name
         return out
 
-    def _finish(self, cycle: int, future: Future, ctx: dict, result: SearchResult
-                ) -> curator_pb2.AcceptedCandidate | None:
+    def _finetune(self, cycle: int, mode: str) -> str:
+        """Builds the dataset (LEMUR pairs + accepted candidates) and fine-tunes on it; the adapter's path."""
+        built = self.svc.curator.BuildDataset(curator_pb2.BuildDatasetRequest(
+            datasets=self.cfg.datasets, mode=MODES[mode], include_candidates=True), timeout=3600)
+        log.info("cycle %d: %s dataset %s with %d train examples", cycle, mode, built.dataset_id,
+                 built.train_examples)
+        op = self.svc.curator.StartFineTune(curator_pb2.StartFineTuneRequest(
+            dataset_id=built.dataset_id, max_steps=self.cfg.finetune_steps,
+            gradient_accumulation=self.cfg.finetune_accumulation), timeout=60).operation
+        for update in self.svc.curator.WatchFineTune(curator_pb2.WatchFineTuneRequest(id=op.id)):
+            op = update.operation
+            log.info("cycle %d: fine-tune %s (%s) step %d/%d loss %.4f, %.0f tokens/s", cycle, op.id, mode, op.step,
+                     op.total_steps, op.loss, op.tokens_per_second)
+        if op.state != curator_pb2.OPERATION_STATE_SUCCEEDED:
+            state = curator_pb2.OperationState.Name(op.state).removeprefix("OPERATION_STATE_")
+            raise RuntimeError(f"cycle {cycle}: fine-tune {op.id} ({mode}) ended {state}: {op.error}")
+        return op.adapter_path
+
+    def _cycle_runs(self, run_id: str, cycle: int) -> list[Any]:
+        return [r for r in self.tracker.children(run_id) if r.data.params.get("cycle") == str(cycle)]
+
+    # -- one cycle ----------------------------------------------------------------------------------------------
+
+    def _cycle(self, cycle: int, pool: EvaluatorPool, result: SearchResult) -> None:
         cfg = self.cfg
-        cid, baseline, mode, gen = ctx["cid"], ctx["baseline"], ctx["mode"], ctx["gen"]
+        units = [(b, mode) for dataset in cfg.datasets for b in self._baselines(dataset, cycle) for mode in cfg.modes]
+        todo = {}
+        for baseline, mode in units:
+            ids = [candidate_id(cfg.search_id, cycle, baseline.name, mode, i) for i in range(cfg.candidates)]
+            todo[baseline.name, mode] = [_Slot(cid, i) for i, cid in enumerate(ids) if not self.tracker.is_logged(cid)]
+            self._skip(result, cfg.candidates - len(todo[baseline.name, mode]))
+        adapters: dict[str, str] | None = None
+        for baseline, mode in units:
+            if slots := todo[baseline.name, mode]:
+                adapters = adapters or self._adapters(cycle, result.run_id)
+                self._generate(cycle, baseline, mode, adapters[mode], {s.index: s for s in slots}, pool,
+                               n=cfg.candidates, seed=_seed(cfg.seed, cycle, baseline.name))
+        self._log_evaluated(wait=True)
+        baselines = {(b.name, mode): b for b, mode in units}
+        for attempt in range(1, cfg.repair_rounds + 1):
+            for run in sorted(self._cycle_runs(result.run_id, cycle), key=lambda r: r.data.tags[CANDIDATE_TAG]):
+                params, tags = run.data.params, run.data.tags
+                if int(tags.get("attempt", 0)) != attempt - 1 or tags.get("failure_stage") not in REPAIRABLE:
+                    continue
+                mode, index = params["mode"], int(params["index"])
+                first = candidate_id(cfg.search_id, cycle, params["baseline"], mode, index)
+                slot = _Slot(repair_id(first, attempt), index, attempt, tags[CANDIDATE_TAG])
+                with self._lock:
+                    self._total += 1
+                if self.tracker.is_logged(slot.cid):
+                    self._skip(result, 1)
+                    continue
+                adapters = adapters or self._adapters(cycle, result.run_id)
+                baseline = baselines[params["baseline"], mode]
+                feedback = f"{tags['failure_stage']}: {tags.get('failure_reason', '')}"
+                self._generate(cycle, baseline, mode, adapters[mode], {0: slot}, pool, n=1,
+                               seed=_seed(cfg.seed, cycle, f"{baseline.name}|{mode}|{index}|r{attempt}"),
+                               feedback=feedback)
+            self._log_evaluated(wait=True)
+
+    def _generate(self, cycle: int, baseline: common_pb2.Baseline, mode: str, adapter: str, slots: dict[int, _Slot],
+                  pool: EvaluatorPool, n: int, seed: int, feedback: str = "") -> None:
+        """Streams `n` answers for one baseline and mode; those with a slot go to the evaluators at once, and
+        finished evaluations are logged while the LLM writes the next answers."""
+        cfg = self.cfg
+        request_id = f"{cfg.search_id}/{cycle}/{baseline.name}/{mode}"
+        if feedback:
+            request_id += f"/{slots[0].index}/r{slots[0].attempt}"
+        request = generator_pb2.GenerateRequest(
+            request_id=request_id, baseline=baseline, mode=MODES[mode], n=n, adapter=adapter, seed=seed,
+            feedback=feedback, sampling=generator_pb2.SamplingParams(
+                temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
+        for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
+            slot = slots.get(gen.index)
+            if slot is None:
+                continue
+            log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", slot.cid, gen.output_tokens,
+                     gen.latency_s, baseline.name, mode, f", repair of {slot.repaired_from}" if feedback else "")
+            change = {"diff": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}
+            ev = evaluator_pb2.EvaluateRequest(
+                request_id=f"{cfg.search_id}/{slot.cid}", candidate_id=slot.cid, baseline_code=baseline.code,
+                epochs=cfg.epochs, timeout_s=cfg.eval_timeout_s, **_training(baseline, cfg), **change)
+            ctx = {"cycle": cycle, "slot": slot, "baseline": baseline, "mode": mode, "gen": gen, "adapter": adapter}
+            self._pending.append((pool.submit(ev), ctx))
+            self._log_evaluated()
+
+    def _log_evaluated(self, wait: bool = False) -> None:
+        """Logs the submitted candidates whose evaluation is done, or (wait) all of them."""
+        waiting = []
+        for future, ctx in self._pending:
+            if wait or future.done():
+                self._finish(future, ctx)
+            else:
+                waiting.append((future, ctx))
+        self._pending = waiting
+
+    def _finish(self, future: Future, ctx: dict) -> None:
+        cfg, result = self.cfg, self._result
+        cycle, slot, baseline, mode, gen = ctx["cycle"], ctx["slot"], ctx["baseline"], ctx["mode"], ctx["gen"]
+        cid = slot.cid
         ev: evaluator_pb2.EvaluateResponse = future.result()
         valid = ev.status == evaluator_pb2.CANDIDATE_STATUS_VALID
         jaccard, nearest, novel = 0.0, "", False
@@ -227,25 +375,32 @@ class Search:
         stage = "" if stage == "UNSPECIFIED" else stage.lower()
         res = CandidateResult(
             candidate_id=cid, cycle=cycle, baseline=baseline.name, dataset=baseline.dataset, mode=mode,
-            index=gen.index, status="valid" if valid else "invalid", failure_stage=stage,
+            index=slot.index, status="valid" if valid else "invalid", failure_stage=stage,
             failure_reason=ev.failure_reason, accuracy=ev.accuracy if valid else 0.0,
             baseline_accuracy=baseline.accuracy, diff_lines=ev.diff_lines, output_tokens=gen.output_tokens,
             output_lines=gen.output_lines, generation_s=gen.latency_s, evaluation_s=ev.duration_s,
-            novelty_jaccard=jaccard, accepted=accepted)
+            novelty_jaccard=jaccard, accepted=accepted, attempt=slot.attempt, repaired_from=slot.repaired_from)
         metrics = {"valid": float(valid), "accuracy": res.accuracy, "baseline_accuracy": baseline.accuracy,
                    "prompt_tokens": gen.prompt_tokens, "output_tokens": gen.output_tokens,
                    "output_lines": gen.output_lines, "diff_lines": ev.diff_lines, "generation_s": gen.latency_s,
                    "tokens_per_second": gen.tokens_per_second, "evaluation_s": ev.duration_s,
                    "novelty_jaccard": jaccard, "accepted": float(accepted),
                    **{f"eval_{k}": v for k, v in ev.metrics.items()}}
-        params = {"baseline": baseline.name, "dataset": baseline.dataset, "mode": mode, "model": ctx["model"],
-                  "adapter": cfg.adapter or "base", "cycle": cycle, "index": gen.index, "seed": gen.seed,
+        params = {"baseline": baseline.name, "dataset": baseline.dataset, "mode": mode, "model": self._model,
+                  "adapter": ctx["adapter"] or "base", "cycle": cycle, "index": slot.index, "seed": gen.seed,
                   "batch": baseline.batch, "transform": baseline.transform, "worker": ev.worker,
+                  **({"repaired_from": slot.repaired_from} if slot.repaired_from else {}),
                   **{f"hp_{k}": v for k, v in baseline.hyperparameters.items()}}
         tags = {"status": res.status, "failure_stage": stage or "none", "mode": mode, "dataset": baseline.dataset,
-                "nearest_model": nearest}
+                "nearest_model": nearest, "attempt": str(slot.attempt),
+                **({"failure_reason": ev.failure_reason[:1000]} if not valid else {})}
         artifacts = {RAW_OUTPUT_FILE: gen.raw_text, DIFF_FILE: ev.applied_diff, CODE_FILE: ev.patched_code,
                      FAILURE_FILE: f"{stage}: {ev.failure_reason}\n\n{ev.logs}" if not valid else ""}
+        if accepted:  # fed back before it is logged: every logged accepted candidate is in the curator's corpus
+            reply = self.svc.curator.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[
+                curator_pb2.AcceptedCandidate(candidate_id=cid, baseline=baseline, code=ev.patched_code,
+                                              accuracy=ev.accuracy)]), timeout=60)
+            log.info("candidate %s: accepted into the curator's corpus (%d candidates)", cid, reply.total)
         with self._lock:
             self.tracker.log_candidate(result.run_id, cfg.search_id,
                                        CandidateRecord(cid, params, metrics, tags, artifacts))
@@ -255,21 +410,57 @@ class Search:
         self._advance(1)
         if self.on_result:
             self.on_result(res)
-        if not accepted:
-            return None
-        return curator_pb2.AcceptedCandidate(candidate_id=cid, baseline=baseline, code=ev.patched_code,
-                                             accuracy=ev.accuracy)
+
+    def _retrain(self, cycle: int, pool: EvaluatorPool, run_id: str) -> None:
+        """Re-trains the cycle's top-k valid candidates for `retrain_epochs` epochs (the patched code in full
+        mode) and logs `accuracy_long` / `long_epochs` on their child runs; already re-trained ones are kept."""
+        cfg = self.cfg
+        valid = [r for r in self._cycle_runs(run_id, cycle) if r.data.metrics.get("valid") == 1.0]
+        top = sorted(valid, key=lambda r: (-r.data.metrics.get("accuracy", 0.0), r.data.tags[CANDIDATE_TAG]))
+        pending = []
+        for run in top[:cfg.retrain_top_k]:
+            if "accuracy_long" in run.data.metrics:
+                continue
+            cid, params = run.data.tags[CANDIDATE_TAG], run.data.params
+            baseline = common_pb2.Baseline(
+                dataset=params["dataset"], batch=int(params["batch"]), transform=params["transform"],
+                hyperparameters={k.removeprefix("hp_"): float(v) for k, v in params.items() if k.startswith("hp_")})
+            with tempfile.TemporaryDirectory() as tmp:
+                code = Path(self.tracker.client.download_artifacts(run.info.run_id, CODE_FILE, tmp)).read_text()
+            log.info("candidate %s: re-training for %d epochs", cid, cfg.retrain_epochs)
+            pending.append((cid, pool.submit(evaluator_pb2.EvaluateRequest(
+                request_id=f"{cfg.search_id}/{cid}/long{cfg.retrain_epochs}", candidate_id=cid, code=code,
+                epochs=cfg.retrain_epochs, timeout_s=cfg.retrain_timeout_s, **_training(baseline, cfg)),
+                deadline_s=cfg.retrain_timeout_s + 120)))
+        for cid, future in pending:
+            ev = future.result()
+            if ev.status != evaluator_pb2.CANDIDATE_STATUS_VALID:
+                log.warning("candidate %s: re-training failed (%s)", cid, ev.failure_reason[:200])
+                continue
+            self.tracker.update_candidate(cid, {"accuracy_long": ev.accuracy}, {"long_epochs": cfg.retrain_epochs})
+            log.info("candidate %s: accuracy after %d epochs %.4f", cid, cfg.retrain_epochs, ev.accuracy)
+
+    def _skip(self, result: SearchResult, n: int) -> None:
+        result.skipped += n
+        self._advance(n)
 
     def _advance(self, n: int) -> None:
         if n and self.on_progress:
             with self._lock:
                 self._done += n
-                done = self._done
-            self.on_progress(done, self._total)
+                done, total = self._done, self._total
+            self.on_progress(done, total)
+
+
+def _training(baseline: common_pb2.Baseline, cfg: SearchConfig) -> dict[str, Any]:
+    """The EvaluateRequest fields that say how a candidate of `baseline` trains."""
+    return {"dataset": baseline.dataset, "hyperparameters": baseline.hyperparameters, "batch": baseline.batch,
+            "transform": baseline.transform, "train_limit": cfg.train_limit, "test_limit": cfg.test_limit}
 
 
 def run_search(config: SearchConfig, services: Services, tracker: Tracker, **kwargs) -> SearchResult:
     return Search(config, services, tracker, **kwargs).run()
 
 
-__all__ = ["CandidateResult", "Search", "SearchConfig", "SearchResult", "candidate_id", "run_search"]
+__all__ = ["CandidateResult", "Search", "SearchConfig", "SearchResult", "candidate_id", "repair_id", "run_search",
+           "stored_config"]

@@ -1,21 +1,50 @@
-"""MLflow tracking: one parent run per search, exactly one child run per candidate.
+"""MLflow tracking: one parent run per search, exactly one child run per candidate, journaled through outages.
+
+    tracker = Tracker("http://mlflow:5000", "deltanas", journal_dir=Path(".deltanas/journal"))
+    run_id = tracker.start_search(search_id, params, tags)      # syncs what an earlier outage journaled
+    tracker.log_candidate(run_id, search_id, CandidateRecord(...))
+    tracker.finish(run_id)                                      # syncs again; warns if records still wait
 
 Child runs carry the tag `deltanas.candidate_id`; logging a candidate that already has a finished child
-run is a no-op, so a resumed search never records a candidate twice.
+run is a no-op, so a resumed search never records a candidate twice. When the store cannot be reached (a
+server that is down, a sqlite store error), each write goes to an append-only, fsynced JSONL journal
+(`<journal_dir>/<experiment>-<store hash>.jsonl`), a WARNING names the journal and how many records wait, and
+the journal is replayed in order on the next write, at the end of the search and on resume. Replays are
+idempotent (the candidate tag), so a record is never logged twice; one the store rejects for good is moved
+to `<journal>.rejected.jsonl` with the error. HTTP retries are lowered (MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1 unless set) so an outage costs seconds per call, not minutes.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import logging
 import os
+import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
+import requests
+import sqlalchemy.exc
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from deltanas.paths import deltanas_home
+
+log = logging.getLogger("deltanas.tracking")
 
 CANDIDATE_TAG = "deltanas.candidate_id"
 SEARCH_TAG = "deltanas.search_id"
@@ -38,25 +67,121 @@ class CandidateRecord:
     artifacts: dict[str, str]
 
 
-class Tracker:
-    """Parent/child runs in one experiment of an MLflow store (`sqlite:///...` or a server URI)."""
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the store could not be reached (worth journaling), not that it refused the write."""
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                        TimeoutError, sqlalchemy.exc.OperationalError)):
+        return True
+    if isinstance(exc, MlflowException):
+        if exc.error_code == "TEMPORARILY_UNAVAILABLE":
+            return True
+        message = str(exc.message)
+        return message.startswith("API request to ") and ("failed with exception" in message or
+                                                            "failed with timeout exception" in message)
+    return False
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+
+class Journal:
+    """An append-only JSONL file of tracking writes the store did not take; each record is fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rejected = path.with_suffix(".rejected.jsonl")
+        self._lock_file = path.with_suffix(".lock")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Excludes other processes that journal to the same store (a search and a re-training, say)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_file, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def pending(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        records = []
+        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # only a crash mid-append leaves a torn line
+                log.warning("journal %s: skipping torn line %d", self.path, n)
+        return records
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Appends one record durably; returns how many records wait."""
+        new = not self.path.exists()
+        with open(self.path, "a") as out:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if new:
+            self._sync_dir()
+        return len(self.read())
+
+    def replace(self, records: list[dict[str, Any]]) -> None:
+        """Keeps only `records` (atomically); removes the journal when none are left."""
+        if not records:
+            self.path.unlink(missing_ok=True)
+        else:
+            tmp = self.path.with_suffix(".tmp")
+            with open(tmp, "w") as out:
+                out.writelines(json.dumps(r) + "\n" for r in records)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        self._sync_dir()
+
+    def reject(self, record: dict[str, Any], error: BaseException) -> None:
+        with open(self.rejected, "a") as out:
+            out.write(json.dumps({**record, "error": f"{type(error).__name__}: {error}"}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Tracker:
+    """Parent/child runs in one experiment of an MLflow store (`sqlite:///...` or a server URI).
+
+    The store must answer when the tracker is created and when a search starts; later outages are journaled.
+    `retry_s`: while records wait, a write tries the store again at most this often (0: every write).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None,
+                 journal_dir: Path | None = None, retry_s: float = 10.0) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (found.experiment_id if found else
                               self.client.create_experiment(experiment, artifact_location=artifact_location))
+        store = hashlib.sha1(f"{tracking_uri}|{experiment}".encode()).hexdigest()[:10]
+        name = re.sub(r"[^\w.-]", "_", experiment)
+        self.journal = Journal((journal_dir or deltanas_home() / "journal") / f"{name}-{store}.jsonl")
+        self.retry_s = retry_s
+        self._next_try = 0.0
+        self._lock = threading.RLock()
         self._logged: set[str] = set()
 
     def start_search(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Creates the search's parent run, or returns the existing one when resuming."""
+        """Creates the search's parent run, or returns the existing one when resuming (after a journal sync)."""
+        self.sync()
         existing = self.client.search_runs([self.experiment_id], f"tags.`{SEARCH_TAG}` = '{search_id}' "
                                            f"and tags.`deltanas.role` = 'search'", max_results=1)
         if existing:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            self._logged = {r.data.tags[CANDIDATE_TAG] for r in self.children(run_id)}
+            with self._lock:
+                self._logged = {r.data.tags[CANDIDATE_TAG] for r in self.children(run_id)}
+                self._logged |= {r["candidate_id"] for r in self.journal.read() if r["op"] == "candidate"}
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=search_id,
                                      tags={SEARCH_TAG: search_id, "deltanas.role": "search", **tags})
@@ -75,41 +200,144 @@ class Tracker:
                 return runs
 
     def is_logged(self, candidate_id: str) -> bool:
+        """True once the candidate is in the store or in the journal."""
         return candidate_id in self._logged
 
     def log_candidate(self, parent_run_id: str, search_id: str, record: CandidateRecord) -> str | None:
-        """Logs one candidate as a child run; None if it was already logged."""
-        if record.candidate_id in self._logged:
-            return None
-        # A crash between create_run and set_terminated leaves an unfinished run: remove it, then redo.
-        stale = self.client.search_runs([self.experiment_id],
-                                        f"tags.`{CANDIDATE_TAG}` = '{record.candidate_id}'", max_results=10)
-        for run in stale:
+        """Logs one candidate as a child run; None if it was already logged or went to the journal."""
+        with self._lock:
+            if record.candidate_id in self._logged:
+                return None
+            run_id = self._write({"op": "candidate", "parent_run_id": parent_run_id, "search_id": search_id,
+                                  "candidate_id": record.candidate_id, "params": _params(record.params),
+                                  "metrics": record.metrics, "tags": record.tags, "artifacts": record.artifacts})
+            self._logged.add(record.candidate_id)
+            return run_id
+
+    def update_candidate(self, candidate_id: str, metrics: dict[str, float],
+                         params: dict[str, object] | None = None) -> None:
+        """Logs extra metrics/params (e.g. of a re-training) on the candidate's existing child run.
+
+        Raises LookupError when the store has no finished child run of that candidate.
+        """
+        self._write({"op": "update", "candidate_id": candidate_id, "metrics": metrics,
+                     "params": _params(params or {})})
+
+    def log_summary(self, run_id: str, metrics: dict[str, float], artifacts: dict[str, str]) -> None:
+        self._write({"op": "summary", "run_id": run_id, "metrics": metrics, "artifacts": artifacts})
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """Ends the parent run after a last journal sync; warns if records are still waiting."""
+        with self._lock:
+            self._next_try = 0.0
+            self._write({"op": "finish", "run_id": run_id, "status": status})
+            if self.journal.pending():
+                log.warning("MLflow at %s is still unreachable: %d record(s) wait in %s; they are synced by the "
+                            "next tracking call to this store, e.g. when the search is resumed", self.tracking_uri,
+                            len(self.journal.read()), self.journal.path)
+
+    def sync(self) -> bool:
+        """Replays the journal into the store now; True when nothing is left waiting."""
+        if not self.journal.pending():
+            return True
+        with self._lock, self.journal.locked():
+            return self._replay()
+
+    def _write(self, op: dict[str, Any]) -> str | None:
+        """Applies one write, or journals it (after the records already waiting, to keep their order)."""
+        op["time_ms"] = int(time.time() * 1000)
+        with self._lock:
+            if self.journal.pending():
+                with self.journal.locked():
+                    if time.monotonic() < self._next_try or not self._replay():
+                        return self._journal(op, "earlier records still wait")
+            try:
+                return self._apply(op)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._next_try = time.monotonic() + self.retry_s
+                with self.journal.locked():
+                    return self._journal(op, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
+
+    def _journal(self, op: dict[str, Any], why: str) -> None:
+        waiting = self.journal.append(op)
+        subject = f"candidate {op['candidate_id']}" if "candidate_id" in op else f"{op['op']} of run {op['run_id']}"
+        log.warning("MLflow at %s is unreachable (%s): %s journaled to %s (%d record(s) waiting; synced when the "
+                    "store answers again)", self.tracking_uri, why, subject, self.journal.path, waiting)
+
+    def _replay(self) -> bool:
+        """Applies the waiting records in order (the caller holds both locks); stops at the first outage."""
+        records = self.journal.read()
+        for n, record in enumerate(records):
+            try:
+                self._apply(record)
+            except Exception as exc:
+                if is_outage(exc):
+                    self.journal.replace(records[n:])
+                    self._next_try = time.monotonic() + self.retry_s
+                    return False
+                log.error("journal %s: the store refused a %s record (%s); moved to %s", self.journal.path,
+                          record["op"], exc, self.journal.rejected)
+                self.journal.reject(record, exc)
+        if records:
+            self.journal.replace([])
+            log.info("synced %d journaled record(s) from %s to MLflow at %s", len(records), self.journal.path,
+                     self.tracking_uri)
+        return True
+
+    def _apply(self, op: dict[str, Any]) -> str | None:
+        kind, stamp = op["op"], op["time_ms"]
+        if kind == "candidate":
+            return self._create_child(op)
+        if kind == "update":
+            self._log(self._child_run(op["candidate_id"]), op["params"], op["metrics"], {}, stamp)
+        elif kind == "summary":
+            self._log(op["run_id"], {}, op["metrics"], {}, stamp)
+            for name, text in op["artifacts"].items():
+                self.client.log_text(op["run_id"], text, name)
+        else:
+            self.client.set_terminated(op["run_id"], op["status"], end_time=stamp)
+        return None
+
+    def _create_child(self, op: dict[str, Any]) -> str:
+        cid = op["candidate_id"]
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{CANDIDATE_TAG}` = '{cid}'", max_results=10)
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        if done:  # already in the store (a replay after a partial sync): idempotent
+            return done[0].info.run_id
+        for run in runs:  # a crash between create_run and set_terminated left an unfinished run: redo it
             self.client.delete_run(run.info.run_id)
-        run = self.client.create_run(self.experiment_id, run_name=record.candidate_id, tags={
-            PARENT_TAG: parent_run_id, CANDIDATE_TAG: record.candidate_id, SEARCH_TAG: search_id,
-            "deltanas.role": "candidate", **record.tags})
+        run = self.client.create_run(self.experiment_id, run_name=cid, start_time=op["time_ms"], tags={
+            PARENT_TAG: op["parent_run_id"], CANDIDATE_TAG: cid, SEARCH_TAG: op["search_id"],
+            "deltanas.role": "candidate", **op["tags"]})
         run_id = run.info.run_id
-        self._log(run_id, record.params, record.metrics, {})
-        for name, text in record.artifacts.items():
+        self._log(run_id, op["params"], op["metrics"], {}, op["time_ms"])
+        for name, text in op["artifacts"].items():
             if text:
                 self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, "FINISHED")
-        self._logged.add(record.candidate_id)
         return run_id
 
-    def log_summary(self, run_id: str, metrics: dict[str, float], artifacts: dict[str, str]) -> None:
-        self._log(run_id, {}, metrics, {})
-        for name, text in artifacts.items():
-            self.client.log_text(run_id, text, name)
+    def _child_run(self, candidate_id: str) -> str:
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{CANDIDATE_TAG}` = '{candidate_id}'",
+                                       max_results=10)
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        if not finished:
+            raise LookupError(f"candidate_id: no finished child run for {candidate_id!r}")
+        return finished[0].info.run_id
 
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
-
-    def _log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]) -> None:
+    def _log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
+             time_ms: int | None = None) -> None:
+        stamp = time_ms or int(time.time() * 1000)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items() if v is not None],
-            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items() if v is not None],
+            params=[Param(k, v) for k, v in _params(params).items()],
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
+
+
+def _params(params: dict[str, Any]) -> dict[str, str]:
+    """MLflow params as stored: strings of at most 6000 characters."""
+    return {k: str(v)[:6000] for k, v in params.items()}

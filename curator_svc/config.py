@@ -7,13 +7,15 @@ from pathlib import Path
 
 from deltanas.config import option
 from deltanas.paths import deltanas_home
+from deltanas.server import ServerConfig
 
 ENV_PREFIX = "DELTANAS_CURATOR_"
 
 
 @dataclass
-class CuratorConfig:
-    host: str = option("127.0.0.1", "interface to bind; loopback unless you deploy across machines")
+class CuratorConfig(ServerConfig):
+    """Shared server fields (host, auth_token, TLS, ...) come from ServerConfig."""
+
     port: int = option(50061, "port to bind (0: any free port)")
     state_dir: Path = option(deltanas_home() / "curator", "datasets, adapters, operations and accepted candidates")
     lemur_root: Path | None = option(None, "LEMUR's ab/nn folder (default: the installed nn-dataset package)")
@@ -27,4 +29,5 @@ class CuratorConfig:
     num_perm: int = option(128, "MinHash permutations")
     shingle_size: int = option(7, "code tokens per shingle")
     device: str = option("auto", "fine-tuning device: auto, cpu, cuda")
-    grace_s: float = option(30.0, "seconds in-flight calls get to finish on SIGTERM")
+    tracking_uri: str = option("", "MLflow tracking URI for dataset and fine-tuning runs (experiment "
+                               "deltanas-curator); empty: $MLFLOW_TRACKING_URI, else no tracking")

@@ -6,6 +6,8 @@ across gradient-accumulation micro-batches; AdamW with cosine schedule and warm-
 (adapter + optimizer/scheduler state + step) is written under <output_dir>/checkpoints/; a rerun with the
 same output_dir resumes from the latest one. The final adapter is saved with `save_pretrained` in
 <output_dir> (adapter_config.json + adapter_model.safetensors), loadable as-is by peft, TGI and vLLM.
+Progress goes to the log every `log_every_s` (step/total, loss, lr, tokens/s, steps/min, ETA); the command
+line shows a progress bar instead.
 
     .venv/bin/python -m curator_svc.finetune DATASET_DIR OUTPUT_DIR --base-model smollm2-135m --max-steps 5
 """
@@ -63,6 +65,7 @@ class FineTuneConfig:
     max_length: int = field(default=4096, metadata={"help": "longer examples are skipped (counted)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every k steps (0: only on cancel)"})
+    log_every_s: float = field(default=30.0, metadata={"help": "seconds between progress log lines"})
     seed: int = field(default=0, metadata={"help": "LoRA init and data order"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     load_in_4bit: bool = field(default=False, metadata={"help": "4-bit base weights (CUDA + bitsandbytes)"})
@@ -82,6 +85,7 @@ class FineTuneResult:
     cancelled: bool
     resumed_from: int
     skipped_too_long: int
+    optimizer_s: float  # mean seconds of gradient clipping + optimizer step per step
 
 
 class CheckpointMismatch(ValueError):
@@ -212,8 +216,8 @@ def _train_step(
     params: list[torch.Tensor],
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float,
-) -> float:
-    """One optimizer step over the micro-batches; the loss is the mean over all completion tokens."""
+) -> tuple[float, float]:
+    """One optimizer step over the micro-batches: (mean loss over all completion tokens, optimizer seconds)."""
     n_targets = max(1, sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro))
     total = 0.0
     for batch in micro:
@@ -229,10 +233,49 @@ def _train_step(
         )
         loss.backward()
         total += loss.item()
+    started = time.perf_counter()
     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    return total, time.perf_counter() - started
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class _ProgressLog:
+    """A log line every `every_s` seconds (and at the first and last step) with rates since the previous line."""
+
+    def __init__(self, label: str, total: int, start_step: int, every_s: float) -> None:
+        self.label, self.total, self.every_s = label, total, every_s
+        self.start_step, self.started = start_step, time.perf_counter()
+        self.last_step, self.last_time, self.tokens = start_step, self.started, 0
+
+    def __call__(self, step: int, loss: float, lr: float, tokens: int) -> None:
+        now = time.perf_counter()
+        self.tokens += tokens
+        if not (step == self.start_step + 1 or step == self.total or now - self.last_time >= self.every_s):
+            return
+        interval = max(now - self.last_time, 1e-9)
+        per_step = (now - self.started) / (step - self.start_step)
+        log.info(
+            "fine-tune %s: step %d/%d (%.0f%%) loss %.4f lr %.2e %.0f tok/s %.1f steps/min ETA %s",
+            self.label,
+            step,
+            self.total,
+            100 * step / self.total,
+            loss,
+            lr,
+            self.tokens / interval,
+            60 * (step - self.last_step) / interval,
+            _duration((self.total - step) * per_step),
+        )
+        self.last_step, self.last_time, self.tokens = step, now, 0
 
 
 def finetune(
@@ -242,8 +285,12 @@ def finetune(
     *,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    label: str = "",
 ) -> FineTuneResult:
-    """Train a LoRA adapter on <dataset_dir>/train.jsonl into output_dir, resuming its latest checkpoint."""
+    """Train a LoRA adapter on <dataset_dir>/train.jsonl into output_dir, resuming its latest checkpoint.
+
+    `label` names the run in log lines (default: the output directory's name).
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     t0 = time.perf_counter()
@@ -291,10 +338,13 @@ def finetune(
         step = state["step"]
         log.info("resuming from %s at step %d/%d", checkpoints[-1], step, total)
     resumed_from, last_saved = step, step
-    loss_value, tokens, train_seconds = float("nan"), 0, 0.0
+    loss_value, tokens, train_seconds, optimizer_seconds = float("nan"), 0, 0.0, 0.0
     cancelled = False
+    label = label or output_dir.name
+    progress_log = _ProgressLog(label, total, step, config.log_every_s)
     log.info(
-        "fine-tuning %s on %s: %d examples (%d too long), %d steps on %s, %d trainable parameters",
+        "fine-tune %s: %s on %s: %d examples (%d too long), %d steps on %s, %d trainable parameters",
+        label,
         config.base_model,
         dataset_dir,
         len(examples),
@@ -312,22 +362,15 @@ def finetune(
             _collate([examples[i] for i in batch], pad_id, device)
             for batch in _batches(len(examples), config, step)
         ]
-        step_loss = _train_step(model, micro, params, optimizer, config.max_grad_norm)
+        step_loss, step_optimizer = _train_step(model, micro, params, optimizer, config.max_grad_norm)
         scheduler.step()
         step += 1
         elapsed = time.perf_counter() - started
         step_tokens = sum(int(b["attention_mask"].sum()) for b in micro)
         tokens, train_seconds, loss_value = tokens + step_tokens, train_seconds + elapsed, step_loss
+        optimizer_seconds += step_optimizer
         lr = scheduler.get_last_lr()[0]
-        log.info(
-            "step %d/%d loss %.4f lr %.2e %.0f tok/s ETA %.0f s",
-            step,
-            total,
-            loss_value,
-            lr,
-            step_tokens / elapsed,
-            (total - step) * train_seconds / (step - resumed_from),
-        )
+        progress_log(step, loss_value, lr, step_tokens)
         if progress is not None:
             progress(step, total, loss_value, lr, step_tokens / elapsed)
         if config.save_every and step % config.save_every == 0 and step < total:
@@ -349,16 +392,20 @@ def finetune(
         cancelled=cancelled,
         resumed_from=resumed_from,
         skipped_too_long=skipped,
+        optimizer_s=optimizer_seconds / max(1, step - resumed_from),
     )
     if not cancelled:
         (output_dir / RESULT_FILE).write_text(
             json.dumps({**asdict(result), "config": asdict(config)}, indent=2)
         )
-    log.info("fine-tuning %s: %s", "cancelled" if cancelled else "done", result)
+    log.info("fine-tune %s: %s %s", label, "cancelled" if cancelled else "done", result)
     return result
 
 
 def main() -> None:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
@@ -371,10 +418,19 @@ def main() -> None:
                 default=f.default,
                 help=f.metadata["help"],
             )
+    parser.set_defaults(log_every_s=math.inf)  # the progress bar replaces the periodic log lines
     args = vars(parser.parse_args())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = FineTuneConfig(**{f.name: args[f.name] for f in fields(FineTuneConfig) if f.name in args})
-    print(finetune(config, args["dataset_dir"], args["output_dir"]))
+    with logging_redirect_tqdm(), tqdm(unit="step", dynamic_ncols=True) as bar:
+
+        def show(step: int, total: int, loss: float, lr: float, tokens_per_s: float) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
+
+        result = finetune(config, args["dataset_dir"], args["output_dir"], progress=show)
+    print(result)
 
 
 if __name__ == "__main__":

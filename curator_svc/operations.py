@@ -55,6 +55,7 @@ class OperationStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._ops: dict[str, Operation] = {}
         self._cancel: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
         self._changed = threading.Condition()
         for path in sorted(self.root.glob("*.json")):
             op = Operation(**json.loads(path.read_text()))
@@ -76,11 +77,12 @@ class OperationStore:
             self._changed.notify_all()
             return op
 
-    def get(self, op_id: str) -> Operation:
+    def get(self, op_id: str, field: str = "id") -> Operation:
+        """The operation; NotFound (message starting with `field`) if there is none."""
         try:
             return self._ops[op_id]
         except KeyError:
-            raise NotFound(f"id: no fine-tuning operation {op_id!r}") from None
+            raise NotFound(f"{field}: no fine-tuning operation {op_id!r}") from None
 
     def start(self, dataset_id: str, model: str, job: Job, work_dir: Path | None = None) -> Operation:
         """Starts `job` in a thread; `work_dir` set means a resume into that operation's checkpoints."""
@@ -91,8 +93,18 @@ class OperationStore:
             self._ops[op_id] = op
             self._cancel[op_id] = threading.Event()
             self._write(op)
-        threading.Thread(target=self._run, args=(op_id, job), name=op_id, daemon=True).start()
+        thread = threading.Thread(target=self._run, args=(op_id, job), name=op_id, daemon=True)
+        self._threads[op_id] = thread
+        thread.start()
         return op
+
+    def shutdown(self, timeout_s: float = 60.0) -> None:
+        """Cancels running operations (they stay resumable from their last checkpoint) and waits for them."""
+        for op_id, thread in list(self._threads.items()):
+            if thread.is_alive():
+                log.info("operation %s: cancelling for shutdown", op_id)
+                self._cancel[op_id].set()
+                thread.join(timeout_s)
 
     def _run(self, op_id: str, job: Job) -> None:
         cancel = self._cancel[op_id]

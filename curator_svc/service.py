@@ -1,5 +1,7 @@
 """gRPC adapter of the curator: LEMUR baselines, training datasets, novelty, fine-tuning operations.
 
+Built datasets and fine-tuning operations are logged to MLflow when a tracking URI is set (curator_svc.tracking).
+
     python -m curator_svc --port 50061 --state-dir /var/lib/deltanas/curator
 """
 
@@ -9,6 +11,7 @@ import json
 import logging
 import os
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from curator_svc.config import CuratorConfig
@@ -17,6 +20,7 @@ from curator_svc.lemur import LemurIndex
 from curator_svc.novelty import NoveltyConfig, NoveltyIndex
 from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
 from curator_svc.pairing import PairingConfig, make_pair, pair_baselines
+from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline
 from deltanas.errors import FailedPrecondition, NotFound, require
 from deltanas.server import ServiceServer
@@ -27,6 +31,7 @@ log = logging.getLogger("deltanas.curator")
 SERVICE_NAME = "deltanas.v1.CuratorService"
 CANDIDATES_FILE = "candidates.jsonl"
 DATASETS_DIR = "datasets"
+DEFAULT_PAGE, MAX_PAGE = 100, 1000  # baselines per ListBaselines reply (code makes them large)
 MODES = {common_pb2.MODE_DELTA: "delta", common_pb2.MODE_FULL: "full"}
 STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
           for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
@@ -113,7 +118,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
     def ListBaselines(self, request: curator_pb2.ListBaselinesRequest, context) -> curator_pb2.ListBaselinesResponse:
         self._dataset("dataset", request.dataset)
-        require(request.limit >= 0, "limit", "must not be negative")
+        require(0 <= request.limit <= MAX_PAGE, "limit", f"must be in [0, {MAX_PAGE}] (0: {DEFAULT_PAGE})")
         require(request.offset >= 0, "offset", "must not be negative")
         require(request.epoch >= 0, "epoch", "must not be negative")
         baselines = self.lemur.baselines(request.dataset, request.epoch or 1)
@@ -126,7 +131,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
             baselines = [by_name[n] for n in request.names]
         else:
             baselines = sorted(baselines, key=lambda b: (b.accuracy, b.name))
-        page = baselines[request.offset:request.offset + request.limit if request.limit else None]
+        page = baselines[request.offset:request.offset + (request.limit or DEFAULT_PAGE)]
         return curator_pb2.ListBaselinesResponse(baselines=[baseline_to_proto(b) for b in page],
                                                  total=len(baselines))
 
@@ -196,16 +201,22 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
             pairing_counts = ", ".join(f"{k}={v}" for k, v in report.counts.items())
             raise FailedPrecondition(f"filters left an empty dataset: pairing {pairing_counts}; then {exc}; "
                                      "lower min_gain or raise max_diff_lines / max_tokens") from exc
-        counts = [curator_pb2.FilterCount(stage=f"pairing.{k}", count=v) for k, v in report.counts.items()]
-        counts += [curator_pb2.FilterCount(stage=f"dataset.{k}", count=v) for k, v in built.counts.items()]
+        counts = {f"pairing.{k}": v for k, v in report.counts.items()}
+        counts |= {f"dataset.{k}": v for k, v in built.counts.items()}
         log.info("dataset %s (%s): %d train, %d eval from %s", built.id, mode, built.train, built.eval,
                  ", ".join(request.datasets))
-        return curator_pb2.BuildDatasetResponse(dataset_id=built.id, path=str(built.path), train_examples=built.train,
-                                                eval_examples=built.eval, counts=counts)
+        params = {"datasets": ",".join(request.datasets), "mode": mode, "model": request.model or cfg.model,
+                  "include_candidates": request.include_candidates,
+                  **flatten({"pairing": asdict(pairing), "dataset": asdict(dataset_cfg)})}
+        open_tracker(cfg).log_dataset(built.id, mode, built.path, params, counts)
+        return curator_pb2.BuildDatasetResponse(
+            dataset_id=built.id, path=str(built.path), train_examples=built.train, eval_examples=built.eval,
+            counts=[curator_pb2.FilterCount(stage=k, count=v) for k, v in counts.items()])
 
     def _dataset_dir(self, dataset_id: str) -> Path:
         require(bool(dataset_id), "dataset_id", "is empty")
-        require(dataset_id.isalnum(), "dataset_id", f"{dataset_id!r} is not a dataset id")
+        require(dataset_id.isalnum() and len(dataset_id) <= 64, "dataset_id",
+                f"{dataset_id[:80]!r} is not a dataset id")
         path = self.cfg.state_dir / DATASETS_DIR / dataset_id
         if not (path / MANIFEST_FILE).exists():
             raise NotFound(f"dataset_id: no dataset {dataset_id!r}; build one with BuildDataset")
@@ -222,7 +233,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         model = request.model or self.cfg.model
         work_dir = None
         if request.resume_operation_id:
-            previous = self.operations.get(request.resume_operation_id)
+            previous = self.operations.get(request.resume_operation_id, field="resume_operation_id")
             if previous.state not in TERMINAL:
                 raise FailedPrecondition(f"resume_operation_id: operation {previous.id} is still {previous.state}")
             if previous.model != model:
@@ -240,10 +251,16 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                                 r=request.lora_r or defaults.r, device=self.cfg.device,
                                 grad_accum=request.gradient_accumulation or defaults.grad_accum)
 
+        tracker = open_tracker(self.cfg)
+
         def job(op: Operation, report, cancel: threading.Event) -> str:
-            result = finetune(config, dataset_dir, Path(op.work_dir), progress=report, cancel=cancel)
-            if result.cancelled or not result.adapter_dir:
-                raise Cancelled()
+            params = {**asdict(config), "resume_operation_id": request.resume_operation_id}
+            with tracker.finetune_run(op.id, request.dataset_id, model, params) as run:
+                result = finetune(config, dataset_dir, Path(op.work_dir), progress=run.progress(report),
+                                  cancel=cancel, label=op.id)
+                if result.cancelled or not result.adapter_dir:
+                    raise Cancelled()
+                run.adapter_dir = result.adapter_dir
             return result.adapter_dir
 
         op = self.operations.start(request.dataset_id, model, job, work_dir)
@@ -268,6 +285,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
 def build_server(config: CuratorConfig) -> ServiceServer:
     servicer = CuratorServicer(config)
-    server = ServiceServer("curator", config.host, config.port, grace_s=config.grace_s, probe=servicer.probe)
+    server = ServiceServer.from_config("curator", config, probe=servicer.probe)
+    server.on_stop(servicer.operations.shutdown)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

@@ -24,7 +24,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -35,14 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deltanas.paths import HOME_ENV, deltanas_home  # noqa: F401 - HOME_ENV is part of this module's API
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger("deltanas.llm")
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
-HOME_ENV = "DELTANAS_HOME"
-DEFAULT_HOME = Path("~/.cache/deltanas")
 MODELS_DIR = "models"
 MARKER_FILE = ".deltanas-complete.json"
 JOINED_GGUF = "model.gguf"
@@ -57,11 +56,6 @@ class ModelSourceError(RuntimeError):
 
 class ChecksumMismatch(ModelSourceError):
     """An assembled weight file does not have the pinned sha256; it has been deleted, never loaded."""
-
-
-def deltanas_home() -> Path:
-    """Root of deltanas' caches: ``$DELTANAS_HOME`` or ``~/.cache/deltanas``."""
-    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
 
 
 def models_dir() -> Path:

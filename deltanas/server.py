@@ -1,36 +1,79 @@
-"""One way to serve every deltanas service: interceptor, health, reflection, graceful drain.
+"""One way to serve every deltanas service: interceptors, health, reflection, auth, TLS, graceful drain.
 
-    server = ServiceServer("curator", host="127.0.0.1", port=50061)
+    server = ServiceServer.from_config("curator", config)    # config: a ServerConfig (host, port, token, TLS...)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, "deltanas.v1.CuratorService")
     server.start(); server.wait()          # SIGTERM/SIGINT: stop accepting, drain in-flight calls, exit
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from deltanas.config import ConfigError, option
 from deltanas.errors import ServiceError
+from deltanas.security import TokenAuthInterceptor, server_credentials
 
 log = logging.getLogger("deltanas.server")
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_MESSAGE_MB = 8
+MAX_MESSAGE_BYTES = MAX_MESSAGE_MB * 1024 * 1024
+MAX_DETAILS_BYTES = 1024  # percent-encoded in grpc-message, so at most about 3 KiB of the 8 KiB trailers
+
+
+@dataclass
+class ServerConfig:
+    """Settings every service shares; each service's config inherits them (DELTANAS_<SERVICE>_<FIELD> too)."""
+
+    host: str = option("127.0.0.1", "interface to bind; loopback unless you deploy across machines")
+    port: int = option(0, "port to bind (0: any free port)")
+    grace_s: float = option(30.0, "seconds in-flight calls get to finish on SIGTERM")
+    auth_token: str = option("", "shared token every deltanas RPC must carry as 'authorization: Bearer <token>' "
+                             "(empty: none; health stays open); prefer the environment variable: flags show in ps",
+                             repr=False)
+    tls_cert: Path | None = option(None, "PEM certificate chain to serve TLS with (needs tls_key)")
+    tls_key: Path | None = option(None, "PEM private key of tls_cert")
+    tls_client_ca: Path | None = option(None, "PEM CA bundle; when set, clients must present a certificate it "
+                                        "signed (mutual TLS)")
+    max_message_mb: int = option(MAX_MESSAGE_MB, "largest request or response message, in MiB")
+
+    def __post_init__(self) -> None:
+        if self.max_message_mb < 1:
+            raise ConfigError(f"max_message_mb: must be at least 1, got {self.max_message_mb}")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _details(message: str) -> str:
+    """`message` cut to MAX_DETAILS_BYTES: an error that echoes a huge input must still fit the trailers (8 KiB)."""
+    data = message.encode()
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    return f"{data[:MAX_DETAILS_BYTES].decode(errors='ignore')}... ({len(message)} characters)"
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, ServiceError):
-        log.info("rpc %s -> %s: %s", method, exc.code.name, exc)
-        context.abort(exc.code, str(exc))
+        log.info("rpc %s -> %s: %s", method, exc.code.name, _details(str(exc)))
+        context.abort(exc.code, _details(str(exc)))
     log.exception("rpc %s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    context.abort(grpc.StatusCode.INTERNAL, _details(f"{type(exc).__name__}: {exc}"))
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
@@ -70,16 +113,21 @@ class ServiceServer:
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, max_workers: int = 16,
                  grace_s: float = 30.0, probe: Callable[[], None] | None = None,
                  interceptors: list[grpc.ServerInterceptor] | None = None,
-                 credentials: grpc.ServerCredentials | None = None) -> None:
+                 credentials: grpc.ServerCredentials | None = None, auth_token: str | None = None,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.name = name
         self.grace_s = grace_s
+        self.config: ServerConfig | None = None
+        self.authenticated = bool(auth_token)
+        self.tls = credentials is not None
         self._probe = probe
         self._services: list[str] = []
+        auth = [TokenAuthInterceptor(name, auth_token)] if auth_token else []
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
-            interceptors=[*(interceptors or []), ErrorInterceptor()],
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+            interceptors=[*auth, *(interceptors or []), ErrorInterceptor()],
+            options=[("grpc.max_receive_message_length", max_message_bytes),
+                     ("grpc.max_send_message_length", max_message_bytes)],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -92,6 +140,20 @@ class ServiceServer:
             raise OSError(f"{name}: cannot bind {address}")
         self.address = f"{host}:{self.port}"
         self._stopped = threading.Event()
+        self._stop_hooks: list[Callable[[], None]] = []
+
+    @classmethod
+    def from_config(cls, name: str, config: ServerConfig, **kwargs: Any) -> ServiceServer:
+        """A server with `config`'s address, drain time, message limit, token and TLS (the one place for them)."""
+        server = cls(name, config.host, config.port, grace_s=config.grace_s, auth_token=config.auth_token or None,
+                     credentials=server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca),
+                     max_message_bytes=config.max_message_mb * 1024 * 1024, **kwargs)
+        server.config = config
+        if not _is_loopback(config.host) and not (server.authenticated and server.tls):
+            log.warning("%s listens on %s without %s: set auth_token and TLS off loopback", name, server.address,
+                        " and ".join(w for w, on in (("a token", server.authenticated), ("TLS", server.tls))
+                                     if not on))
+        return server
 
     def add(self, register: Callable[[Any, grpc.Server], None], servicer: Any, service_name: str) -> None:
         register(servicer, self._server)
@@ -129,7 +191,13 @@ class ServiceServer:
         self.health.enter_graceful_shutdown()
         log.info("%s draining in-flight calls (grace %.0f s)", self.name, self.grace_s if grace_s is None else grace_s)
         self._server.stop(self.grace_s if grace_s is None else grace_s).wait()
+        for hook in self._stop_hooks:
+            hook()
         log.info("%s stopped", self.name)
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Runs `hook` after the drain, e.g. to end background work that must not outlive the server."""
+        self._stop_hooks.append(hook)
 
     def wait(self) -> None:
         """Blocks until SIGTERM/SIGINT, then drains (main thread only)."""

@@ -4,7 +4,8 @@
     DELTANAS_EVALUATOR_SLOTS=2 deltanas serve evaluator
 
 Each service package has `config.py` (a dataclass + ENV_PREFIX) and `service.py` with
-`build_server(config) -> ServiceServer`; modules are imported lazily so that an evaluator host never
+`build_server(config) -> ServiceServer` (built with `ServiceServer.from_config`, which applies the shared
+ServerConfig: token, TLS, message limit); modules are imported lazily so that an evaluator host never
 imports transformers and a generator host never imports torchvision.
 """
 
@@ -18,9 +19,12 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from deltanas.config import load_config
+from deltanas.config import ConfigError, load_config
 from deltanas.logs import setup_logging
-from deltanas.server import ServiceServer
+from deltanas.server import ServerConfig, ServiceServer
+
+# Settings a server cannot take after construction: a server that was not built from the config ignores them.
+_SECURITY_FIELDS = ("auth_token", "tls_cert", "tls_key", "tls_client_ca", "max_message_mb")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,16 @@ class ServiceSpec:
         return importlib.import_module(f"{self.package}.config").ENV_PREFIX
 
     def build(self, config: Any) -> ServiceServer:
-        return importlib.import_module(f"{self.package}.service").build_server(config)
+        """The service's server; refuses (fails closed) one that would silently ignore token or TLS settings."""
+        server = importlib.import_module(f"{self.package}.service").build_server(config)
+        if server.config is not config:
+            defaults = ServerConfig()
+            ignored = [f for f in _SECURITY_FIELDS if getattr(config, f) != getattr(defaults, f)]
+            if ignored:
+                server.stop(0)
+                raise ConfigError(f"{ignored[0]}: {self.package}.service.build_server does not apply it; build the "
+                                  "server with ServiceServer.from_config(name, config)")
+        return server
 
     def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
         return load_config(self.config_type(), path, self.env_prefix(), overrides)

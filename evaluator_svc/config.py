@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltanas.config import option
+from deltanas.server import ServerConfig
 
 ENV_PREFIX = "DELTANAS_EVALUATOR_"
 
 
 @dataclass
-class EvaluatorConfig:
-    host: str = option("127.0.0.1", "interface to bind; loopback unless you deploy across machines")
+class EvaluatorConfig(ServerConfig):
+    """Shared server fields (host, auth_token, TLS, ...) come from ServerConfig."""
+
     port: int = option(50063, "port to bind (0: any free port)")
     slots: int = option(1, "candidates evaluated at once (one sandboxed worker process each)")
     device: str = option("auto", "training device: auto, cpu, cuda or cuda:N")

@@ -193,7 +193,6 @@ def probe(device: str) -> None:
 
 def build_server(config: EvaluatorConfig) -> ServiceServer:
     servicer = EvaluatorServicer(config)
-    server = ServiceServer("evaluator", config.host, config.port, grace_s=config.grace_s,
-                           probe=lambda: probe(servicer.device))
+    server = ServiceServer.from_config("evaluator", config, probe=lambda: probe(servicer.device))
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

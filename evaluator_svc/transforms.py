@@ -15,7 +15,7 @@ Resizing is bilinear with antialiasing, like torchvision's Resize.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,22 +30,36 @@ class BatchTransform:
     flip: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # device -> (scale, shift) of the fused ToTensor + Normalize, built once per device (no per-batch copies).
+    _affine: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (B, C, H, W) on any device -> float32 (or complex64) batch on the same device."""
-        x = images.float().div_(255.0)
+        """uint8 (B, C, H, W) on any device -> float32 (or complex64) batch on the same device.
+
+        Resizing is linear with weights summing to one, so it runs on the 0..255 values and the
+        normalisation (x / 255 - mean) / std is applied afterwards as one in-place scale and shift.
+        """
+        x = images.to(torch.float32, copy=True)
         if self.size is not None:
             x = self._resize(x)
         if self.flip:
             mask = torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5
-            x = torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+            x = torch.where(mask.to(x.device, non_blocking=True).view(-1, 1, 1, 1), x.flip(-1), x)
         if self.kind == "norm":
-            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-            x = (x - mean) / std
-        elif self.kind == "complex":
+            scale, shift = self._scale_shift(x.device)
+            x = x.mul_(scale).add_(shift)
+        else:
+            x = x.div_(255.0)
+        if self.kind == "complex":
             x = x.to(torch.complex64)
         return x
+
+    def _scale_shift(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._affine:
+            mean = torch.tensor(self.mean, dtype=torch.float64).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float64).view(1, -1, 1, 1)
+            self._affine[device] = ((1.0 / (255.0 * std)).float().to(device), (-mean / std).float().to(device))
+        return self._affine[device]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         size = self.size
@@ -56,7 +70,7 @@ class BatchTransform:
         resized = (size, round(width * scale)) if height <= width else (round(height * scale), size)
         x = _interpolate(x, resized)
         top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-        return x[..., top:top + size, left:left + size]
+        return x[..., top:top + size, left:left + size].contiguous()
 
 
 def _interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

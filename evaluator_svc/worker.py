@@ -26,7 +26,7 @@ from pathlib import Path
 from evaluator_svc.stages import Stage
 
 CLONE_NEWNET = 0x40000000
-PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS = 8, 38
+PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS = 1, 8, 38
 LINUX_CAPABILITY_VERSION_3, CAP_DAC_READ_SEARCH = 0x20080522, 2
 NETWORK_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL}
 PROCESS_EVENTS = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
@@ -133,6 +133,7 @@ def _status_kib(field: str) -> int:
 def lock_down(job: dict, scratch: str, device: str) -> None:
     """Rlimits, unprivileged uid (when root) and the audit hook; irreversible for this process."""
     limits = job["limits"]
+    parent = os.getppid()
     # The candidate gets memory_mb on top of the worker's own footprint (torch, CUDA context, data). CUDA
     # reserves huge virtual ranges, so there the data segment is capped instead of the address space.
     name, limit = ("VmData", resource.RLIMIT_DATA) if device.startswith("cuda") else ("VmSize", resource.RLIMIT_AS)
@@ -151,6 +152,10 @@ def lock_down(job: dict, scratch: str, device: str) -> None:
             os.chown(os.path.join(scratch, entry), uid, uid)
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
         drop_privileges(uid, keep_read=not _world_readable(sys.base_prefix, sys.prefix))
+    # Die with the evaluator (set after the uid switch, which clears it): a killed service leaves no training behind.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
     if limits["audit_hook"]:
         import torch
 

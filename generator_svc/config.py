@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deltanas.config import option
+from deltanas.server import ServerConfig
 
 ENV_PREFIX = "DELTANAS_GENERATOR_"
 
 
 @dataclass
-class GeneratorConfig:
-    host: str = option("127.0.0.1", "interface to bind; loopback unless you deploy across machines")
+class GeneratorConfig(ServerConfig):
+    """Shared server fields (host, auth_token, TLS, ...) come from ServerConfig."""
+
     port: int = option(50062, "port to bind (0: any free port)")
     backend: str = option("local", "LLM backend: local (transformers + peft), tgi or openai")
     model: str = option("qwen2.5-coder-0.5b",

@@ -6,6 +6,7 @@ python -m generator_svc --model smollm2-135m --port 50062
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import deltadiff
 from deltanas.baseline import Baseline
@@ -129,6 +130,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     def LoadAdapter(self, request: generator_pb2.LoadAdapterRequest, context) -> generator_pb2.LoadAdapterResponse:
         require(bool(request.name.strip()), "name", "is empty")
         require(bool(request.path.strip()), "path", "is empty")
+        require(self.cfg.backend != "local" or Path(request.path).is_dir(), "path",
+                f"{request.path[:200]!r} is not a directory on the generator's host (PEFT format expected)")
         try:
             self.backend.load_adapter(request.name, request.path)
         except BackendUnavailable as exc:
@@ -156,12 +159,7 @@ def build_server(config: GeneratorConfig) -> ServiceServer:
     accepted = backend_options(config.backend)
     backend = create_backend(config.backend, **{k: v for k, v in offered.items() if k in accepted})
     servicer = GeneratorServicer(config, backend)
-    server = ServiceServer(
-        "generator",
-        config.host,
-        config.port,
-        grace_s=config.grace_s,
-        probe=lambda: backend.count_tokens([{"role": "user", "content": "ping"}]),
-    )
+    server = ServiceServer.from_config("generator", config,
+                                       probe=lambda: backend.count_tokens([{"role": "user", "content": "ping"}]))
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

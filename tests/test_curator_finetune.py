@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from curator_svc.dataset import TRAIN_FILE
@@ -94,3 +96,26 @@ def test_cancel_resume_and_final_adapter(dataset_dir: Path, tmp_path: Path) -> N
     assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
     weights = load_file(tmp_path / "adapter_model.safetensors")
     assert weights and all("lora_" in name for name in weights)
+
+
+def test_adapter_loads_as_is_in_peft_tgi_and_vllm(dataset_dir: Path, tmp_path: Path) -> None:
+    """adapter_config.json has what TGI (LORA_ADAPTERS) and vLLM (--lora-modules) read; peft loads it as is."""
+    from peft import PeftModel
+
+    result = finetune(replace(CONFIG, save_every=0), dataset_dir, tmp_path)
+    assert result.adapter_dir == str(tmp_path) and result.optimizer_s > 0
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
+    assert (config["r"], config["lora_alpha"]) == (4, 8) and set(config["target_modules"]) == {"q_proj", "v_proj"}
+    assert config["base_model_name_or_path"] == str(llm.resolve(MODEL))
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    assert all(n.startswith("base_model.model.") and n.endswith((".lora_A.weight", ".lora_B.weight")) for n in weights)
+
+    tokenizer = llm.load_tokenizer(MODEL)
+    ids = torch.tensor([tokenizer("class Net(nn.Module):")["input_ids"]])
+    base = llm.load_model(MODEL)
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(base, tmp_path).eval()
+        after = tuned(input_ids=ids).logits
+    assert after.shape == before.shape and not torch.allclose(before, after)

@@ -103,7 +103,9 @@ def test_build_dataset_and_fine_tune_operation(stub) -> None:
     assert "already ended" in detail
     detail = expect(grpc.StatusCode.FAILED_PRECONDITION, stub.StartFineTune, curator_pb2.StartFineTuneRequest(
         dataset_id=built.dataset_id, model="qwen2.5-coder-0.5b", resume_operation_id=op.id), field="model")
-    assert "smollm2-135m" in detail
+    assert "smollm2-135m" in detail and "resume with model=" in detail
+    expect(grpc.StatusCode.NOT_FOUND, stub.StartFineTune, curator_pb2.StartFineTuneRequest(
+        dataset_id=built.dataset_id, resume_operation_id="ft-nope"), field="resume_operation_id")
 
 
 def test_cancel_a_running_operation(stub) -> None:
@@ -124,6 +126,9 @@ def test_build_and_fine_tune_bad_input(stub) -> None:
     detail = expect(grpc.StatusCode.FAILED_PRECONDITION, stub.BuildDataset, curator_pb2.BuildDatasetRequest(
         datasets=["mnist"], mode=common_pb2.MODE_DELTA, min_gain=0.99, max_pairs_per_dataset=5))
     assert "pairing baselines=" in detail and "with_better=" in detail
+    detail = expect(grpc.StatusCode.FAILED_PRECONDITION, stub.BuildDataset, curator_pb2.BuildDatasetRequest(
+        datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=5, max_tokens=50))
+    assert "kept=5" in detail and "fits_tokens=0, train=0" in detail, detail
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.BuildDataset,
            curator_pb2.BuildDatasetRequest(datasets=["nope"], mode=common_pb2.MODE_DELTA), field="datasets[0]")
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.BuildDataset,

@@ -374,7 +374,8 @@ def test_client_command_parses_and_names_the_services() -> None:
     assert args.command == "run"
     for name in ("curator", "generator"):
         assert getattr(args, name) == f"{name}:{SERVICES[name].config_type()().port}"
-    assert args.evaluators.split(",") == [f"evaluator:{SERVICES['evaluator'].config_type()().port}"]
+    # one dns:/// name that the client resolves to every evaluator replica (docker compose --scale)
+    assert args.evaluators.split(",") == [f"dns:///evaluator:{SERVICES['evaluator'].config_type()().port}"]
     assert (ROOT / "client" / "presets" / f"{args.preset}.toml").exists()
     assert args.tracking_uri == "http://mlflow:5000"
     # Several replicas are addressed by their container names: <project>-evaluator-<n>.

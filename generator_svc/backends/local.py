@@ -95,12 +95,15 @@ class SeededSampler(LogitsProcessor):
 
 
 class FinishWatcher(StoppingCriteria):
-    """Reports each row the step it ends (end-of-turn token or length limit); stops nothing itself."""
+    """Reports each row the step it ends (end-of-turn token or length limit); stops every row once `cancel` is set
+    (the consumer went away), so no decoding outlives its request."""
 
     def __init__(
-        self, prompt_len: int, eos_ids: set[int], max_new: int, on_finish: Callable[[int, list[int], str], None]
+        self, prompt_len: int, eos_ids: set[int], max_new: int, on_finish: Callable[[int, list[int], str], None],
+        cancel: threading.Event,
     ) -> None:
         self.prompt_len, self.eos_ids, self.max_new, self.on_finish = prompt_len, eos_ids, max_new, on_finish
+        self.cancel = cancel
         self.finished: set[int] = set()
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
@@ -112,7 +115,7 @@ class FinishWatcher(StoppingCriteria):
             if reason:
                 self.finished.add(row)
                 self.on_finish(row, input_ids[row, self.prompt_len :].tolist(), reason)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 _DONE = object()
@@ -211,18 +214,22 @@ class LocalBackend(Backend):
         for offset in range(0, len(seeds), self.options.max_batch):
             batch_seeds = seeds[offset : offset + self.options.max_batch]
             results: queue.Queue[Any] = queue.Queue()
+            cancel = threading.Event()
             worker = threading.Thread(
                 target=self._run_batch,
-                args=(prompt, sampling, adapter, batch_seeds, offset, results),
+                args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel),
                 daemon=True,
             )
             worker.start()
-            while (item := results.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                index, ids, reason = item
-                yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start)
-            worker.join()
+            try:
+                while (item := results.get()) is not _DONE:
+                    if isinstance(item, BaseException):
+                        raise item
+                    index, ids, reason = item
+                    yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start)
+            finally:  # also when the consumer stops early: end the decoding instead of leaving it running
+                cancel.set()
+                worker.join()
 
     def _run_batch(
         self,
@@ -232,6 +239,7 @@ class LocalBackend(Backend):
         seeds: list[int],
         offset: int,
         results: queue.Queue[Any],
+        cancel: threading.Event,
     ) -> None:
         """Decode one batch, putting ``(index, token ids, finish reason)`` on ``results`` as rows end."""
 
@@ -246,7 +254,7 @@ class LocalBackend(Backend):
                 pad_token_id=self.tokenizer.pad_token_id,
             )
             processors = LogitsProcessorList([] if sampling.greedy else [SeededSampler(sampling, seeds)])
-            watcher = FinishWatcher(prompt.shape[1], self.eos_ids, sampling.max_new_tokens, on_finish)
+            watcher = FinishWatcher(prompt.shape[1], self.eos_ids, sampling.max_new_tokens, on_finish, cancel)
             inputs = prompt.to(self.device).repeat(len(seeds), 1)
             with self._lock, self._use_adapter(adapter), torch.inference_mode():
                 self.model.generate(

@@ -37,6 +37,18 @@ from generator_svc.backends.base import (
 log = logging.getLogger("generator_svc.backends.openai")
 
 
+class RouteNotFound(BackendError):
+    """The server has no such route (e.g. vLLM without runtime LoRA updating)."""
+
+
+def _route_missing(response: requests.Response) -> bool:
+    """FastAPI's answer for a path the server does not route, as opposed to a 404 about a named object."""
+    try:
+        return response.status_code == 404 and response.json() == {"detail": "Not Found"}
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class OpenAIOptions:
     url: str = field(default="http://127.0.0.1:8000", metadata={"help": "server base URL (without /v1)"})
@@ -70,8 +82,11 @@ class OpenAIBackend(Backend):
         except requests.RequestException as exc:
             raise BackendUnavailable(f"{self.options.url} is not answering: {exc}") from exc
         if not response.ok:
-            raise BackendError(f"{method} {path} failed with {response.status_code}: {response.text[:500]}")
-        return response.json() if response.content else None
+            error = RouteNotFound if _route_missing(response) else BackendError
+            raise error(f"{method} {path} failed with {response.status_code}: {response.text[:500]}")
+        if "json" not in response.headers.get("Content-Type", ""):
+            return response.text or None  # vLLM answers adapter (un)loading in plain text
+        return response.json()
 
     def _models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/models")["data"]
@@ -80,9 +95,15 @@ class OpenAIBackend(Backend):
         return sorted(m["id"] for m in self._models() if m["id"] != self.model)
 
     def load_adapter(self, name: str, path: str) -> None:
-        if name in self.list_adapters():
-            self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
-        self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        try:
+            if name in self.list_adapters():
+                self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+            self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        except RouteNotFound as exc:
+            raise BackendError(
+                f"{self.options.url} does not load adapters at run time (vLLM: start it with "
+                f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or name the adapter in --lora-modules)"
+            ) from exc
         log.info("adapter loaded name=%s path=%s", name, path)
 
     def _tokenize(self, messages: Messages) -> dict[str, Any]:

