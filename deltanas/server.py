@@ -47,10 +47,14 @@ class ServerConfig:
     tls_client_ca: Path | None = option(None, "PEM CA bundle; when set, clients must present a certificate it "
                                         "signed (mutual TLS)")
     max_message_mb: int = option(MAX_MESSAGE_MB, "largest request or response message, in MiB")
+    health_interval_s: float = option(10.0, "seconds between health probes after start, so health follows the "
+                                      "device or backend (0: probe only at start)")
 
     def __post_init__(self) -> None:
         if self.max_message_mb < 1:
             raise ConfigError(f"max_message_mb: must be at least 1, got {self.max_message_mb}")
+        if self.health_interval_s < 0:
+            raise ConfigError(f"health_interval_s: must not be negative, got {self.health_interval_s}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -108,10 +112,11 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 
 class ServiceServer:
-    """A grpc.Server bound to one address with health (exercised by `probe`) and reflection."""
+    """A grpc.Server bound to one address with health (exercised by `probe`, again every `health_interval_s`)
+    and reflection."""
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, max_workers: int = 16,
-                 grace_s: float = 30.0, probe: Callable[[], None] | None = None,
+                 grace_s: float = 30.0, probe: Callable[[], None] | None = None, health_interval_s: float = 0.0,
                  interceptors: list[grpc.ServerInterceptor] | None = None,
                  credentials: grpc.ServerCredentials | None = None, auth_token: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
@@ -121,6 +126,8 @@ class ServiceServer:
         self.authenticated = bool(auth_token)
         self.tls = credentials is not None
         self._probe = probe
+        self._health_interval_s = health_interval_s
+        self._healthy: bool | None = None
         self._services: list[str] = []
         auth = [TokenAuthInterceptor(name, auth_token)] if auth_token else []
         self._server = grpc.server(
@@ -147,7 +154,8 @@ class ServiceServer:
         """A server with `config`'s address, drain time, message limit, token and TLS (the one place for them)."""
         server = cls(name, config.host, config.port, grace_s=config.grace_s, auth_token=config.auth_token or None,
                      credentials=server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca),
-                     max_message_bytes=config.max_message_mb * 1024 * 1024, **kwargs)
+                     max_message_bytes=config.max_message_mb * 1024 * 1024,
+                     health_interval_s=config.health_interval_s, **kwargs)
         server.config = config
         if not _is_loopback(config.host) and not (server.authenticated and server.tls):
             log.warning("%s listens on %s without %s: set auth_token and TLS off loopback", name, server.address,
@@ -164,21 +172,36 @@ class ServiceServer:
                                             self._server)
         self._server.start()
         self.set_serving(self.check())
+        if self._probe is not None and self._health_interval_s > 0:
+            threading.Thread(target=self._watch_health, name=f"{self.name}-health", daemon=True).start()
         log.info("%s serving on %s (%s)", self.name, self.address, ", ".join(self._services))
         return self
 
+    def _watch_health(self) -> None:
+        while not self._stopped.wait(self._health_interval_s):
+            self.set_serving(self.check())
+
     def check(self) -> bool:
-        """Runs the service's probe (e.g. a real forward pass); True when it passes."""
-        if self._probe is None:
-            return True
-        try:
-            self._probe()
-            return True
-        except Exception:
-            log.exception("%s health probe failed", self.name)
-            return False
+        """Runs the service's probe (e.g. a real forward pass); True when it passes. Logs each change."""
+        error: Exception | None = None
+        if self._probe is not None:
+            try:
+                self._probe()
+            except Exception as exc:
+                error = exc
+        ok = error is None
+        if ok != self._healthy:
+            if ok:
+                log.info("%s health probe passes", self.name)
+            else:
+                log.warning("%s health probe fails, NOT_SERVING until it passes: %s: %s", self.name,
+                            type(error).__name__, error)
+        self._healthy = ok
+        return ok
 
     def set_serving(self, ok: bool) -> None:
+        if self._stopped.is_set():
+            return  # draining: health already says NOT_SERVING and must stay so
         status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ["", *self._services]:
             self.health.set(service, status)

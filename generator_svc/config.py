@@ -21,6 +21,8 @@ class GeneratorConfig(ServerConfig):
                         "(empty: the server's first model)")
     url: str = option("", "server URL for the tgi and openai backends")
     device: str = option("auto", "device of the local backend: auto, cpu, cuda")
+    dtype: str = option("auto", "dtype of the local backend: auto (bfloat16 on CUDA, the stored float32 elsewhere), "
+                        "float32, bfloat16, float16")
     threads: int = option(0, "torch CPU threads of the local backend (0: torch's default)")
     max_batch: int = option(8, "candidates the local backend decodes together")
     adapters: list[str] = option([], "adapters to load at start, as name=path (PEFT format)")

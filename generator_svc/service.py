@@ -6,6 +6,8 @@ python -m generator_svc --model smollm2-135m --port 50062
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import deltadiff
@@ -61,6 +63,20 @@ def extract(mode: str, baseline_code: str, text: str) -> tuple[str, str]:
         return diff, ""  # the evaluator reports why it does not apply
 
 
+@contextmanager
+def backend_errors() -> Iterator[None]:
+    """Backend errors as gRPC status: unknown adapter NOT_FOUND, prompt too long INVALID_ARGUMENT, down UNAVAILABLE
+    (so that a client retries on another generator)."""
+    try:
+        yield
+    except UnknownAdapter as exc:
+        raise NotFound(f"adapter: {exc}") from exc
+    except PromptTooLong as exc:
+        raise InvalidArgument("baseline.code", str(exc)) from exc
+    except BackendUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
+
+
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     def __init__(self, config: GeneratorConfig, backend: Backend) -> None:
         self.cfg = config
@@ -95,15 +111,14 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             baseline.name,
             adapter or "none",
         )
-        try:
+        with backend_errors():
             for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds):
-                yield self._response(mode, baseline, gen, adapter)
-        except UnknownAdapter as exc:
-            raise NotFound(f"adapter: {exc}") from exc
-        except PromptTooLong as exc:
-            raise InvalidArgument("baseline.code", str(exc)) from exc
-        except BackendUnavailable as exc:
-            raise Unavailable(str(exc)) from exc
+                reply = self._response(mode, baseline, gen, adapter)
+                log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
+                         "tokens_per_s=%.1f finish=%s extracted=%s", request.request_id or "-", gen.index,
+                         reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
+                         reply.tokens_per_second, gen.finish_reason, "yes" if reply.extracted else "no")
+                yield reply
 
     def _response(
         self, mode: str, baseline: Baseline, gen: Generation, adapter: str | None
@@ -125,41 +140,43 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         )
 
     def ListAdapters(self, request, context) -> generator_pb2.ListAdaptersResponse:
-        return generator_pb2.ListAdaptersResponse(adapters=self.backend.list_adapters())
+        with backend_errors():
+            return generator_pb2.ListAdaptersResponse(adapters=self.backend.list_adapters())
 
     def LoadAdapter(self, request: generator_pb2.LoadAdapterRequest, context) -> generator_pb2.LoadAdapterResponse:
         require(bool(request.name.strip()), "name", "is empty")
         require(bool(request.path.strip()), "path", "is empty")
         require(self.cfg.backend != "local" or Path(request.path).is_dir(), "path",
                 f"{request.path[:200]!r} is not a directory on the generator's host (PEFT format expected)")
-        try:
-            self.backend.load_adapter(request.name, request.path)
-        except BackendUnavailable as exc:
-            raise Unavailable(str(exc)) from exc
-        except (BackendError, FileNotFoundError, ValueError) as exc:
-            raise InvalidArgument("path", str(exc)) from exc
-        return generator_pb2.LoadAdapterResponse(adapters=self.backend.list_adapters())
+        with backend_errors():
+            try:
+                self.backend.load_adapter(request.name, request.path)
+            except BackendUnavailable:
+                raise
+            except (BackendError, FileNotFoundError, ValueError) as exc:
+                raise InvalidArgument("path", str(exc)) from exc
+            return generator_pb2.LoadAdapterResponse(adapters=self.backend.list_adapters())
 
     def GetModelInfo(self, request, context) -> generator_pb2.GetModelInfoResponse:
-        info = self.backend.info()
-        return generator_pb2.GetModelInfoResponse(
-            backend=self.cfg.backend,
-            model=info.model,
-            context_length=info.context_length,
-            adapters=self.backend.list_adapters(),
-        )
+        with backend_errors():
+            info = self.backend.info()
+            return generator_pb2.GetModelInfoResponse(
+                backend=self.cfg.backend,
+                model=info.model,
+                context_length=info.context_length,
+                adapters=self.backend.list_adapters(),
+            )
 
 
 def build_server(config: GeneratorConfig) -> ServiceServer:
     if config.backend not in BACKENDS:
         raise ValueError(f"backend: unknown {config.backend!r}; known: {', '.join(BACKENDS)}")
-    offered = {"model": config.model or None, "device": config.device, "url": config.url,
+    offered = {"model": config.model or None, "device": config.device, "dtype": config.dtype, "url": config.url,
                "threads": config.threads or None, "max_batch": config.max_batch,
                "adapters": dict(item.partition("=")[::2] for item in config.adapters)}
     accepted = backend_options(config.backend)
     backend = create_backend(config.backend, **{k: v for k, v in offered.items() if k in accepted})
     servicer = GeneratorServicer(config, backend)
-    server = ServiceServer.from_config("generator", config,
-                                       probe=lambda: backend.count_tokens([{"role": "user", "content": "ping"}]))
+    server = ServiceServer.from_config("generator", config, probe=backend.probe)
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

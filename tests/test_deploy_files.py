@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import tomllib
@@ -26,6 +25,7 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from ports import free_port
 
 from client.cli import build_parser
 from deltanas import healthcheck
@@ -537,12 +537,6 @@ def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
         yield f"127.0.0.1:{port}", servicer
     finally:
         server.stop(None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_healthcheck_serving_exits_0(health_server: tuple[str, health.HealthServicer]) -> None:

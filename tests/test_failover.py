@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
+from ports import free_port
 from test_evaluator_grpc import MODEL, request
 
 from bench.bench_workers import EvaluatorProcess, candidates
@@ -26,12 +26,6 @@ from client.tracking import CANDIDATE_TAG, Tracker
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 
 NOT_APPLYING = "```diff\n@@ -1,2 +1,2 @@\n-import numpy\n+import numpy as np\n x = 1\n```"  # fails fast at APPLY
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def eventually(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:

@@ -20,7 +20,7 @@ from generator_svc.backends import (
     UnknownAdapter,
     create_backend,
 )
-from generator_svc.backends.local import LocalBackend
+from generator_svc.backends.local import LocalBackend, resolve_dtype
 
 MODEL = "smollm2-135m"
 MESSAGES = [
@@ -122,3 +122,22 @@ def test_request_validation() -> None:
         create_backend("nope")
     with pytest.raises(ValueError):
         Sampling(top_p=0)
+
+
+def test_dtype_defaults_to_bfloat16_on_cuda_and_names_the_field() -> None:
+    assert resolve_dtype("auto", "cuda") is torch.bfloat16 and resolve_dtype("auto", "cuda:1") is torch.bfloat16
+    assert resolve_dtype("auto", "cpu") is None and resolve_dtype("float16", "cpu") is torch.float16
+    with pytest.raises(ValueError, match=r"^dtype: 'float33'"):
+        create_backend("local", model=MODEL, dtype="float33")
+
+
+def test_dtype_is_applied(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+    threads = torch.get_num_threads()
+    try:
+        backend = create_backend("local", model=MODEL, device="cpu", dtype="bfloat16", threads=1)
+        assert backend.base.dtype is torch.bfloat16
+        (gen,) = backend.generate(MESSAGES, n=1, sampling=GREEDY, adapter=None, seeds=[0])
+        assert 0 < gen.output_tokens <= GREEDY.max_new_tokens and gen.text
+    finally:
+        torch.set_num_threads(threads)

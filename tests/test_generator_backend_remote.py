@@ -6,14 +6,21 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ports import free_port
 
 from deltanas import llm
+from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from generator_svc.backends import (
     BackendError,
     BackendUnavailable,
@@ -23,6 +30,8 @@ from generator_svc.backends import (
     backend_options,
     create_backend,
 )
+from generator_svc.config import GeneratorConfig
+from generator_svc.service import SERVICE_NAME, build_server
 
 MESSAGES = [{"role": "user", "content": "Improve this model."}]
 CONTEXT = 4096
@@ -79,15 +88,30 @@ class FakeServer(BaseHTTPRequestHandler):
             self._reply({"error": "not found"}, 404)
 
 
-@pytest.fixture()
-def server() -> Iterator[str]:
+@contextmanager
+def fake_server(port: int = 0) -> Iterator[str]:
+    """FakeServer on loopback (``port`` 0: any free one); yields its URL."""
     FakeServer.adapters = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeServer)
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), FakeServer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture()
+def server() -> Iterator[str]:
+    with fake_server() as url:
+        yield url
+
+
+@pytest.fixture()
+def deltanas_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TGI backend reads the served model's tokenizer through deltanas.llm (SmolLM2, assembled once)."""
+    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
 
 
 def test_openai_backend_adapters_seeds_and_errors(server: str) -> None:
@@ -106,10 +130,7 @@ def test_openai_backend_adapters_seeds_and_errors(server: str) -> None:
         backend.generate(MESSAGES, n=1, sampling=Sampling(max_new_tokens=CONTEXT), adapter=None, seeds=[0])
 
 
-def test_tgi_backend_sends_adapter_id_and_seed(
-    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+def test_tgi_backend_sends_adapter_id_and_seed(server: str, deltanas_home: None) -> None:
     backend = create_backend("tgi", url=server, model="smollm2-135m", adapters={"cycle1": "/adapters/c1"})
     assert backend.list_adapters() == ["cycle1"] and backend.info().context_length == CONTEXT
     with pytest.raises(UnknownAdapter):
@@ -121,9 +142,72 @@ def test_tgi_backend_sends_adapter_id_and_seed(
     assert gens[0].prompt_tokens == backend.count_tokens(MESSAGES) and gens[0].output_tokens == 5
 
 
-def test_unreachable_server_is_unavailable() -> None:
-    with pytest.raises(BackendUnavailable):
-        create_backend("openai", url="http://127.0.0.1:9", timeout_s=2)
+@pytest.mark.parametrize("kind", ["openai", "tgi"])
+def test_backend_waits_for_a_server_that_starts_late(kind: str, deltanas_home: None) -> None:
+    """Created before its server, a backend raises BackendUnavailable (naming the URL) on every call, works once
+    the server answers, and says unavailable again when the server goes away."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    options = {"url": url, "timeout_s": 2, **({"model": "smollm2-135m"} if kind == "tgi" else {})}
+    backend = create_backend(kind, **options)
+
+    def generate() -> list[str]:
+        gens = backend.generate(MESSAGES, n=2, sampling=Sampling(), adapter=None, seeds=[1, 2])
+        return sorted(g.text for g in gens)
+
+    for call in (backend.info, backend.list_adapters, backend.probe, generate):
+        with pytest.raises(BackendUnavailable, match=re.escape(url)):
+            call()
+    with fake_server(port):
+        backend.probe()
+        assert backend.info().model == "base" and backend.list_adapters() == []
+        assert generate() == ([f"model=base seed={s}" for s in (1, 2)] if kind == "openai"
+                              else [f"adapter=None seed={s}" for s in (1, 2)])
+    for call in (backend.probe, generate):
+        with pytest.raises(BackendUnavailable, match=re.escape(url)):
+            call()
+
+
+def _health(channel: grpc.Channel) -> int:
+    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+
+
+def _wait_health(channel: grpc.Channel, status: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _health(channel) != status:
+        assert time.monotonic() < deadline, f"health did not become {status} in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def test_generator_service_starts_before_its_server() -> None:
+    """The generator starts NOT_SERVING against a server that is down (calls: UNAVAILABLE naming the URL), turns
+    SERVING once the server answers, and NOT_SERVING again when it goes away."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = GeneratorConfig(backend="openai", url=url, model="", port=0, health_interval_s=0.1)
+    server = build_server(config).start()
+    request = generator_pb2.GenerateRequest(
+        baseline=common_pb2.Baseline(name="m", dataset="mnist", code="x = 1\n"), mode=common_pb2.MODE_DELTA, n=2,
+        seed=5)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            assert _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+            for call in (lambda: list(stub.Generate(request, timeout=30)),
+                         lambda: stub.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30),
+                         lambda: stub.ListAdapters(generator_pb2.ListAdaptersRequest(), timeout=30)):
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE and url in err.value.details()
+            with fake_server(port):
+                _wait_health(channel, health_pb2.HealthCheckResponse.SERVING)
+                replies = sorted(stub.Generate(request, timeout=30), key=lambda r: r.index)
+                assert [r.raw_text for r in replies] == ["model=base seed=5", "model=base seed=6"]
+                assert stub.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30).model == "base"
+            _wait_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        server.stop(0)
 
 
 def test_options_are_checked_per_backend(server: str) -> None:

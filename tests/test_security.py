@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ports import free_port
 
 from client.sdk import Endpoints, Services, open_channel
 from deltanas.config import load_config
@@ -92,12 +92,6 @@ def capacity(address: str, metadata: list[tuple[str, str]] | None = None) -> eva
     with grpc.insecure_channel(address) as channel:
         return evaluator_pb2_grpc.EvaluatorServiceStub(channel).GetCapacity(
             evaluator_pb2.GetCapacityRequest(), metadata=metadata, timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_token_guards_every_rpc_but_health(serve) -> None:

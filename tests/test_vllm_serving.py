@@ -8,9 +8,7 @@ Needs `.venv-vllm` (bin/setup-vllm); starting vLLM takes a minute or two on this
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
+from ports import free_port
 
 from curator_svc.dataset import DatasetConfig, build_datasets
 from curator_svc.finetune import FineTuneConfig, finetune
@@ -27,7 +26,7 @@ from curator_svc.pairing import PairingConfig, pair_baselines
 from deltanas import llm
 from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
-from generator_svc.backends import BackendUnavailable, Sampling, UnknownAdapter, create_backend
+from generator_svc.backends import Sampling, UnknownAdapter, create_backend
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import baseline_from_proto, build_server
 
@@ -77,17 +76,11 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(result.adapter_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class VllmServer:
     """vLLM's OpenAI server for SmolLM2 with our adapter as `ours`, in a subprocess; `stop` ends it."""
 
     def __init__(self, model_dir: Path, adapter: Path, log_path: Path) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.log_path = log_path
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
                "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -208,12 +201,3 @@ def test_generator_service_over_vllm(vllm: VllmServer, baseline, adapter_dir: Pa
             assert vllm.url in err.value.details()
     finally:
         server.stop(0)
-
-
-def test_service_does_not_start_against_a_closed_port() -> None:
-    """build_server connects at start (it asks the server which models it serves), so a generator pointed at a
-    backend that is down does not start; the error names the URL."""
-    url = f"http://127.0.0.1:{_free_port()}"
-    with pytest.raises(BackendUnavailable, match=re.escape(url)):
-        build_server(GeneratorConfig(backend="openai", url=url, model=MODEL, port=0))
-

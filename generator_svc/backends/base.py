@@ -8,12 +8,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
+T = TypeVar("T")
 Messages = Sequence[dict[str, str]]
 
 FINISH_STOP = "stop"
@@ -109,8 +112,36 @@ class Backend(ABC):
     def count_tokens(self, messages: Messages) -> int:
         """Prompt tokens of ``messages`` with the chat template and generation prompt applied."""
 
+    def probe(self) -> None:
+        """Health: raises unless the model answers now (the default tokenizes a short prompt)."""
+        self.count_tokens([{"role": "user", "content": "ping"}])
+
     def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release connections or memory; the default holds nothing."""
+
+
+class ServerFacts(Generic[T]):
+    """What a remote backend learns from its server once (served models, context length), fetched lazily.
+
+    ``fetch`` is tried at construction; a server that is down (BackendUnavailable) is tried again on each use, so
+    a generator can start before its server and report NOT_SERVING until the server answers. Any other error
+    (e.g. the server does not serve the configured model) is a configuration error and raised at once.
+    """
+
+    def __init__(self, fetch: Callable[[], T], url: str) -> None:
+        self._fetch = fetch
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        try:
+            self.get()
+        except BackendUnavailable as exc:
+            logging.getLogger(__name__).warning("%s is not answering yet; retried on each use: %s", url, exc)
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._fetch()
+            return self._value
 
 
 def check_request(n: int, seeds: Sequence[int]) -> None:

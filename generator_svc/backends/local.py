@@ -55,7 +55,8 @@ class LocalOptions:
         metadata={"help": "model source: a deltanas.llm name, a HF model directory, or hub:<repo_id>"},
     )
     device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
-    dtype: str | None = field(default=None, metadata={"help": "torch dtype name; default: the stored one"})
+    dtype: str = field(default="auto", metadata={
+        "help": "torch dtype: auto (bfloat16 on CUDA, the stored dtype elsewhere) or a name: float32, bfloat16, ..."})
     adapters: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "LoRA adapters to load at start: name -> directory"}
     )
@@ -66,6 +67,16 @@ class LocalOptions:
     context_length: int | None = field(
         default=None, metadata={"help": "override the model's context length (max_position_embeddings)"}
     )
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype | None:
+    """The dtype to load the model in; None keeps the stored one (float32 for the GGUF-converted models)."""
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: {name!r} is not a torch dtype (float32, bfloat16, float16, auto)")
+    return dtype
 
 
 class SeededSampler(LogitsProcessor):
@@ -134,7 +145,7 @@ class LocalBackend(Backend):
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
-        dtype = getattr(torch, self.options.dtype) if self.options.dtype else None
+        dtype = resolve_dtype(self.options.dtype, self.device)
         try:
             self.tokenizer = llm.load_tokenizer(self.options.model)
             self.base = llm.load_model(self.options.model, dtype=dtype, device=self.device)
@@ -148,8 +159,10 @@ class LocalBackend(Backend):
         for name, path in self.options.adapters.items():
             self.load_adapter(name, path)
         log.info(
-            "local backend ready model=%s context=%d adapters=%s",
+            "local backend ready model=%s device=%s dtype=%s context=%d adapters=%s",
             self.options.model,
+            self.device,
+            self.base.dtype,
             self.context_length,
             self.list_adapters(),
         )

@@ -2,6 +2,7 @@
 
     >>> backend = OpenAIBackend(url="http://127.0.0.1:8000")   # vllm serve ... --enable-lora
 
+The server may start after the backend: until it answers, every call raises BackendUnavailable.
 Such servers answer with the base model when a model name is unknown to them, so ``generate`` checks the
 adapter against ``GET /v1/models`` first. ``load_adapter`` uses vLLM's ``/v1/load_lora_adapter`` (the server
 needs ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``); token counts come from vLLM's ``/tokenize``. Candidates are
@@ -28,6 +29,7 @@ from generator_svc.backends.base import (
     Generation,
     Messages,
     Sampling,
+    ServerFacts,
     UnknownAdapter,
     check_fits,
     check_request,
@@ -67,12 +69,20 @@ class OpenAIBackend(Backend):
         self.session = requests.Session()
         if self.options.api_key:
             self.session.headers["Authorization"] = f"Bearer {self.options.api_key}"
+        self._served = ServerFacts(self._base_model, self.options.url)
+
+    def _base_model(self) -> tuple[str, int | None]:
+        """(served base model, its context length when /v1/models tells it)."""
         models = self._models()
         bases = [m["id"] for m in models if not m.get("parent")]
-        self.model = self.options.model or (bases or [models[0]["id"]])[0]
-        if self.model not in {m["id"] for m in models}:
-            raise BackendError(f"{self.options.url} does not serve {self.model!r}; it serves {bases}")
-        self._context = next((m.get("max_model_len") for m in models if m["id"] == self.model), None)
+        model = self.options.model or (bases or [models[0]["id"]])[0]
+        if model not in {m["id"] for m in models}:
+            raise BackendError(f"{self.options.url} does not serve {model!r}; it serves {bases}")
+        return model, next((m.get("max_model_len") for m in models if m["id"] == model), None)
+
+    @property
+    def model(self) -> str:
+        return self._served.get()[0]
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -114,7 +124,7 @@ class OpenAIBackend(Backend):
         return int(self._tokenize(messages)["count"])
 
     def info(self) -> BackendInfo:
-        context = self._context or self._tokenize([{"role": "user", "content": ""}])["max_model_len"]
+        context = self._served.get()[1] or self._tokenize([{"role": "user", "content": ""}])["max_model_len"]
         return BackendInfo(backend=self.kind, model=self.model, context_length=int(context))
 
     def generate(

@@ -4,7 +4,8 @@
 
 TGI loads LoRA adapters at launch (``LORA_ADAPTERS=cycle3=/adapters/cycle3``); ``load_adapter`` maps a name to
 such an adapter id and checks that the server accepts it with a one-token request. Candidates are separate
-requests (one seed each) sent ``concurrency`` at a time; the server batches them.
+requests (one seed each) sent ``concurrency`` at a time; the server batches them. The server may start after the
+backend: until it answers, every call raises BackendUnavailable.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from generator_svc.backends.base import (
     Generation,
     Messages,
     Sampling,
+    ServerFacts,
     UnknownAdapter,
     check_fits,
     check_request,
@@ -61,10 +63,16 @@ class TgiBackend(Backend):
         self.options = TgiOptions(**options)
         self.client = InferenceClient(base_url=self.options.url, timeout=self.options.timeout_s)
         self.tokenizer = llm.load_tokenizer(self.options.model)
-        self._info = self._server_info()
         self.adapters: dict[str, str] = {}
+        self._served = ServerFacts(self._connect, self.options.url)
+
+    def _connect(self) -> BackendInfo:
+        """The server's model and context, once the adapters it was launched with are confirmed."""
+        info = self._server_info()
         for name, adapter_id in self.options.adapters.items():
-            self.load_adapter(name, adapter_id)
+            self._check_adapter(adapter_id)
+            self.adapters[name] = adapter_id
+        return info
 
     def _server_info(self) -> BackendInfo:
         try:
@@ -76,13 +84,22 @@ class TgiBackend(Backend):
         return BackendInfo(backend=self.kind, model=info["model_id"], context_length=int(info["max_total_tokens"]))
 
     def info(self) -> BackendInfo:
-        return self._info
+        return self._served.get()
+
+    def probe(self) -> None:
+        self._served.get()
+        self._server_info()  # tokens are counted here, so ask the server itself
 
     def list_adapters(self) -> list[str]:
+        self._served.get()
         return sorted(self.adapters)
 
+    def _check_adapter(self, adapter_id: str) -> None:
+        self._complete("ping", Sampling(temperature=0, max_new_tokens=1), adapter_id, seed=0)
+
     def load_adapter(self, name: str, path: str) -> None:
-        self._complete("ping", Sampling(temperature=0, max_new_tokens=1), path, seed=0)
+        self._served.get()
+        self._check_adapter(path)
         self.adapters[name] = path
 
     def _prompt(self, messages: Messages) -> str:
@@ -116,11 +133,12 @@ class TgiBackend(Backend):
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
     ) -> Iterator[Generation]:
         check_request(n, seeds)
+        info = self._served.get()
         if adapter is not None and adapter not in self.adapters:
             raise UnknownAdapter(adapter, self.list_adapters())
         prompt = self._prompt(messages)
         prompt_tokens = self.count_tokens(messages)
-        check_fits(prompt_tokens, sampling, self._info.context_length)
+        check_fits(prompt_tokens, sampling, info.context_length)
         adapter_id = self.adapters[adapter] if adapter else None
         start = time.monotonic()
 
