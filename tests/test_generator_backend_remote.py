@@ -41,6 +41,7 @@ class FakeServer(BaseHTTPRequestHandler):
     """Answers like vLLM (/v1/...) and TGI (/info, /generate); echoes seed and model so tests can check them."""
 
     adapters: ClassVar[dict[str, str]] = {}
+    models_tell_context: ClassVar[bool] = True  # SGLang-like servers leave max_model_len out of /v1/models
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -56,7 +57,8 @@ class FakeServer(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/v1/models":
             lora = [{"id": name, "parent": "base"} for name in self.adapters]
-            self._reply({"data": [{"id": "base", "parent": None, "max_model_len": CONTEXT}, *lora]})
+            base = {"id": "base", "parent": None, **({"max_model_len": CONTEXT} if self.models_tell_context else {})}
+            self._reply({"data": [base, *lora]})
         elif self.path == "/info":
             self._reply({"model_id": "base", "max_total_tokens": CONTEXT})
         else:
@@ -128,6 +130,11 @@ def test_openai_backend_adapters_seeds_and_errors(server: str) -> None:
     assert (gens[0].prompt_tokens, gens[0].output_tokens) == (20, 5)
     with pytest.raises(PromptTooLong):
         backend.generate(MESSAGES, n=1, sampling=Sampling(max_new_tokens=CONTEXT), adapter=None, seeds=[0])
+
+
+def test_openai_context_from_tokenize_when_models_omit_it(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FakeServer, "models_tell_context", False)
+    assert create_backend("openai", url=server).info().context_length == CONTEXT
 
 
 def test_tgi_backend_sends_adapter_id_and_seed(server: str, deltanas_home: None) -> None:

@@ -71,14 +71,17 @@ class OpenAIBackend(Backend):
             self.session.headers["Authorization"] = f"Bearer {self.options.api_key}"
         self._served = ServerFacts(self._base_model, self.options.url)
 
-    def _base_model(self) -> tuple[str, int | None]:
-        """(served base model, its context length when /v1/models tells it)."""
+    def _base_model(self) -> tuple[str, int]:
+        """(served base model, its context length: from /v1/models, else from /tokenize)."""
         models = self._models()
         bases = [m["id"] for m in models if not m.get("parent")]
         model = self.options.model or (bases or [models[0]["id"]])[0]
         if model not in {m["id"] for m in models}:
             raise BackendError(f"{self.options.url} does not serve {model!r}; it serves {bases}")
-        return model, next((m.get("max_model_len") for m in models if m["id"] == model), None)
+        context = next((m.get("max_model_len") for m in models if m["id"] == model), None)
+        if context is None:
+            context = self._tokenize([{"role": "user", "content": ""}], model)["max_model_len"]
+        return model, int(context)
 
     @property
     def model(self) -> str:
@@ -116,16 +119,16 @@ class OpenAIBackend(Backend):
             ) from exc
         log.info("adapter loaded name=%s path=%s", name, path)
 
-    def _tokenize(self, messages: Messages) -> dict[str, Any]:
-        body = {"model": self.model, "messages": list(messages), "add_generation_prompt": True}
+    def _tokenize(self, messages: Messages, model: str | None = None) -> dict[str, Any]:
+        body = {"model": model or self.model, "messages": list(messages), "add_generation_prompt": True}
         return self._call("POST", "/tokenize", json=body)
 
     def count_tokens(self, messages: Messages) -> int:
         return int(self._tokenize(messages)["count"])
 
     def info(self) -> BackendInfo:
-        context = self._served.get()[1] or self._tokenize([{"role": "user", "content": ""}])["max_model_len"]
-        return BackendInfo(backend=self.kind, model=self.model, context_length=int(context))
+        model, context = self._served.get()
+        return BackendInfo(backend=self.kind, model=model, context_length=context)
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
