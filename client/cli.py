@@ -19,9 +19,10 @@ import time
 import tomllib
 from pathlib import Path
 
-from deltanas.config import build
+from client.config import SearchConfig, stored_config
+from deltanas.config import add_config_arguments, build, config_overrides
 from deltanas.logs import setup_logging
-from deltanas.services import SERVICES, add_config_arguments, config_overrides, serve
+from deltanas.services import SERVICES, serve
 
 log = logging.getLogger("deltanas.cli")
 
@@ -36,7 +37,6 @@ def _search_config(args: argparse.Namespace):
     Everything is checked before any service starts: unknown preset keys, bad values, a resume id that the
     MLflow store does not hold."""
     from client.report import parent_run
-    from client.search import SearchConfig, stored_config
     from client.tracking import Tracker
 
     preset = Path(args.preset) if args.preset.endswith(".toml") else PRESET_DIR / f"{args.preset}.toml"
@@ -44,7 +44,7 @@ def _search_config(args: argparse.Namespace):
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
         raise ValueError(f"preset: no preset {args.preset!r} (known: {known}, or a path to a .toml file)")
     values = tomllib.loads(preset.read_text())
-    flags = config_overrides(args, SearchConfig)
+    flags = config_overrides(args, SearchConfig)  # --no-adapter sets adapter_dir to ""
     source = f"preset {preset}"
     cfg = build(SearchConfig, {**values, **flags}, source)
     uri, artifacts = _tracking(args)
@@ -93,7 +93,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from client.embedded import EmbeddedServices
     from client.sdk import Endpoints, Services
     from client.search import Search
-    from deltanas.v1 import generator_pb2
 
     cfg, tracker, uri, artifacts = _search_config(args)
     remote = [args.curator, args.generator, args.evaluators]
@@ -111,10 +110,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         endpoints = embedded.start()
     try:
         with Services(endpoints) as services:
-            if args.adapter_dir:
-                name = cfg.adapter or Path(args.adapter_dir).name
-                services.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=args.adapter_dir))
-                cfg.adapter = name
             print(f"search {cfg.search_id}: {cfg.cycles} cycle(s), datasets {', '.join(cfg.datasets)}, "
                   f"modes {', '.join(cfg.modes)}, {cfg.candidates} candidate(s) per baseline", flush=True)
             search = Search(cfg, services, tracker, on_progress=Progress())
@@ -165,8 +160,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from client.search import SearchConfig
-
     parser = argparse.ArgumentParser(prog="deltanas", description="Delta-based neural architecture search.")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $DELTANAS_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--generator", help="generator address host:port (remote mode)")
     run.add_argument("--evaluators", help="comma-separated evaluator addresses (remote mode)")
     run.add_argument("--model", help="embedded generator model: registry name, HF directory or hub:<id>")
-    run.add_argument("--adapter-dir", help="PEFT adapter directory to load into the generator and use")
+    run.add_argument("--no-adapter", dest="adapter_dir", action="store_const", const="",
+                     help="generate with the base model (same as --adapter-dir '')")
     run.add_argument("--slots", type=int, default=1, help="embedded evaluator slots")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///.deltanas/mlflow.db)")
     run.add_argument("--tls", action="store_true", help="reach remote services over TLS (system roots)")

@@ -1,6 +1,7 @@
 """The search loop: cycles of baselines -> LLM candidates -> sandboxed evaluation -> novelty -> MLflow.
 
-    from client.search import SearchConfig, run_search
+    from client.config import SearchConfig
+    from client.search import run_search
     result = run_search(SearchConfig(datasets=["mnist"], candidates=3), services, tracker)
 
 One cycle: (optionally) fine-tune a fresh adapter per mode on LEMUR pairs plus every accepted candidate, pick
@@ -14,102 +15,25 @@ holds and records every candidate exactly once.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import hashlib
 import logging
 import tempfile
 import threading
-import time
-import typing
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, MODES, REPAIRABLE, SearchConfig
 from client.scheduler import EvaluatorPool
 from client.sdk import Services
 from client.tracking import CANDIDATE_TAG, CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
-from deltanas.config import option
+from deltanas.adapters import PREFIX as SHIPPED_PREFIX
+from deltanas.adapters import default_adapter
 from deltanas.v1 import common_pb2, curator_pb2, evaluator_pb2, generator_pb2
 
 log = logging.getLogger("deltanas.search")
-
-MODES = {"delta": common_pb2.MODE_DELTA, "full": common_pb2.MODE_FULL}
-# Failure stages whose reason is worth sending back to the LLM in a repair attempt.
-REPAIRABLE = frozenset({"extract", "apply", "syntax", "contract"})
-ADAPTER_TAG = "deltanas.adapter.c{cycle}.{mode}"
-
-
-@dataclass
-class SearchConfig:
-    """What one search does; validated before any work starts."""
-
-    search_id: str = option("", "id of the search (and its MLflow parent run); empty: a new one")
-    datasets: list[str] = option(["mnist"], "datasets to draw baselines from")
-    baselines: int = option(1, "baselines per dataset and cycle (each cycle takes the next ones)")
-    baseline_names: list[str] = option([], "only these LEMUR models (empty: any)")
-    candidates: int = option(3, "candidates per baseline and mode")
-    modes: list[str] = option(["delta"], "delta, full, or both for an A/B search")
-    cycles: int = option(1, "search cycles")
-    temperature: float = option(0.35, "sampling temperature")
-    top_k: int = option(50, "top-k sampling")
-    top_p: float = option(0.9, "nucleus sampling")
-    max_new_tokens: int = option(1024, "longest LLM answer in tokens")
-    seed: int = option(0, "base seed; candidate i of a baseline uses a seed derived from it")
-    adapter: str = option("", "generator adapter name (empty: the base model)")
-    epochs: int = option(1, "training epochs per candidate")
-    train_limit: int = option(0, "train images per candidate (0: the whole split)")
-    test_limit: int = option(0, "test images per candidate (0: the whole split)")
-    eval_timeout_s: float = option(900.0, "wall-clock limit of one candidate's sandboxed run")
-    accept_accuracy: float = option(0.0, "accuracy a valid candidate needs to be accepted, in [0, 1]")
-    experiment: str = option("deltanas", "MLflow experiment")
-    finetune: bool = option(False, "before every cycle after the first, rebuild the dataset with the accepted "
-                                   "candidates and fine-tune a fresh adapter per mode to generate with")
-    finetune_steps: int = option(0, "optimizer steps of each cycle's fine-tune (0: one epoch)")
-    finetune_accumulation: int = option(0, "micro-batches per fine-tune step (0: the curator's default)")
-    repair_rounds: int = option(0, "repair attempts of a candidate that failed at extract, apply, syntax or "
-                                   "contract, each sending the failure reason back to the generator")
-    retrain_top_k: int = option(0, "after each cycle, re-train its k most accurate valid candidates (0: off)")
-    retrain_epochs: int = option(5, "epochs of that re-training (metric accuracy_long, param long_epochs)")
-    retrain_timeout_s: float = option(7200.0, "wall-clock limit of one candidate's re-training")
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.candidates >= 1, "candidates", "must be at least 1"),
-            (self.cycles >= 1, "cycles", "must be at least 1"),
-            (self.baselines >= 1, "baselines", "must be at least 1"),
-            (bool(self.datasets), "datasets", "must name at least one dataset"),
-            (bool(self.modes) and set(self.modes) <= set(MODES), "modes", f"must be a subset of {sorted(MODES)}"),
-            (0.0 <= self.accept_accuracy <= 1.0, "accept_accuracy", "must be within [0, 1]"),
-            (self.epochs >= 1, "epochs", "must be at least 1"),
-            (self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1"),
-            (self.finetune_steps >= 0, "finetune_steps", "must not be negative"),
-            (self.finetune_accumulation >= 0, "finetune_accumulation", "must not be negative"),
-            (self.repair_rounds >= 0, "repair_rounds", "must not be negative"),
-            (self.retrain_top_k >= 0, "retrain_top_k", "must not be negative"),
-            (self.retrain_epochs >= 1, "retrain_epochs", "must be at least 1"),
-            (self.eval_timeout_s > 0, "eval_timeout_s", "must be positive"),
-            (self.retrain_timeout_s > 0, "retrain_timeout_s", "must be positive"),
-        ]
-        for ok, name, problem in checks:
-            if not ok:
-                raise ValueError(f"{name}: {problem} (got {getattr(self, name)!r})")
-        if not self.search_id:
-            self.search_id = time.strftime("s%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def stored_config(params: dict[str, str]) -> dict[str, Any]:
-    """The SearchConfig values a search's parent run recorded (its params), for resuming it as it was."""
-    hints = typing.get_type_hints(SearchConfig)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(SearchConfig):
-        if f.name in params and f.name != "search_id":
-            raw = params[f.name]
-            out[f.name] = ast.literal_eval(raw) if typing.get_origin(hints[f.name]) is list else raw
-    return out
 
 
 @dataclass
@@ -186,6 +110,7 @@ class Search:
         self._done = 0
         self._total = 0
         self._model = ""
+        self._initial: dict[str, str] = {}  # mode -> generator adapter before any fine-tune ("" = base model)
         self._result = SearchResult("", "")
         self._pending: list[tuple[Future, dict]] = []  # evaluations submitted, not yet logged
 
@@ -196,9 +121,11 @@ class Search:
             self._check_epochs()
         info = self.svc.generator.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30)
         self._model = info.model
+        self._initial = self._load_adapters(info)
         params = {**{k: v for k, v in asdict(cfg).items() if k != "search_id"},
                   "model": info.model, "backend": info.backend, "evaluators": ",".join(slots)}
-        tags = {"deltanas.model": info.model, "deltanas.adapter": cfg.adapter or "base",
+        tags = {"deltanas.model": info.model,
+                "deltanas.adapter": ",".join(f"{m}={a or 'base'}" for m, a in self._initial.items()),
                 "deltanas.modes": ",".join(cfg.modes), "deltanas.datasets": ",".join(cfg.datasets)}
         run_id = self.tracker.start_search(cfg.search_id, params, tags)
         result = self._result = SearchResult(cfg.search_id, run_id)
@@ -252,7 +179,7 @@ class Search:
         once; its path is kept as a parent-run tag and only reloaded into the generator on resume)."""
         cfg = self.cfg
         if not cfg.finetune or cycle == 0:
-            return dict.fromkeys(cfg.modes, cfg.adapter)
+            return dict(self._initial)
         tags = self.tracker.client.get_run(run_id).data.tags
         out = {}
         for mode in cfg.modes:
@@ -261,6 +188,27 @@ class Search:
             self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
             self.tracker.client.set_tag(run_id, tag, path)
             log.info("cycle %d: generating %s candidates with adapter %s (%s)", cycle, mode, name, path)
+            out[mode] = name
+        return out
+
+    def _load_adapters(self, info: generator_pb2.GetModelInfoResponse) -> dict[str, str]:
+        """The adapter each mode generates with before any fine-tune, loading `adapter_dir` into the generator
+        (see SearchConfig.adapter_dir); "" is the base model."""
+        cfg = self.cfg
+        if cfg.adapter or not cfg.adapter_dir:
+            return dict.fromkeys(cfg.modes, cfg.adapter)
+        if cfg.adapter_dir != DEFAULT_ADAPTER:
+            paths = dict.fromkeys(cfg.modes, cfg.adapter_dir)
+        elif info.backend == "local":
+            paths = {m: a.ref for m in cfg.modes if (a := default_adapter(info.model, m))}
+        else:
+            paths = {}
+            log.info("no default adapter on a %s backend: its server loads adapters itself", info.backend)
+        out = dict.fromkeys(cfg.modes, "")
+        for mode, path in paths.items():
+            name = path.removeprefix(SHIPPED_PREFIX) if path.startswith(SHIPPED_PREFIX) else Path(path).name
+            self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
+            log.info("%s candidates are generated with adapter %s (%s)", mode, name, path)
             out[mode] = name
         return out
 
@@ -462,5 +410,4 @@ def run_search(config: SearchConfig, services: Services, tracker: Tracker, **kwa
     return Search(config, services, tracker, **kwargs).run()
 
 
-__all__ = ["CandidateResult", "Search", "SearchConfig", "SearchResult", "candidate_id", "repair_id", "run_search",
-           "stored_config"]
+__all__ = ["CandidateResult", "Search", "SearchResult", "candidate_id", "repair_id", "run_search"]

@@ -36,8 +36,6 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
-import requests
-import sqlalchemy.exc
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -69,6 +67,9 @@ class CandidateRecord:
 
 def is_outage(exc: BaseException) -> bool:
     """True when `exc` says the store could not be reached (worth journaling), not that it refused the write."""
+    import requests  # only this function needs them (sqlalchemy comes with mlflow, not with mlflow-skinny)
+    import sqlalchemy.exc
+
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
                         TimeoutError, sqlalchemy.exc.OperationalError)):
         return True

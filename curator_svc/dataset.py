@@ -2,8 +2,10 @@
 
 From the same pairs (LEMUR pairs plus accepted candidates of earlier cycles) it writes one dataset per
 mode: `delta` (target = the unified diff) and `full` (target = the whole improved model). Filters, each
-counted in the manifest: empty diffs, near-duplicate targets (MinHash-LSH on the diff), and examples whose
-prompt + target exceed `max_tokens` in *any* mode, so that both modes train on the same pairs. The split
+counted in the manifest: pairs with a held-out LEMUR model on either side (deltanas.heldout; for an
+accepted candidate, its baseline), empty diffs,
+near-duplicate targets (MinHash-LSH on the diff), examples whose prompt + target exceed `max_tokens` in
+*any* mode (so that both modes train on the same pairs), and a per-dataset cap (a seeded sample). The split
 is a hash of each pair's key (stable under adding or removing other pairs). A dataset's id is the short
 sha256 of its JSONL bytes, so identical inputs give the same id and directory:
 
@@ -19,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -28,6 +31,7 @@ from typing import Any
 
 from curator_svc.novelty import NoveltyConfig, NoveltyIndex
 from curator_svc.pairing import Pair
+from deltanas.heldout import is_held_out
 from deltanas.prompts import MODES, render_messages, render_target
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,9 @@ log = logging.getLogger(__name__)
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
 MANIFEST_FILE = "manifest.json"
-FILTERS = ("pairs", "extra", "nonempty", "unique_targets", "fits_tokens", "train", "eval")
+FILTERS = (
+    "pairs", "extra", "not_held_out", "nonempty", "unique_targets", "fits_tokens", "balanced", "train", "eval"
+)
 _ID_CHARS = 12
 
 
@@ -48,6 +54,10 @@ class DatasetConfig:
     modes: tuple[str, ...] = field(default=MODES, metadata={"help": "datasets to write: delta and/or full"})
     max_tokens: int = field(default=4096, metadata={"help": "longest prompt + target in tokens (any mode)"})
     eval_fraction: float = field(default=0.05, metadata={"help": "share of examples held out for evaluation"})
+    per_dataset: int = field(
+        default=0, metadata={"help": "most examples per LEMUR dataset after the other filters (0: no cap)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the per-dataset sample"})
     novelty: NoveltyConfig = field(
         default_factory=NoveltyConfig, metadata={"help": "near-duplicate targets (diffs) are dropped"}
     )
@@ -117,7 +127,10 @@ def _filter(
     pairs: Sequence[Pair], extra: Sequence[Pair], tokenizer: Any, config: DatasetConfig
 ) -> tuple[list[Pair], dict[str, int]]:
     counts = {"pairs": len(pairs), "extra": len(extra)}
-    kept = [p for p in [*pairs, *extra] if p.diff]
+    kept = [p for p in pairs if not (is_held_out(p.baseline.name) or is_held_out(p.improved.name))]
+    kept += [p for p in extra if not is_held_out(p.baseline.name)]  # a candidate's own id is no LEMUR name
+    counts["not_held_out"] = len(kept)
+    kept = [p for p in kept if p.diff]
     counts["nonempty"] = len(kept)
     by_key = {pair_key(p): p for p in sorted(kept, key=pair_key)}
     unique = NoveltyIndex(config.novelty).dedupe((k, p.diff) for k, p in by_key.items())
@@ -132,7 +145,24 @@ def _filter(
         longest = [max(n, a + b) for n, a, b in zip(longest, prompts, targets, strict=True)]
     kept = [p for p, n in zip(kept, longest, strict=True) if n <= config.max_tokens]
     counts["fits_tokens"] = len(kept)
+    kept = _balanced(kept, config)
+    counts["balanced"] = len(kept)
     return kept, counts
+
+
+def _balanced(pairs: list[Pair], config: DatasetConfig) -> list[Pair]:
+    """At most `per_dataset` pairs of each LEMUR dataset (a seeded sample), in key order."""
+    if not config.per_dataset:
+        return pairs
+    by_dataset: dict[str, list[Pair]] = {}
+    for p in pairs:
+        by_dataset.setdefault(p.baseline.dataset, []).append(p)
+    kept = []
+    for dataset, group in sorted(by_dataset.items()):
+        if len(group) > config.per_dataset:
+            group = random.Random(f"{config.seed}:{dataset}").sample(group, config.per_dataset)
+        kept.extend(group)
+    return sorted(kept, key=pair_key)
 
 
 def _write(
@@ -172,8 +202,12 @@ def build_datasets(
             + ", ".join(f"{name}={counts[name]}" for name in FILTERS)
             + f" (max_tokens={config.max_tokens}, eval_fraction={config.eval_fraction})"
         )
+    per_dataset: dict[str, int] = {}
+    for p in train:
+        per_dataset[p.baseline.dataset] = per_dataset.get(p.baseline.dataset, 0) + 1
     manifest = {
         "counts": counts,
+        "train_per_dataset": dict(sorted(per_dataset.items())),
         "config": asdict(config),
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
     }
@@ -205,20 +239,27 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--per-dataset", type=int, default=PairingConfig.max_pairs_per_dataset)
+    parser.add_argument("--model", default="smollm2-135m", help="whose tokenizer measures max_tokens")
+    parser.add_argument("--pairs-per-dataset", type=int, default=PairingConfig.max_pairs_per_dataset,
+                        help="pairs kept per dataset by the pairing (before the token filter)")
+    parser.add_argument("--max-diff-lines", type=int, default=PairingConfig.max_diff_lines,
+                        help="longest diff of a pair, in lines")
+    parser.add_argument("--per-dataset", type=int, default=DatasetConfig.per_dataset,
+                        help="examples per dataset after all filters (0: no cap)")
     parser.add_argument("--max-tokens", type=int, default=DatasetConfig.max_tokens)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: delta, full")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    pairs, report = pair_baselines(
-        LemurIndex.load().all_baselines(), PairingConfig(max_pairs_per_dataset=args.per_dataset, workers=2)
+    pairing = PairingConfig(
+        max_pairs_per_dataset=args.pairs_per_dataset, max_diff_lines=args.max_diff_lines, workers=2
     )
+    pairs, report = pair_baselines(LemurIndex.load().all_baselines(), pairing)
     print(report.format())
-    for mode, built in build_datasets(
-        pairs, args.root, load_tokenizer(args.model), DatasetConfig(max_tokens=args.max_tokens)
-    ).items():
+    config = DatasetConfig(
+        modes=tuple(args.modes.split(",")), max_tokens=args.max_tokens, per_dataset=args.per_dataset
+    )
+    for mode, built in build_datasets(pairs, args.root, load_tokenizer(args.model), config).items():
         print(f"{mode}: {built.path} train={built.train} eval={built.eval} {built.counts}")
-
 
 if __name__ == "__main__":
     main()

@@ -4,12 +4,16 @@ Loss is on the completion only (target + end-of-turn; prompt tokens are labelled
 across gradient-accumulation micro-batches; AdamW with cosine schedule and warm-up; bf16 on CUDA
 (optionally 4-bit base weights via bitsandbytes), fp32 on CPU. Every `save_every` steps a checkpoint
 (adapter + optimizer/scheduler state + step) is written under <output_dir>/checkpoints/; a rerun with the
-same output_dir resumes from the latest one. The final adapter is saved with `save_pretrained` in
+same output_dir resumes from the latest one (adapter, optimizer, scheduler and step; the data order is a
+function of seed and step). The final adapter is saved with `save_pretrained` in
 <output_dir> (adapter_config.json + adapter_model.safetensors), loadable as-is by peft, TGI and vLLM.
 Progress goes to the log every `log_every_s` (step/total, loss, lr, tokens/s, steps/min, ETA); the command
 line shows a progress bar instead.
 
     .venv/bin/python -m curator_svc.finetune DATASET_DIR OUTPUT_DIR --base-model smollm2-135m --max-steps 5
+    .venv/bin/python -m curator_svc.finetune DATASET_DIR OUTPUT_DIR --base-model smollm2-135m --resume
+
+Flags, a TOML file (--config) and DELTANAS_FINETUNE_<FIELD> variables set FineTuneConfig (deltanas.config).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +36,14 @@ import torch
 
 from curator_svc.dataset import TRAIN_FILE, completion_text, prompt_text
 from deltanas import llm
+from deltanas.config import option
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's SAFETENSORS_WEIGHTS_NAME
+ENV_PREFIX = "DELTANAS_FINETUNE_"
 RESULT_FILE = "finetune_result.json"
 IGNORE_INDEX = -100
 Progress = Callable[[int, int, float, float, float], None]  # step, total, loss, lr, tokens_per_s
@@ -45,33 +52,31 @@ _LORA_FIELDS = ("r", "lora_alpha", "target_modules")
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    base_model: str = field(
-        default=llm.DEFAULT_MODEL, metadata={"help": "model name or HF directory (deltanas.llm)"}
+    """One LoRA fine-tune; every field is a `--flag` of the command line and a DELTANAS_FINETUNE_ variable."""
+
+    base_model: str = option(llm.DEFAULT_MODEL, "model name or HF directory (deltanas.llm)")
+    r: int = option(32, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA scaling alpha")
+    lora_dropout: float = option(0.05, "dropout on the LoRA input")
+    target_modules: tuple[str, ...] = option(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "linear layers that get LoRA adapters (comma-separated)",
     )
-    r: int = field(default=32, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        metadata={"help": "linear layers that get LoRA adapters"},
-    )
-    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with linear warm-up"})
-    epochs: int = field(default=1, metadata={"help": "passes over the training set (if max_steps is 0)"})
-    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0: epochs x steps per epoch"})
-    batch_size: int = field(default=1, metadata={"help": "examples per micro-batch"})
-    grad_accum: int = field(default=8, metadata={"help": "micro-batches per optimizer step"})
-    max_length: int = field(default=4096, metadata={"help": "longer examples are skipped (counted)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    save_every: int = field(default=50, metadata={"help": "checkpoint every k steps (0: only on cancel)"})
-    log_every_s: float = field(default=30.0, metadata={"help": "seconds between progress log lines"})
-    seed: int = field(default=0, metadata={"help": "LoRA init and data order"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
-    load_in_4bit: bool = field(default=False, metadata={"help": "4-bit base weights (CUDA + bitsandbytes)"})
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "trade compute for activation memory"}
-    )
+    learning_rate: float = option(2e-4, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.03, "share of steps with linear warm-up")
+    epochs: int = option(1, "passes over the training set (if max_steps is 0)")
+    max_steps: int = option(0, "optimizer steps; 0: epochs x steps per epoch")
+    batch_size: int = option(1, "examples per micro-batch")
+    grad_accum: int = option(8, "micro-batches per optimizer step")
+    max_length: int = option(4096, "longer examples are skipped (counted)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    save_every: int = option(50, "checkpoint every k steps (0: only on cancel)")
+    log_every_s: float = option(30.0, "seconds between progress log lines")
+    seed: int = option(0, "LoRA init and data order")
+    device: str = option("auto", "auto, cpu or cuda")
+    load_in_4bit: bool = option(False, "4-bit base weights (CUDA + bitsandbytes)")
+    gradient_checkpointing: bool = option(False, "trade compute for activation memory")
 
 
 @dataclass(frozen=True)
@@ -154,14 +159,16 @@ def _checkpoints(output_dir: Path) -> list[Path]:
 
 
 def _save_checkpoint(
-    model: Any, optimizer: Any, scheduler: Any, step: int, meta: dict[str, Any], output_dir: Path
+    model: Any, optimizer: Any, scheduler: Any, step: int, meta: dict[str, Any], output_dir: Path,
+    losses: list[float],
 ) -> None:
     root = output_dir / CHECKPOINTS_DIR
     final, tmp = root / f"step-{step:07d}", root / f".step-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **meta},
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "losses": losses,
+         **meta},
         tmp / STATE_FILE,
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -278,6 +285,159 @@ class _ProgressLog:
         self.last_step, self.last_time, self.tokens = step, now, 0
 
 
+@dataclass
+class _Examples:
+    """Phase 1 of a fine-tune: the tokenized examples that fit, and what a checkpoint must match."""
+
+    examples: list[tuple[list[int], list[int]]]
+    skipped: int
+    meta: dict[str, Any]
+    pad_id: int
+    total: int
+
+
+@dataclass
+class _Loop:
+    """Counters of the training loop (phase 3)."""
+
+    step: int
+    resumed_from: int
+    last_saved: int
+    loss: float = float("nan")
+    tokens: int = 0
+    train_s: float = 0.0
+    optimizer_s: float = 0.0
+    cancelled: bool = False
+    losses: list[float] = field(default_factory=list)  # per step, from step 1 (kept across resumes)
+
+
+def _load_examples(config: FineTuneConfig, dataset_dir: Path) -> _Examples:
+    train_bytes = (Path(dataset_dir) / TRAIN_FILE).read_bytes()
+    records = [json.loads(line) for line in train_bytes.splitlines() if line.strip()]
+    meta = {
+        "base_model": config.base_model,
+        **{k: getattr(config, k) for k in _LORA_FIELDS},
+        "dataset_sha256": hashlib.sha256(train_bytes).hexdigest(),
+    }
+    tokenizer = llm.load_tokenizer(config.base_model)
+    encoded = [encode(tokenizer, r) for r in records]
+    examples = [e for e in encoded if len(e[0]) <= config.max_length]
+    if not examples:
+        raise ValueError(
+            f"no training example of {dataset_dir} fits max_length={config.max_length} "
+            f"({len(encoded)} examples)"
+        )
+    steps_per_epoch = math.ceil(len(examples) / (config.batch_size * config.grad_accum))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return _Examples(
+        examples,
+        len(encoded) - len(examples),
+        meta,
+        pad_id,
+        config.max_steps or config.epochs * steps_per_epoch,
+    )
+
+
+def latest_checkpoint_step(output_dir: Path) -> int:
+    """The step of the newest checkpoint under output_dir (0: none), i.e. where a resume starts."""
+    checkpoints = _checkpoints(Path(output_dir))
+    return int(checkpoints[-1].name.removeprefix("step-")) if checkpoints else 0
+
+
+def _restore(
+    model: Any, optimizer: Any, scheduler: Any, output_dir: Path, meta: dict[str, Any]
+) -> tuple[int, list[float]]:
+    """Phase 2: loads the newest checkpoint (adapter, optimizer, scheduler) into the run; its step (0: none)
+    and the losses of the steps before it.
+
+    The data order needs no state: the micro-batches of a step are a function of (seed, step) (`_batches`).
+    """
+    checkpoints = _checkpoints(output_dir)
+    if not checkpoints:
+        return 0, []
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = torch.load(checkpoints[-1] / STATE_FILE, weights_only=True)
+    _check_resume(state, meta, checkpoints[-1])
+    device = next(model.parameters()).device
+    set_peft_model_state_dict(model, load_file(checkpoints[-1] / ADAPTER_WEIGHTS, device=str(device)))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"]), [float(x) for x in state.get("losses", [])]
+
+
+def _train_loop(
+    config: FineTuneConfig,
+    data: _Examples,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    loop: _Loop,
+    output_dir: Path,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+    label: str,
+) -> None:
+    """Phase 3: optimizer steps until total (or cancel), checkpointing every save_every steps."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    progress_log = _ProgressLog(label, data.total, loop.step, config.log_every_s)
+    while loop.step < data.total:
+        if cancel is not None and cancel.is_set():
+            loop.cancelled = True
+            break
+        started = time.perf_counter()
+        micro = [
+            _collate([data.examples[i] for i in batch], data.pad_id, device)
+            for batch in _batches(len(data.examples), config, loop.step)
+        ]
+        step_loss, step_optimizer = _train_step(model, micro, params, optimizer, config.max_grad_norm)
+        scheduler.step()
+        loop.step += 1
+        elapsed = time.perf_counter() - started
+        step_tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+        loop.tokens, loop.train_s, loop.loss = loop.tokens + step_tokens, loop.train_s + elapsed, step_loss
+        loop.losses.append(step_loss)
+        loop.optimizer_s += step_optimizer
+        lr = scheduler.get_last_lr()[0]
+        progress_log(loop.step, loop.loss, lr, step_tokens)
+        if progress is not None:
+            progress(loop.step, data.total, loop.loss, lr, step_tokens / elapsed)
+        if config.save_every and loop.step % config.save_every == 0 and loop.step < data.total:
+            _save_checkpoint(model, optimizer, scheduler, loop.step, data.meta, output_dir, loop.losses)
+            loop.last_saved = loop.step
+    if loop.cancelled and loop.step > loop.last_saved:
+        _save_checkpoint(model, optimizer, scheduler, loop.step, data.meta, output_dir, loop.losses)
+
+
+def _finish(
+    config: FineTuneConfig, data: _Examples, model: Any, loop: _Loop, output_dir: Path, t0: float
+) -> FineTuneResult:
+    """Phase 4: the final adapter (unless cancelled) and the result file."""
+    adapter_dir = None
+    if not loop.cancelled:
+        model.save_pretrained(output_dir)
+        adapter_dir = str(output_dir)
+    result = FineTuneResult(
+        adapter_dir=adapter_dir,
+        steps=loop.step,
+        total_steps=data.total,
+        final_loss=loop.loss,
+        tokens_per_s=loop.tokens / loop.train_s if loop.train_s else 0.0,
+        seconds=time.perf_counter() - t0,
+        cancelled=loop.cancelled,
+        resumed_from=loop.resumed_from,
+        skipped_too_long=data.skipped,
+        optimizer_s=loop.optimizer_s / max(1, loop.step - loop.resumed_from),
+    )
+    if not loop.cancelled:
+        (output_dir / RESULT_FILE).write_text(
+            json.dumps({**asdict(result), "config": asdict(config), "losses": loop.losses}, indent=2)
+        )
+    return result
+
+
 def finetune(
     config: FineTuneConfig,
     dataset_dir: Path,
@@ -294,142 +454,67 @@ def finetune(
     from transformers import get_cosine_schedule_with_warmup
 
     t0 = time.perf_counter()
-    train_bytes = (Path(dataset_dir) / TRAIN_FILE).read_bytes()
-    records = [json.loads(line) for line in train_bytes.splitlines() if line.strip()]
-    meta = {
-        "base_model": config.base_model,
-        **{k: getattr(config, k) for k in _LORA_FIELDS},
-        "dataset_sha256": hashlib.sha256(train_bytes).hexdigest(),
-    }
     output_dir = Path(output_dir)
-    checkpoints = _checkpoints(output_dir)
-    state = torch.load(checkpoints[-1] / STATE_FILE, weights_only=True) if checkpoints else None
-    if state is not None:
-        _check_resume(state, meta, checkpoints[-1])
-
-    device = _device(config)
-    tokenizer = llm.load_tokenizer(config.base_model)
-    encoded = [encode(tokenizer, r) for r in records]
-    examples = [e for e in encoded if len(e[0]) <= config.max_length]
-    skipped = len(encoded) - len(examples)
-    if not examples:
-        raise ValueError(
-            f"no training example of {dataset_dir} fits max_length={config.max_length} "
-            f"({len(encoded)} examples)"
-        )
-    steps_per_epoch = math.ceil(len(examples) / (config.batch_size * config.grad_accum))
-    total = config.max_steps or config.epochs * steps_per_epoch
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = _load_model(config, device)
+    label = label or output_dir.name
+    data = _load_examples(config, dataset_dir)
+    model = _load_model(config, _device(config))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
-    step = 0
-    if state is not None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(
-            model, load_file(checkpoints[-1] / "adapter_model.safetensors", device=str(device))
-        )
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
-        log.info("resuming from %s at step %d/%d", checkpoints[-1], step, total)
-    resumed_from, last_saved = step, step
-    loss_value, tokens, train_seconds, optimizer_seconds = float("nan"), 0, 0.0, 0.0
-    cancelled = False
-    label = label or output_dir.name
-    progress_log = _ProgressLog(label, total, step, config.log_every_s)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * data.total), data.total)
+    step, losses = _restore(model, optimizer, scheduler, output_dir, data.meta)
+    if step:
+        log.info("fine-tune %s: resuming at step %d/%d", label, step, data.total)
     log.info(
         "fine-tune %s: %s on %s: %d examples (%d too long), %d steps on %s, %d trainable parameters",
         label,
         config.base_model,
         dataset_dir,
-        len(examples),
-        skipped,
-        total,
-        device,
+        len(data.examples),
+        data.skipped,
+        data.total,
+        next(model.parameters()).device,
         sum(p.numel() for p in params),
     )
-    while step < total:
-        if cancel is not None and cancel.is_set():
-            cancelled = True
-            break
-        started = time.perf_counter()
-        micro = [
-            _collate([examples[i] for i in batch], pad_id, device)
-            for batch in _batches(len(examples), config, step)
-        ]
-        step_loss, step_optimizer = _train_step(model, micro, params, optimizer, config.max_grad_norm)
-        scheduler.step()
-        step += 1
-        elapsed = time.perf_counter() - started
-        step_tokens = sum(int(b["attention_mask"].sum()) for b in micro)
-        tokens, train_seconds, loss_value = tokens + step_tokens, train_seconds + elapsed, step_loss
-        optimizer_seconds += step_optimizer
-        lr = scheduler.get_last_lr()[0]
-        progress_log(step, loss_value, lr, step_tokens)
-        if progress is not None:
-            progress(step, total, loss_value, lr, step_tokens / elapsed)
-        if config.save_every and step % config.save_every == 0 and step < total:
-            _save_checkpoint(model, optimizer, scheduler, step, meta, output_dir)
-            last_saved = step
-    if cancelled and step > last_saved:
-        _save_checkpoint(model, optimizer, scheduler, step, meta, output_dir)
-    adapter_dir = None
-    if not cancelled:
-        model.save_pretrained(output_dir)
-        adapter_dir = str(output_dir)
-    result = FineTuneResult(
-        adapter_dir=adapter_dir,
-        steps=step,
-        total_steps=total,
-        final_loss=loss_value,
-        tokens_per_s=tokens / train_seconds if train_seconds else 0.0,
-        seconds=time.perf_counter() - t0,
-        cancelled=cancelled,
-        resumed_from=resumed_from,
-        skipped_too_long=skipped,
-        optimizer_s=optimizer_seconds / max(1, step - resumed_from),
-    )
-    if not cancelled:
-        (output_dir / RESULT_FILE).write_text(
-            json.dumps({**asdict(result), "config": asdict(config)}, indent=2)
-        )
-    log.info("fine-tune %s: %s %s", label, "cancelled" if cancelled else "done", result)
+    loop = _Loop(step=step, resumed_from=step, last_saved=step, losses=losses)
+    _train_loop(config, data, model, optimizer, scheduler, loop, output_dir, progress, cancel, label)
+    result = _finish(config, data, model, loop, output_dir, t0)
+    log.info("fine-tune %s: %s %s", label, "cancelled" if loop.cancelled else "done", result)
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`python -m curator_svc.finetune DATASET_DIR OUTPUT_DIR [--field value ...] [--resume]`."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from deltanas.config import add_config_arguments, config_overrides, load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
-    scalar = {"int": int, "float": float, "str": str}
-    for f in fields(FineTuneConfig):
-        if f.type in scalar:
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=scalar[f.type],
-                default=f.default,
-                help=f.metadata["help"],
-            )
-    parser.set_defaults(log_every_s=math.inf)  # the progress bar replaces the periodic log lines
-    args = vars(parser.parse_args())
+    parser.add_argument("--config", help="TOML file with FineTuneConfig keys (unknown keys are errors)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint of OUTPUT_DIR (required "
+        "when it has one, so that a typo in OUTPUT_DIR never silently restarts or mixes two runs)"
+    )
+    add_config_arguments(parser, FineTuneConfig)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = FineTuneConfig(**{f.name: args[f.name] for f in fields(FineTuneConfig) if f.name in args})
-    with logging_redirect_tqdm(), tqdm(unit="step", dynamic_ncols=True) as bar:
+    overrides = {"log_every_s": math.inf, **config_overrides(args, FineTuneConfig)}  # the bar replaces them
+    config = load_config(FineTuneConfig, args.config, ENV_PREFIX, overrides)
+    found = latest_checkpoint_step(args.output_dir)
+    if found and not args.resume:
+        parser.error(f"{args.output_dir} has a checkpoint at step {found}: pass --resume to continue it")
+    if args.resume and not found:
+        parser.error(f"--resume: {args.output_dir} has no checkpoint")
+    with logging_redirect_tqdm(), tqdm(unit="step", dynamic_ncols=True, initial=found) as bar:
 
         def show(step: int, total: int, loss: float, lr: float, tokens_per_s: float) -> None:
             bar.total = total
             bar.update(step - bar.n)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
 
-        result = finetune(config, args["dataset_dir"], args["output_dir"], progress=show)
+        result = finetune(config, args.dataset_dir, args.output_dir, progress=show)
     print(result)
 
 

@@ -1,7 +1,9 @@
 """Long-running fine-tuning operations: start, get, watch, cancel, resume; state survives restarts.
 
 Each operation is a JSON file under `<state_dir>/operations/<id>.json`, rewritten atomically on every
-change; an operation found RUNNING at start-up was interrupted and is marked FAILED (resumable).
+change. It records what its job needs (`params`), so an operation found PENDING or RUNNING at start-up (the
+curator was killed or restarted under it) is started again under the same id by `resume_interrupted`; the
+job continues from its newest checkpoint and reports where (`resumed_from`, `restarts`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from deltanas.errors import FailedPrecondition, NotFound
@@ -41,6 +43,9 @@ class Operation:
     adapter_path: str = ""
     error: str = ""
     work_dir: str = ""
+    params: dict[str, object] = field(default_factory=dict)  # what the job is rebuilt from after a restart
+    resumed_from: int = 0  # the step the latest (re)start continued from
+    restarts: int = 0  # starts after a curator restart
 
 
 # job(op, report, cancel) -> adapter path; report(step, total, loss, lr, tokens_per_s) publishes progress.
@@ -57,11 +62,11 @@ class OperationStore:
         self._cancel: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._changed = threading.Condition()
+        self.interrupted: list[str] = []  # ids found PENDING/RUNNING: started again by resume_interrupted
         for path in sorted(self.root.glob("*.json")):
             op = Operation(**json.loads(path.read_text()))
             if op.state not in TERMINAL:
-                op = replace(op, state=FAILED, error="interrupted by a curator restart; resume it")
-                self._write(op)
+                self.interrupted.append(op.id)
             self._ops[op.id] = op
 
     def _write(self, op: Operation) -> None:
@@ -84,19 +89,48 @@ class OperationStore:
         except KeyError:
             raise NotFound(f"{field}: no fine-tuning operation {op_id!r}") from None
 
-    def start(self, dataset_id: str, model: str, job: Job, work_dir: Path | None = None) -> Operation:
+    def start(self, dataset_id: str, model: str, job: Job, work_dir: Path | None = None,
+              params: dict[str, object] | None = None) -> Operation:
         """Starts `job` in a thread; `work_dir` set means a resume into that operation's checkpoints."""
         op_id = "ft-" + uuid.uuid4().hex[:12]
         op = Operation(id=op_id, state=PENDING, dataset_id=dataset_id, model=model,
-                       work_dir=str(work_dir or self.root.parent / "adapters" / op_id))
+                       work_dir=str(work_dir or self.root.parent / "adapters" / op_id), params=dict(params or {}))
         with self._changed:
             self._ops[op_id] = op
-            self._cancel[op_id] = threading.Event()
             self._write(op)
+        self._launch(op_id, job)
+        return op
+
+    def resume_interrupted(self, make_job: Callable[[Operation], Job]) -> list[str]:
+        """Starts every operation a restart interrupted again under its own id; the ids started.
+
+        `make_job(op)` rebuilds the job from `op.params`; if it raises, the operation ends FAILED with why.
+        """
+        started = []
+        for op_id in self.interrupted:
+            op = self._ops[op_id]
+            try:
+                job = make_job(op)
+            except Exception as exc:
+                self._update(op_id, state=FAILED, error=f"interrupted by a curator restart and not resumable: "
+                                                        f"{type(exc).__name__}: {exc}")
+                continue
+            self._update(op_id, state=PENDING, restarts=op.restarts + 1)
+            log.info("operation %s: interrupted by a restart, resuming (restart %d)", op_id, op.restarts + 1)
+            self._launch(op_id, job)
+            started.append(op_id)
+        self.interrupted = []
+        return started
+
+    def mark_resumed(self, op_id: str, step: int) -> None:
+        """Records that the job continues from checkpoint `step` (shown by Get/Watch)."""
+        self._update(op_id, step=step, resumed_from=step)
+
+    def _launch(self, op_id: str, job: Job) -> None:
+        self._cancel[op_id] = threading.Event()
         thread = threading.Thread(target=self._run, args=(op_id, job), name=op_id, daemon=True)
         self._threads[op_id] = thread
         thread.start()
-        return op
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Cancels running operations (they stay resumable from their last checkpoint) and waits for them."""
@@ -113,7 +147,7 @@ class OperationStore:
             self._update(op_id, step=step, total_steps=total, loss=loss, learning_rate=lr,
                          tokens_per_second=tokens_per_s)
 
-        op = self._update(op_id, state=RUNNING)
+        op = self._update(op_id, state=RUNNING, error="")
         try:
             adapter = job(op, report, cancel)
             self._update(op_id, state=SUCCEEDED, adapter_path=str(adapter))
@@ -129,6 +163,8 @@ class OperationStore:
         op = self.get(op_id)
         if op.state in TERMINAL:
             raise FailedPrecondition(f"id: operation {op_id} already ended ({op.state}); nothing to cancel")
+        if op_id not in self._cancel:  # interrupted by a restart and not started again
+            return self._update(op_id, state=CANCELLED, error="cancelled by request")
         self._cancel[op_id].set()
         return op
 

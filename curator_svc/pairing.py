@@ -17,6 +17,7 @@ The result is exact when fewer than `max_diffs` diffs suffice (in a brute-force 
 max_diffs=16 matched the exhaustive minimum for 39 of 40 baselines; a large max_diffs makes it exact at
 ~8x the time). Work: O(sum of posting lengths) vectorised per baseline plus <= max_diffs diffs, never N^2
 diffs.
+Held-out models (deltanas.heldout) are left out before pairing, so none is ever a baseline or a partner.
 Finally each dataset keeps at most `max_pairs_per_dataset` pairs (a seeded sample) so that no dataset
 dominates training. `PairingReport` has the count after each filter.
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from deltadiff import make_diff
 from deltanas.baseline import Baseline
+from deltanas.heldout import is_held_out
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ class PairingConfig:
     max_pairs_per_dataset: int = field(default=1000, metadata={"help": "cap per dataset (seeded sample)"})
     seed: int = field(default=0, metadata={"help": "seed of the per-dataset sample"})
     workers: int = field(default=1, metadata={"help": "processes; every group is split over them"})
+    exclude_held_out: bool = field(
+        default=True, metadata={"help": "leave out held-out models (deltanas.heldout) on both sides"}
+    )
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,8 @@ def pair_baselines(
     """Pairs of all groups (see the module docstring), capped per dataset, with the report."""
     config = config or PairingConfig()
     t0 = time.perf_counter()
+    if config.exclude_held_out:
+        baselines = [b for b in baselines if not is_held_out(b.name)]
     groups = [list(g) for _, g in groupby(sorted(baselines, key=_group_key), key=_group_key)]
     parts = config.workers if config.workers > 1 else 1
     jobs = [(g, config, part, parts) for g in groups for part in range(parts)]

@@ -41,7 +41,8 @@ def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
     return curator_pb2.FineTuneOperation(
         id=op.id, state=STATES[op.state], dataset_id=op.dataset_id, model=op.model, step=op.step,
         total_steps=op.total_steps, loss=op.loss, learning_rate=op.learning_rate,
-        tokens_per_second=op.tokens_per_second, adapter_path=op.adapter_path, error=op.error)
+        tokens_per_second=op.tokens_per_second, adapter_path=op.adapter_path, error=op.error,
+        resumed_from_step=op.resumed_from, restarts=op.restarts)
 
 
 def baseline_to_proto(b: Baseline) -> common_pb2.Baseline:
@@ -92,6 +93,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         self._novelty: NoveltyIndex | None = None
         self._novelty_lock = threading.Lock()
         threading.Thread(target=self.novelty, name="novelty-index", daemon=True).start()
+        self.operations.resume_interrupted(lambda op: self._finetune_job(op.dataset_id, op.params))
 
     def novelty(self) -> NoveltyIndex:
         """The MinHash-LSH index over LEMUR's models and accepted candidates (built once, in the background)."""
@@ -223,13 +225,11 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         return path
 
     def StartFineTune(self, request: curator_pb2.StartFineTuneRequest, context) -> curator_pb2.StartFineTuneResponse:
-        from curator_svc.finetune import FineTuneConfig, finetune
+        from curator_svc.finetune import FineTuneConfig
 
-        dataset_dir = self._dataset_dir(request.dataset_id)
-        require(request.max_steps >= 0, "max_steps", "must not be negative")
-        require(request.learning_rate >= 0, "learning_rate", "must not be negative")
-        require(request.lora_r >= 0, "lora_r", "must not be negative")
-        require(request.gradient_accumulation >= 0, "gradient_accumulation", "must not be negative")
+        self._dataset_dir(request.dataset_id)
+        for name in ("max_steps", "learning_rate", "lora_r", "gradient_accumulation", "save_every"):
+            require(getattr(request, name) >= 0, name, "must not be negative")
         model = request.model or self.cfg.model
         work_dir = None
         if request.resume_operation_id:
@@ -249,23 +249,37 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         config = FineTuneConfig(base_model=model, max_steps=request.max_steps,
                                 learning_rate=request.learning_rate or defaults.learning_rate,
                                 r=request.lora_r or defaults.r, device=self.cfg.device,
-                                grad_accum=request.gradient_accumulation or defaults.grad_accum)
+                                grad_accum=request.gradient_accumulation or defaults.grad_accum,
+                                save_every=request.save_every or defaults.save_every)
+        params = {"config": asdict(config), "resume_operation_id": request.resume_operation_id}
+        op = self.operations.start(request.dataset_id, model, self._finetune_job(request.dataset_id, params),
+                                   work_dir, params)
+        log.info("operation %s: fine-tuning %s on dataset %s", op.id, model, request.dataset_id)
+        return curator_pb2.StartFineTuneResponse(operation=operation_to_proto(op))
 
+    def _finetune_job(self, dataset_id: str, params: dict):
+        """The job of a fine-tuning operation, from what its Operation records (so a restart can rebuild it)."""
+        from curator_svc.finetune import FineTuneConfig, finetune, latest_checkpoint_step
+
+        dataset_dir = self._dataset_dir(dataset_id)
+        raw = dict(params["config"])
+        config = FineTuneConfig(**{**raw, "target_modules": tuple(raw["target_modules"])})
         tracker = open_tracker(self.cfg)
 
         def job(op: Operation, report, cancel: threading.Event) -> str:
-            params = {**asdict(config), "resume_operation_id": request.resume_operation_id}
-            with tracker.finetune_run(op.id, request.dataset_id, model, params) as run:
-                result = finetune(config, dataset_dir, Path(op.work_dir), progress=run.progress(report),
-                                  cancel=cancel, label=op.id)
+            work_dir = Path(op.work_dir)
+            if step := latest_checkpoint_step(work_dir):
+                self.operations.mark_resumed(op.id, step)
+            run_params = {**asdict(config), "resume_operation_id": params.get("resume_operation_id", "")}
+            with tracker.finetune_run(op.id, dataset_id, config.base_model, run_params) as run:
+                result = finetune(config, dataset_dir, work_dir, progress=run.progress(report), cancel=cancel,
+                                  label=op.id)
                 if result.cancelled or not result.adapter_dir:
                     raise Cancelled()
                 run.adapter_dir = result.adapter_dir
             return result.adapter_dir
 
-        op = self.operations.start(request.dataset_id, model, job, work_dir)
-        log.info("operation %s: fine-tuning %s on dataset %s", op.id, model, request.dataset_id)
-        return curator_pb2.StartFineTuneResponse(operation=operation_to_proto(op))
+        return job
 
     def GetFineTune(self, request: curator_pb2.GetFineTuneRequest, context) -> curator_pb2.GetFineTuneResponse:
         require(bool(request.id), "id", "is empty")

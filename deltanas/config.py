@@ -8,6 +8,7 @@ evaluator's config is overridden by `DELTANAS_EVALUATOR_PORT=50063`:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -37,10 +38,10 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         if raw in (None, "", "none", "None"):
             return None
         return _coerce(name, args[0], raw)
-    if origin is list:
-        (item,) = typing.get_args(kind)
+    if origin in (list, tuple):
+        item = typing.get_args(kind)[0]
         items = [s for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
-        return [_coerce(name, item, s.strip() if isinstance(s, str) else s) for s in items]
+        return origin(_coerce(name, item, s.strip() if isinstance(s, str) else s) for s in items)
     try:
         if kind is bool:
             if isinstance(raw, bool):
@@ -89,3 +90,20 @@ def describe(cls: type) -> list[tuple[str, Any, str]]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         out.append((f.name, default, f.metadata.get("help", "")))
     return out
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--field-name` option per config field, typed from its annotation, help from its metadata."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f.metadata.get("help"))
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f.metadata.get("help"))
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` that were given on the command line (see add_config_arguments)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

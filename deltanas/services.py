@@ -12,14 +12,12 @@ imports transformers and a generator host never imports torchvision.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import logging
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from deltanas.config import ConfigError, load_config
+from deltanas.config import ConfigError, add_config_arguments, config_overrides, load_config
 from deltanas.logs import setup_logging
 from deltanas.server import ServerConfig, ServiceServer
 
@@ -60,23 +58,6 @@ SERVICES = {s.name: s for s in (
     ServiceSpec("generator", "generator_svc", "GeneratorConfig"),
     ServiceSpec("evaluator", "evaluator_svc", "EvaluatorConfig"),
 )}
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--field-name` option per config field, typed from its annotation, help from its metadata."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f.metadata.get("help"))
-        else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f.metadata.get("help"))
-
-
-def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
 def serve(name: str, args: argparse.Namespace) -> None:

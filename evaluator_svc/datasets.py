@@ -146,6 +146,21 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Packaged data files holding the labels of the bundled datasets; the sandbox hides them from candidates.
+PACKAGED_DATA = (("mnist", "data"), ("sklearn", "datasets/data"))
+
+
+def packaged_data_dirs() -> list[str]:
+    """Installed directories of PACKAGED_DATA (found without importing the packages)."""
+    dirs = []
+    for package, sub in PACKAGED_DATA:
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            if (Path(root) / sub).is_dir():
+                dirs.append(str((Path(root) / sub).resolve()))
+    return dirs
+
+
 @functools.lru_cache(maxsize=4)
 def _load_full(name: str, data_root: Path | None) -> tuple[Split, Split]:
     log.info("loading dataset %s", name)

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from evaluator_svc.datasets import DATASETS, load_dataset
-from evaluator_svc.sandbox import Job, SandboxLimits, run_job
+from evaluator_svc.job import Job, SandboxLimits
+from evaluator_svc.sandbox import run_job
 from evaluator_svc.stages import EvalResult
 from evaluator_svc.static_checks import run_static_checks
 from evaluator_svc.transforms import parse_transform

@@ -1,110 +1,183 @@
 """Run one evaluation job in an isolated worker process (``python -m evaluator_svc.worker``).
 
-Isolation, outermost first (see ``evaluator_svc.worker.lock_down`` for the in-worker part):
+    result = run_job(job, data, timeout_s=60)     # never raises for candidate misbehaviour
+    host_layers(limits)                          # the layers a job gets on this host, for logs and GetCapacity
 
-* fresh scratch directory as cwd and HOME; the job and its data go in as files (the worker deletes the
-  data once loaded, so the candidate cannot read test labels), the result comes back as ``result.json``
-  signed with an HMAC key passed on stdin before the candidate runs (a forged result is rejected);
-  stdout/stderr go to files, read back truncated through the parent's own descriptors;
-* environment stripped to ENV_ALLOWLIST plus PYTHONPATH/OMP_NUM_THREADS set here: no secrets;
-* new session and process group; on timeout the whole group gets SIGKILL and is reaped, and when the
-  worker ran under its own uid every process left with that uid is killed too (catches setsid escapes);
-* in the worker: network namespace (``unshare(CLONE_NEWNET)``, no interfaces up) or, where the OS
-  forbids it, an audit hook that refuses sockets; rlimits (AS/DATA, CPU, FSIZE, NPROC, CORE); when
-  started as root, a switch to a per-job unprivileged uid, which makes RLIMIT_NPROC effective (root
-  ignores it) and lets file permissions block writes outside the scratch dir; an audit hook refusing
-  process creation, signals, ctypes loading of non-venv libraries and writes outside the scratch dir.
+Trusted scoring: the worker gets the training split and the test *images* only; it returns predicted
+class indices through a pipe (`evaluator_svc.scoring`), and this process computes the accuracy from the
+test labels, which never leave it. No key or secret exists in the worker, so there is nothing to forge.
+
+Layers, outermost first (the in-worker part is `evaluator_svc.lockdown`):
+
+* bubblewrap (``bwrap``): new user, mount, pid, network, ipc, uts and cgroup namespaces; uid/gid 65534
+  inside; a read-only view of only /usr (+ /lib, /bin links), the interpreter, the virtualenv and
+  ``evaluator_svc`` (the packaged data files of the bundled datasets masked by empty tmpfs); the job's
+  scratch dir as the only writable host path; private tmpfs /tmp and /dev/shm; a fresh /proc of the pid
+  namespace; an empty capability set, no_new_privs, no further user namespaces; SIGKILL when the service dies;
+* seccomp (`evaluator_svc.seccomp`, loaded by bwrap before it execs the worker): no ptrace, mount,
+  unshare, bpf, keyctl, io_uring, sockets of any family, or new processes (threads only);
+* rlimits (AS/DATA, CPU, FSIZE, CORE) and an audit hook in the worker (defence in depth, clearer reasons);
+* environment stripped to ENV_ALLOWLIST; stdout/stderr to files read back truncated through our own
+  descriptors; new session; on timeout the process group gets SIGKILL, which takes the pid namespace.
+
+Weak mode (no bwrap, or `SandboxLimits.kernel_sandbox = False`): a plain subprocess that leaves the
+network with ``unshare(CLONE_NEWNET)``, switches to a per-job uid when root (RLIMIT_NPROC then counts) and
+relies on the audit hook for files, which C-level I/O (ctypes, ``torch.from_file``) gets around. The
+service refuses to start in weak mode unless ``allow_weak_sandbox = true``.
+
+Why bubblewrap: it is packaged by Debian (``apt-get install bubblewrap``), small (one setuid-free binary
+when the service is root or user namespaces are allowed), audited, used by Flatpak, and needs no config
+file; it loads a seccomp program we compile with libseccomp, the reference seccomp library.
+nsjail does the same plus cgroup limits, but is not packaged by Debian 12 (a build from source with
+protobuf) and its config language is one more thing to keep; hand-written unshare/mount/pivot_root/capset
+calls through ctypes (what the weak mode starts from) are easy to get subtly wrong (mount propagation,
+/proc, setgroups, the order of uid maps) and need root. Open: no cgroup memory/pids limit (rlimits and
+the no-fork filter stand in), and the worker could still exec another binary of the read-only view.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import json
+import dataclasses
+import functools
 import logging
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from evaluator_svc.datasets import Dataset
-from evaluator_svc.stages import MAX_LOG_CHARS, EvalResult, Stage
+from evaluator_svc import seccomp
+from evaluator_svc.datasets import Dataset, packaged_data_dirs
+from evaluator_svc.job import DATA_FILES, JOB_FILE, STAGE_FILE, Job, SandboxLimits, data_file
+from evaluator_svc.scoring import WORKER_STAGES, MalformedReport, WorkerReport, frame_limit, score
+from evaluator_svc.stages import MAX_LOG_CHARS, EvalResult, Stage, printable
 
 log = logging.getLogger(__name__)
 
 ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
-UID_BASE = 200_000
-JOB_FILE, RESULT_FILE, STAGE_FILE = "job.json", "result.json", "stage"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_MOUNT = "/opt/deltanas"  # PYTHONPATH inside the sandbox: only evaluator_svc is there
+SYSTEM_VIEW = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime")
+KERNEL_LAYERS = ("bubblewrap", "user-ns", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "no-capabilities",
+                 "no-new-privs")
+__all__ = ["Job", "SandboxLimits", "host_layers", "missing_layers", "run_job"]
 
 
-@dataclass
-class SandboxLimits:
-    """Resource limits of one sandboxed worker."""
+@dataclass(frozen=True)
+class Host:
+    """What this host provides: a working bwrap and a compiled seccomp program, or why not."""
 
-    memory_mb: int = field(default=4096, metadata={
-        "help": "memory the candidate may add to the worker's own footprint after setup (torch and data "
-                "loaded): RLIMIT_AS on CPU, RLIMIT_DATA on CUDA"})
-    cpu_seconds: int | None = field(default=None, metadata={
-        "help": "CPU-time limit (RLIMIT_CPU); default: threads x wall timeout + 30"})
-    file_mb: int = field(default=64, metadata={
-        "help": "largest file the worker may write, stdout/stderr included (RLIMIT_FSIZE)"})
-    max_processes: int = field(default=64, metadata={
-        "help": "processes + threads of the worker's own uid (RLIMIT_NPROC; set when a root service drops privileges)"})
-    threads: int = field(default=1, metadata={"help": "OMP/MKL/torch intra-op threads of the worker"})
-    gpu_memory_fraction: float | None = field(default=None, metadata={
-        "help": "torch.cuda.set_per_process_memory_fraction for the worker when CUDA is used"})
-    drop_privileges: bool = field(default=True, metadata={
-        "help": "when started as root, run the candidate under a fresh unprivileged uid"})
-    audit_hook: bool = field(default=True, metadata={
-        "help": "install the in-worker audit hook (disable only to test the OS-level layers)"})
-    scratch_root: str | None = field(default=None, metadata={"help": "parent of per-job scratch dirs"})
+    bwrap: str | None
+    seccomp: bytes | None
+    problems: dict[str, str]
 
 
-@dataclass
-class Job:
-    """What the worker needs; serialized to job.json in the scratch dir."""
+@functools.cache
+def probe() -> Host:
+    """Find bwrap and libseccomp and start one empty sandboxed interpreter (once per process)."""
+    problems: dict[str, str] = {}
+    try:
+        program: bytes | None = seccomp.program()
+    except seccomp.SeccompUnavailable as exc:
+        program, problems["seccomp"] = None, str(exc)
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        problems["bubblewrap"] = "bwrap not found on PATH (apt-get install bubblewrap)"
+        return Host(None, program, problems)
+    with tempfile.TemporaryDirectory(prefix="deltanas-probe-") as scratch, _program_fd(program) as fd:
+        argv = [*_bwrap_argv(bwrap, Path(scratch), fd, "cpu"), sys.executable, "-S", "-c", ""]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, pass_fds=(fd,) if fd else (),
+                              env=_minimal_env(Path(scratch), SandboxLimits(), kernel=True), check=False)
+    if done.returncode != 0:
+        problems["bubblewrap"] = f"bwrap cannot start a sandbox here: {done.stderr.strip()[:300]}"
+        return Host(None, program, problems)
+    return Host(bwrap, program, problems)
 
-    candidate_id: str
-    code: str
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    transform: str
-    prm: dict
-    batch: int
-    epochs: int
-    device: str
-    limits: SandboxLimits
-    timeout_s: float
-    bf16: bool = False
-    channels_last: bool = False
-    seed: int = 42
-    uid_base: int = UID_BASE
+
+def missing_layers() -> dict[str, str]:
+    """Required layers this host cannot provide, with the reason; empty when the sandbox is complete."""
+    return probe().problems
 
 
-def _minimal_env(scratch: Path, limits: SandboxLimits) -> dict[str, str]:
+def host_layers(limits: SandboxLimits) -> tuple[str, ...]:
+    """Names of the layers a job with `limits` gets on this host."""
+    host = probe()
+    if host.bwrap and limits.kernel_sandbox:
+        layers = [*KERNEL_LAYERS, *(["seccomp"] if host.seccomp else [])]
+    else:
+        uid_drop = os.geteuid() == 0 and limits.drop_privileges
+        layers = ["weak-mode", "net-ns-unshare", *(["uid-drop"] if uid_drop else [])]
+    return (*layers, "rlimits", *(["audit-hook"] if limits.audit_hook else []))
+
+
+@contextlib.contextmanager
+def _program_fd(program: bytes | None):
+    """A readable fd holding the seccomp program for ``bwrap --seccomp``, or None."""
+    if program is None:
+        yield None
+        return
+    fd = os.memfd_create("deltanas-seccomp")
+    try:
+        os.write(fd, program)
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _bind_view(paths: list[str]) -> list[str]:
+    """--ro-bind (or --symlink, for links such as /lib -> usr/lib) of each path that exists."""
+    args: list[str] = []
+    for path in dict.fromkeys(paths):
+        if os.path.islink(path) and path in SYSTEM_VIEW:
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _bwrap_argv(bwrap: str, scratch: Path, seccomp_fd: int | None, device: str) -> list[str]:
+    prefixes = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
+            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            *_bind_view([*SYSTEM_VIEW, *prefixes]),
+            "--ro-bind", str(PACKAGE_DIR), f"{PACKAGE_MOUNT}/{PACKAGE_DIR.name}",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+            "--bind", str(scratch), str(scratch), "--chdir", str(scratch)]
+    for hidden in packaged_data_dirs():
+        argv += ["--tmpfs", hidden]
+    if device.startswith("cuda"):
+        argv += ["--ro-bind", "/sys", "/sys"]
+        for name in sorted(os.listdir("/dev")):
+            if name.startswith("nvidia"):
+                argv += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return [*argv, "--remount-ro", "/", "--"]
+
+
+def _minimal_env(scratch: Path, limits: SandboxLimits, *, kernel: bool) -> dict[str, str]:
     env = {key: os.environ[key] for key in ENV_ALLOWLIST if key in os.environ}
-    package_root = str(Path(__file__).resolve().parent.parent)
     threads = str(limits.threads)
-    env.update(HOME=str(scratch), TMPDIR=str(scratch), PYTHONPATH=package_root, PYTHONDONTWRITEBYTECODE="1",
+    env.update(HOME=str(scratch), TMPDIR=str(scratch),
+               PYTHONPATH=PACKAGE_MOUNT if kernel else str(PACKAGE_DIR.parent), PYTHONDONTWRITEBYTECODE="1",
                PYTHONHASHSEED="0", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, MALLOC_ARENA_MAX="2")
     return env
 
 
 def _write_data(scratch: Path, data: Dataset) -> None:
-    for split_name, split in (("train", data.train), ("test", data.test)):
-        np.save(scratch / f"{split_name}_images.npy", split.images.numpy())
-        np.save(scratch / f"{split_name}_labels.npy", split.labels.numpy())
+    arrays = {"train_images": data.train.images, "train_labels": data.train.labels, "test_images": data.test.images}
+    for name in DATA_FILES:
+        np.save(scratch / data_file(name), arrays[name].numpy())
 
 
 def _read_logs(files: list[tuple[str, BinaryIO]], limit: int) -> str:
@@ -137,6 +210,20 @@ def _read_small(path: Path, limit: int = 1024 * 1024) -> str | None:
         os.close(fd)
 
 
+class _PipeReader(threading.Thread):
+    """Drains the result pipe into memory, at most `limit` + 1 bytes (more marks the frame oversized)."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.limit, self.data = fd, limit, bytearray()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while len(self.data) <= self.limit and (chunk := os.read(self.fd, 1 << 16)):
+                self.data += chunk
+        os.close(self.fd)  # a worker still writing gets EPIPE
+
+
 def _uid_alive(uid: int) -> bool:
     for entry in os.scandir("/proc"):
         with contextlib.suppress(OSError):
@@ -146,7 +233,7 @@ def _uid_alive(uid: int) -> bool:
 
 
 def kill_uid(uid: int) -> None:
-    """SIGKILL every process left with `uid` (e.g. ones that left the process group with setsid).
+    """SIGKILL every process left with `uid` (weak mode: ones that left the process group with setsid).
 
     Runs ``kill -KILL -1`` as that uid: kill(-1) is one kernel pass over the task list, so a fork bomb
     cannot outrun it. Spawned with exec (no fork of this possibly multi-threaded process in Python).
@@ -166,8 +253,7 @@ def _kill_group(pgid: int) -> None:
 
 def run_job(job: Job, data: Dataset, *, timeout_s: float) -> EvalResult:
     """Run `job` in a fresh worker process; never raises for candidate misbehaviour."""
-    limits = job.limits
-    scratch = Path(tempfile.mkdtemp(prefix="deltanas-eval-", dir=limits.scratch_root))
+    scratch = Path(tempfile.mkdtemp(prefix="deltanas-eval-", dir=job.limits.scratch_root))
     try:
         return _run_in(scratch, job, data, timeout_s)
     finally:
@@ -175,73 +261,79 @@ def run_job(job: Job, data: Dataset, *, timeout_s: float) -> EvalResult:
 
 
 def _run_in(scratch: Path, job: Job, data: Dataset, timeout_s: float) -> EvalResult:
-    cid = job.candidate_id
+    cid = printable(job.candidate_id)
+    host = probe()
+    kernel = bool(host.bwrap) and job.limits.kernel_sandbox
+    job = dataclasses.replace(job, kernel_sandbox=kernel)
     _write_data(scratch, data)
-    (scratch / JOB_FILE).write_text(json.dumps(asdict(job)))
-    key = secrets.token_bytes(32)
+    (scratch / JOB_FILE).write_text(job.to_json())
+    read_end, write_end = os.pipe()
+    reader = _PipeReader(read_end, frame_limit(len(data.test.labels)))
     start = time.perf_counter()
-    with open(scratch / "stdout.log", "w+b") as out, open(scratch / "stderr.log", "w+b") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "evaluator_svc.worker", str(scratch / JOB_FILE)], cwd=scratch,
-            env=_minimal_env(scratch, job.limits), stdin=subprocess.PIPE, stdout=out, stderr=err,
-            start_new_session=True, close_fds=True)
+    with open(scratch / "stdout.log", "w+b") as out, open(scratch / "stderr.log", "w+b") as err, \
+            _program_fd(host.seccomp if kernel else None) as seccomp_fd:
+        worker = [sys.executable, "-m", "evaluator_svc.worker", str(scratch / JOB_FILE), str(write_end)]
+        prefix = _bwrap_argv(host.bwrap, scratch, seccomp_fd, job.device) if kernel else []
+        fds = tuple(fd for fd in (write_end, seccomp_fd) if fd is not None)
+        env = _minimal_env(scratch, job.limits, kernel=kernel)
+        try:
+            proc = subprocess.Popen([*prefix, *worker], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True, pass_fds=fds)
+        finally:
+            os.close(write_end)
+        reader.start()
         timed_out = False
         try:
-            proc.communicate(key.hex().encode(), timeout=timeout_s)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             log.warning("candidate %s: timeout after %.1f s, killing process group %d", cid, timeout_s, proc.pid)
-        _kill_group(proc.pid)  # the worker's stragglers too, whether it timed out or not
+        _kill_group(proc.pid)  # the worker's stragglers too (under bwrap: its pid namespace dies with it)
         proc.wait()
-        if os.geteuid() == 0 and job.limits.drop_privileges:
+        if not kernel and os.geteuid() == 0 and job.limits.drop_privileges:
             kill_uid(job.uid_base + proc.pid)
+        reader.join(timeout=10)
+        # bwrap exits with 128 + N when the worker died of signal N
+        returncode = 128 - proc.returncode if kernel and proc.returncode > 128 else proc.returncode
         wall = time.perf_counter() - start
         logs = _read_logs([("stdout", out), ("stderr", err)], MAX_LOG_CHARS // 2)
         output_full = max(os.fstat(f.fileno()).st_size for f in (out, err)) >= job.limits.file_mb * 1024 * 1024
     if timed_out:
         result = _died(scratch, f"timeout after {timeout_s:.1f} s (process group killed)", logs)
+    elif reader.data:
+        result = _scored(bytes(reader.data), data, logs)
     else:
-        result = _collect(scratch, key, proc.returncode, output_full, job.limits, logs)
+        result = _died(scratch, _death_reason(returncode, output_full, job.limits, logs), logs)
     result.metrics["worker_wall_seconds"] = wall
-    log.info("candidate %s: worker exited %s after %.2f s (%s)", cid, proc.returncode, wall,
-             "valid" if result.valid else f"{result.failure_stage.name}: {result.failure_reason[:120]}")
+    log.info("candidate %s: worker exited %s after %.2f s (%s)", cid, returncode, wall,
+             "valid" if result.valid else f"{result.failure_stage.name}: {printable(result.failure_reason, 120)}")
     return result
 
 
-def sign(key: bytes, payload: str) -> str:
-    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+def _scored(frame: bytes, data: Dataset, logs: str) -> EvalResult:
+    """The worker's report scored against the test labels; a malformed one fails at EVALUATE."""
+    labels = data.test.labels.numpy()
+    try:
+        report = WorkerReport.decode(frame, count=len(labels), num_classes=data.num_classes)
+    except MalformedReport as exc:
+        return EvalResult.failure(Stage.EVALUATE, f"worker result rejected: {exc}", logs=logs)
+    return dataclasses.replace(score(report, labels, data.num_classes), logs=logs)
 
 
 def _died(scratch: Path, reason: str, logs: str) -> EvalResult:
-    """A failure at the last stage the worker announced."""
+    """A failure at the last worker stage announced in the stage file."""
     name = (_read_small(scratch / STAGE_FILE, 64) or "").strip()
-    stage = Stage[name] if name in Stage.__members__ else Stage.INSTANTIATE
+    stage = next((s for s in WORKER_STAGES if s.name == name), Stage.INSTANTIATE)
     return EvalResult.failure(stage, reason, logs=logs)
 
 
-def _collect(scratch: Path, key: bytes, returncode: int, output_full: bool, limits: SandboxLimits,
-             logs: str) -> EvalResult:
-    """The worker's signed result.json, or a failure derived from how it died."""
-    text = _read_small(scratch / RESULT_FILE)
-    if text is not None:
-        try:
-            envelope = json.loads(text)
-            if not hmac.compare_digest(sign(key, envelope["payload"]), envelope["signature"]):
-                raise ValueError("bad signature")
-            raw = json.loads(envelope["payload"])
-            stage = Stage[raw["stage"]] if raw.get("stage") else None
-            return EvalResult(valid=raw["valid"], accuracy=raw.get("accuracy"), failure_stage=stage,
-                              failure_reason=raw.get("reason", ""), metrics=raw.get("metrics", {}), logs=logs)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return _died(scratch, f"worker result failed verification ({type(exc).__name__})", logs)
+def _death_reason(returncode: int, output_full: bool, limits: SandboxLimits, logs: str) -> str:
     if returncode == -signal.SIGXCPU:
-        reason = "CPU time limit exceeded"
-    elif output_full:
-        reason = f"output limit exceeded ({limits.file_mb} MB)"
-    elif "MemoryError" in logs or "bad_alloc" in logs or returncode == -signal.SIGKILL:
-        reason = "memory limit exceeded"
-    elif returncode < 0:
-        reason = f"worker killed by signal {signal.Signals(-returncode).name}"
-    else:
-        reason = f"worker exited with status {returncode} without a result"
-    return _died(scratch, reason, logs)
+        return "CPU time limit exceeded"
+    if output_full:
+        return f"output limit exceeded ({limits.file_mb} MB)"
+    if "MemoryError" in logs or "bad_alloc" in logs or returncode == -signal.SIGKILL:
+        return "memory limit exceeded"
+    if returncode < 0:
+        return f"worker killed by signal {signal.Signals(-returncode).name}"
+    return f"worker exited with status {returncode} without a result"

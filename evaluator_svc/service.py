@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -20,24 +21,29 @@ from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
+from evaluator_svc.job import SandboxLimits
 from evaluator_svc.pipeline import evaluate_code
-from evaluator_svc.sandbox import SandboxLimits
-from evaluator_svc.stages import EvalResult, Stage
+from evaluator_svc.sandbox import host_layers, missing_layers
+from evaluator_svc.stages import EvalResult, Stage, printable
 from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger("deltanas.evaluator")
 
 SERVICE_NAME = "deltanas.v1.EvaluatorService"
+MAX_REQUEST_ID_CHARS = 256
+CANDIDATE_ID = re.compile(r"[A-Za-z0-9._:/@+-]{0,128}")
+MAX_NAME_CHARS = 64  # transform and hyperparameter names
+MAX_HYPERPARAMETERS = 64
+
+
+class SandboxUnavailable(RuntimeError):
+    """The host lacks a required sandbox layer and allow_weak_sandbox is off."""
 
 
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def _failure(stage: Stage, reason: str) -> EvalResult:
-    return EvalResult(valid=False, accuracy=None, failure_stage=stage, failure_reason=reason)
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
@@ -56,6 +62,13 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def _validate(self, req: evaluator_pb2.EvaluateRequest) -> None:
         change = req.WhichOneof("change")
         require(change is not None, "change", "set diff (delta mode) or code (full mode)")
+        require(len(req.request_id) <= MAX_REQUEST_ID_CHARS and req.request_id.isprintable(), "request_id",
+                f"must be at most {MAX_REQUEST_ID_CHARS} printable characters")
+        require(CANDIDATE_ID.fullmatch(req.candidate_id) is not None, "candidate_id",
+                f"must be at most 128 of [A-Za-z0-9._:/@+-], got {printable(req.candidate_id, 40)!r}")
+        require(len(req.transform) <= MAX_NAME_CHARS, "transform", f"longer than {MAX_NAME_CHARS} characters")
+        require(len(req.hyperparameters) <= MAX_HYPERPARAMETERS, "hyperparameters",
+                f"more than {MAX_HYPERPARAMETERS} entries")
         require(req.dataset in DATASETS, "dataset", f"unknown dataset {req.dataset!r}; known: {', '.join(DATASETS)}")
         require(1 <= req.epochs <= self.cfg.max_epochs, "epochs",
                 f"must be in [1, {self.cfg.max_epochs}], got {req.epochs}")
@@ -83,6 +96,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             require(len(req.code.encode()) <= self.cfg.max_code_bytes, "code",
                     f"exceeds {self.cfg.max_code_bytes} bytes")
         for name, value in req.hyperparameters.items():
+            require(len(name) <= MAX_NAME_CHARS and name.isidentifier(), "hyperparameters",
+                    f"key {printable(name, 40)!r} is not an identifier of at most {MAX_NAME_CHARS} characters")
             require(value == value and abs(value) != float("inf"), f"hyperparameters[{name}]", "must be finite")
 
     def Evaluate(self, request: evaluator_pb2.EvaluateRequest, context) -> evaluator_pb2.EvaluateResponse:
@@ -93,7 +108,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 with self._lock:
                     if key in self._results:
                         log.info("candidate %s: repeated request %s, returning the recorded result",
-                                 request.candidate_id, key)
+                                 request.candidate_id, printable(key))
                         return self._results[key]
                     event = self._inflight.get(key)
                     if event is None:
@@ -115,7 +130,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
 
     def _evaluate(self, req: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
         start = time.perf_counter()
-        cid = req.candidate_id or req.request_id or "-"
+        cid = req.candidate_id or printable(req.request_id) or "-"
         code, diff_text, result = self._patched_code(req)
         if result is None:
             with self._slots:
@@ -130,7 +145,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         duration = time.perf_counter() - start
         stage = result.failure_stage
         log.info("candidate %s: %s in %.1f s%s", cid, "valid" if result.valid else "invalid", duration,
-                 f" at {stage.name.lower()}: {result.failure_reason[:200]}" if stage else
+                 f" at {stage.name.lower()}: {printable(result.failure_reason)}" if stage else
                  f", accuracy {result.accuracy:.4f}")
         return evaluator_pb2.EvaluateResponse(
             candidate_id=req.candidate_id,
@@ -149,7 +164,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 train_limit=req.train_limit or None, test_limit=req.test_limit or None,
                 timeout_s=req.timeout_s or self.cfg.default_timeout_s, limits=self._limits(), device=self.device,
                 candidate_id=cid, data_root=self.cfg.data_root, bf16=self.cfg.bf16,
-                channels_last=self.cfg.channels_last)
+                channels_last=self.cfg.channels_last, static_checks=self.cfg.python_guards)
         except FileNotFoundError as exc:
             raise FailedPrecondition(f"dataset: {exc}") from exc
 
@@ -159,28 +174,29 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             try:
                 return deltadiff.extract_code(req.code), "", None
             except deltadiff.ExtractError as exc:
-                return "", "", _failure(Stage.EXTRACT, str(exc))
+                return "", "", EvalResult.failure(Stage.EXTRACT, str(exc))
         try:
             diff_text = deltadiff.extract_diff(req.diff)
         except deltadiff.ExtractError as exc:
-            return "", "", _failure(Stage.EXTRACT, str(exc))
+            return "", "", EvalResult.failure(Stage.EXTRACT, str(exc))
         try:
             code = deltadiff.apply_diff(req.baseline_code, diff_text)
         except deltadiff.ApplyError as exc:
-            return "", diff_text, _failure(Stage.APPLY, str(exc))
+            return "", diff_text, EvalResult.failure(Stage.APPLY, str(exc))
         return code, deltadiff.make_diff(req.baseline_code, code), None
 
     def _limits(self) -> SandboxLimits:
         fraction = self.cfg.gpu_memory_fraction or 1.0 / self.cfg.slots
         threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // self.cfg.slots)
-        return SandboxLimits(memory_mb=self.cfg.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads)
+        return SandboxLimits(memory_mb=self.cfg.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads,
+                             audit_hook=self.cfg.python_guards)
 
     def GetCapacity(self, request: evaluator_pb2.GetCapacityRequest, context) -> evaluator_pb2.GetCapacityResponse:
         with self._lock:
             busy = self._busy
         return evaluator_pb2.GetCapacityResponse(slots=self.cfg.slots, busy=busy, device=self.device,
                                                  datasets=list(DATASETS), max_epochs=self.cfg.max_epochs,
-                                                 worker=self.worker)
+                                                 worker=self.worker, sandbox_layers=host_layers(self._limits()))
 
 
 def probe(device: str) -> None:
@@ -189,9 +205,20 @@ def probe(device: str) -> None:
     if float((x @ x).sum()) != 512.0:
         raise RuntimeError(f"device {device} computed a wrong result")
 
+def check_sandbox(config: EvaluatorConfig) -> tuple[str, ...]:
+    """The sandbox layers of this host; SandboxUnavailable when one is missing and weak mode is not allowed."""
+    missing = missing_layers()
+    if missing and not config.allow_weak_sandbox:
+        raise SandboxUnavailable("evaluator sandbox incomplete: " + "; ".join(f"{k}: {v}" for k, v in missing.items())
+                                 + " (install it, or set allow_weak_sandbox = true to run without)")
+    layers = host_layers(SandboxLimits())
+    log.log(logging.WARNING if missing else logging.INFO, "evaluator sandbox layers: %s%s", ", ".join(layers),
+            f" (missing: {', '.join(missing)}; allow_weak_sandbox is set)" if missing else "")
+    return layers
 
 
 def build_server(config: EvaluatorConfig) -> ServiceServer:
+    check_sandbox(config)
     servicer = EvaluatorServicer(config)
     server = ServiceServer.from_config("evaluator", config, probe=lambda: probe(servicer.device))
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)

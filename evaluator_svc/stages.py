@@ -32,6 +32,12 @@ def truncate(text: str, limit: int) -> str:
     return text[: keep // 2] + marker + text[len(text) - (keep - keep // 2):]
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters with control characters escaped: safe as part of one log line."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return escaped + ("..." if len(text) > limit else "")
+
+
 @dataclass
 class EvalResult:
     """Outcome of evaluating one candidate: accuracy when valid, else the failing stage and why."""

@@ -12,6 +12,12 @@ Safety policy (defence in depth; the sandbox is the real boundary):
 * Attributes in DENIED_ATTRIBUTES (``__subclasses__``, ``__globals__``, frame and code objects, ...) may
   not be accessed, nor reached through getattr/setattr/delattr/hasattr with a dunder string; no string
   constant may contain a denied dunder name; getattr() on a module needs a constant name.
+* Modules that libraries import themselves (``torch.os``, ``traceback.sys``, ``x.ctypes``: names in
+  MODULE_ATTRIBUTES) may not be reached as attributes of anything.
+* An imported module may be used only as the base of an attribute chain, renamed (``t = torch``), compared
+  or as an annotation, never as a value (``(lambda m: m)(torch)``), and getattr & co. may only be called,
+  not passed around, so that the dotted-name checks above see every use.
+* Code nested too deeply for these checks fails at the SYNTAX stage.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ DENIED_ATTRIBUTES = frozenset({
     "func_globals", "system", "popen", "tofile", "load_library",
 })
 DENIED_DUNDERS = frozenset(a for a in DENIED_ATTRIBUTES if a.startswith("__"))
+MODULE_ATTRIBUTES = frozenset({
+    "os", "sys", "ctypes", "subprocess", "socket", "importlib", "builtins", "io", "shutil", "pathlib", "pickle",
+    "marshal", "multiprocessing", "inspect", "threading", "_thread", "posix", "mmap", "tempfile", "glob", "runpy",
+    "pty", "fcntl", "resource", "gc", "sysconfig", "site", "urllib", "http", "zipimport",
+})
 REFLECTION_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
 CONTRACT_METHODS = ("__init__", "train_setup", "learn", "forward")
 
@@ -108,6 +119,8 @@ class _SafetyVisitor(ast.NodeVisitor):
 
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
+        self.modules: set[str] = set()  # local names bound to a module by `import` (or renamed from one)
+        self.allowed_names: set[int] = set()  # ids of Name nodes in an allowed position (attribute base, ...)
         self.violation: str | None = None
 
     def fail(self, node: ast.AST, why: str) -> None:
@@ -132,6 +145,7 @@ class _SafetyVisitor(ast.NodeVisitor):
             self._check_module(node, alias.name)
             local = alias.asname or alias.name.split(".")[0]
             self.aliases[local] = alias.name if alias.asname else local
+            self.modules.add(local)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
@@ -150,6 +164,10 @@ class _SafetyVisitor(ast.NodeVisitor):
         dotted = self._dotted(node.value) if isinstance(node.value, ast.Name | ast.Attribute) else None
         if dotted:
             self.aliases.update({t.id: dotted for t in node.targets if isinstance(t, ast.Name)})
+        if isinstance(node.value, ast.Name) and node.value.id in self.modules and \
+                all(isinstance(t, ast.Name) for t in node.targets):
+            self.allowed_names.add(id(node.value))  # a rename: the new name is tracked as the module
+            self.modules.update(t.id for t in node.targets)
         self.generic_visit(node)
 
     def _dotted(self, node: ast.expr) -> str | None:
@@ -164,6 +182,10 @@ class _SafetyVisitor(ast.NodeVisitor):
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr in DENIED_ATTRIBUTES:
             self.fail(node, f"access to attribute {node.attr!r} is not allowed")
+        if node.attr in MODULE_ATTRIBUTES:
+            self.fail(node, f"access to module {node.attr!r} through an attribute is not allowed")
+        if isinstance(node.value, ast.Name):
+            self.allowed_names.add(id(node.value))
         dotted = self._dotted(node)
         if dotted:
             self._check_path(node, dotted)
@@ -172,18 +194,39 @@ class _SafetyVisitor(ast.NodeVisitor):
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in DENIED_BUILTINS:
             self.fail(node, f"use of {node.id!r} is not allowed")
+        if id(node) not in self.allowed_names and isinstance(node.ctx, ast.Load):
+            if node.id in self.modules:
+                self.fail(node, f"module {node.id!r} may be used only as {node.id}.<attribute>, not as a value")
+            elif node.id in REFLECTION_BUILTINS:
+                self.fail(node, f"{node.id} may only be called directly")
         module = self.aliases.get(node.id, "")
         if module in RESTRICTED_MODULES:
             allowed = "|".join(sorted(RESTRICTED_MODULES[module])) or "nothing"
             self.fail(node, f"module {module!r} may be used only as {module}.<{allowed}>")
 
+    def visit_Compare(self, node: ast.Compare) -> None:
+        self.allowed_names.update(id(n) for n in (node.left, *node.comparators) if isinstance(n, ast.Name))
+        self.generic_visit(node)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        if isinstance(node.annotation, ast.Name):
+            self.allowed_names.add(id(node.annotation))
+        self.generic_visit(node)
+
     def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Name) and node.func.id in REFLECTION_BUILTINS:
+            self.allowed_names.add(id(node.func))
         if isinstance(node.func, ast.Name) and node.func.id in REFLECTION_BUILTINS and len(node.args) > 1:
             target, name = node.args[:2]
+            if isinstance(target, ast.Name):
+                self.allowed_names.add(id(target))  # checked as a module target below
+            dotted = self._dotted(target) if isinstance(target, ast.Name | ast.Attribute) else None
             if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                if name.value.startswith("__") or name.value in DENIED_ATTRIBUTES:
+                if name.value.startswith("__") or name.value in DENIED_ATTRIBUTES | MODULE_ATTRIBUTES:
                     self.fail(node, f"{node.func.id}() of attribute {name.value!r} is not allowed")
-            elif self._dotted(target) if isinstance(target, ast.Name | ast.Attribute) else False:
+                if dotted:
+                    self._check_path(node, f"{dotted}.{name.value}")
+            elif dotted:
                 self.fail(node, f"{node.func.id}() on a module with a computed name is not allowed")
         self.generic_visit(node)
 
@@ -217,4 +260,7 @@ def run_static_checks(code: str) -> Failure | None:
     tree = check_syntax(code)
     if isinstance(tree, tuple):
         return tree
-    return check_contract(tree) or check_safety(tree)
+    try:
+        return check_contract(tree) or check_safety(tree)
+    except (RecursionError, MemoryError) as exc:  # the tree walk is recursive; ast.parse accepts deeper code
+        return Stage.SYNTAX, f"code nested too deeply to check ({type(exc).__name__})"

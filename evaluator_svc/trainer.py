@@ -97,6 +97,36 @@ def non_finite_parameters(model: torch.nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
 
 
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    logits = model(x)
+    return (logits.real if logits.is_complex() else logits).float()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, transform: BatchTransform, options: TrainOptions,
+            num_classes: int) -> torch.Tensor:
+    """Top-1 class indices (int64, CPU) over `images` in order, in eval mode; no labels needed.
+
+    Batches and the transform's generator match `Batches` without shuffling, so the indices are those
+    `evaluate` would compare. A ValueError when the model's output is not (batch, num_classes).
+    """
+    device = images.device
+    model.eval()
+    generator = torch.Generator().manual_seed(options.seed)
+    out = []
+    with _autocast(device, options.bf16):
+        for start in range(0, len(images), options.batch):
+            x = transform(images[start:start + options.batch], generator)
+            if options.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = _logits(model, x)
+            if tuple(logits.shape) != (len(x), num_classes):
+                raise ValueError(f"output shape {tuple(logits.shape)}, expected {(len(x), num_classes)}")
+            out.append(logits.argmax(dim=1).to("cpu", torch.int64))
+    _synchronize(device)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Batches, options: TrainOptions) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy over the split, in eval mode."""
@@ -109,10 +139,7 @@ def evaluate(model: torch.nn.Module, batches: Batches, options: TrainOptions) ->
     total = 0
     with _autocast(device, options.bf16):
         for x, y in batches:
-            logits = model(x)
-            if logits.is_complex():
-                logits = logits.real
-            logits = logits.float()
+            logits = _logits(model, x)
             correct += (logits.argmax(dim=1) == y).sum()
             loss += F.cross_entropy(logits, y, reduction="sum").double()
             total += len(y)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import deltadiff
+from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
 from deltanas.prompts import render_messages
@@ -146,8 +147,13 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     def LoadAdapter(self, request: generator_pb2.LoadAdapterRequest, context) -> generator_pb2.LoadAdapterResponse:
         require(bool(request.name.strip()), "name", "is empty")
         require(bool(request.path.strip()), "path", "is empty")
-        require(self.cfg.backend != "local" or Path(request.path).is_dir(), "path",
-                f"{request.path[:200]!r} is not a directory on the generator's host (PEFT format expected)")
+        if self.cfg.backend == "local":
+            try:
+                local = resolve_adapter(request.path)
+            except AdapterError as exc:
+                raise InvalidArgument("path", str(exc)) from exc
+            require(Path(local).is_dir(), "path",
+                    f"{request.path[:200]!r} is not a directory on the generator's host (PEFT format expected)")
         with backend_errors():
             try:
                 self.backend.load_adapter(request.name, request.path)

@@ -17,9 +17,13 @@ TEST_MODEL = "smollm2-135m"
 @pytest.fixture(scope="session")
 def evaluator_server() -> Iterator:
     from evaluator_svc.config import EvaluatorConfig
+    from evaluator_svc.sandbox import missing_layers
     from evaluator_svc.service import build_server
 
-    server = build_server(EvaluatorConfig(port=0, slots=2, max_epochs=3, default_timeout_s=120)).start()
+    # Weak mode only where the host has no bubblewrap/seccomp (the startup log then says which layer is missing).
+    config = EvaluatorConfig(port=0, slots=2, max_epochs=3, default_timeout_s=120,
+                             allow_weak_sandbox=bool(missing_layers()))
+    server = build_server(config).start()
     yield server
     server.stop(0)
 

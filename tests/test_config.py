@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from client.search import SearchConfig
+from client.config import SearchConfig
 from deltanas.config import ConfigError, build, describe, load_config
 from evaluator_svc.config import ENV_PREFIX, EvaluatorConfig
 

@@ -22,6 +22,7 @@ from curator_svc.dataset import (
 )
 from curator_svc.pairing import Pair, make_pair
 from deltanas.baseline import Baseline
+from deltanas.heldout import is_held_out
 
 CODE = (
     "import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
@@ -42,12 +43,17 @@ class WhitespaceTokenizer:
         return {"input_ids": [list(range(len(t.split()))) for t in texts]}
 
 
-def _pairs(n: int, dataset: str = "mnist", first: int = 0) -> list[Pair]:
+def _name(i: int) -> str:
+    """A model name that is not held out, nor is its "-better" partner (deltanas.heldout)."""
+    return next(n for k in range(100) if not is_held_out(n := f"m{i}.{k}") and not is_held_out(f"{n}-better"))
+
+
+def _pairs(n: int, dataset: str = "mnist", first: int = 0, name=_name) -> list[Pair]:
     pairs = []
     for i in range(first, first + n):
-        base = Baseline(f"m{i}", dataset, CODE.format(width=10 + i), 0.5, hyperparameters={"lr": 0.01})
+        base = Baseline(name(i), dataset, CODE.format(width=10 + i), 0.5, hyperparameters={"lr": 0.01})
         better = Baseline(
-            f"m{i}-better", dataset, base.code + f"        self.drop{i} = nn.Dropout(0.{i})\n", 0.6
+            f"{base.name}-better", dataset, base.code + f"        self.drop{i} = nn.Dropout(0.{i})\n", 0.6
         )
         pairs.append(make_pair(base, better))
     return pairs
@@ -112,7 +118,7 @@ def test_token_limit_applies_to_every_mode(tmp_path: Path) -> None:
     )
     assert delta_only["delta"].counts["fits_tokens"] == 3
     with pytest.raises(
-        EmptyDatasetError, match=r"pairs=3, extra=0, nonempty=3, unique_targets=3, fits_tokens=0"
+        EmptyDatasetError, match=r"pairs=3, extra=0, not_held_out=3, nonempty=3, unique_targets=3, fits_tokens=0"
     ):
         build_datasets(_pairs(3), tmp_path, tokenizer, DatasetConfig(max_tokens=5))
 
@@ -121,3 +127,35 @@ def test_empty_input_raises(tmp_path: Path) -> None:
     with pytest.raises(EmptyDatasetError, match="pairs=0"):
         build_datasets([], tmp_path, WhitespaceTokenizer())
     assert not any(tmp_path.iterdir())
+
+
+def _held_out_name(i: int) -> str:
+    return next(n for k in range(1000) if is_held_out(n := f"h{i}.{k}"))
+
+
+def test_no_held_out_model_enters_a_dataset(tmp_path: Path) -> None:
+    """Held out on either side of a LEMUR pair, or as the baseline of an accepted candidate: dropped, counted."""
+    held = _pairs(3, name=_held_out_name)
+    kept = _pairs(4, first=10)
+    improved_held = [make_pair(p.baseline, Baseline(_held_out_name(50 + i), "mnist", p.improved.code, 0.7))
+                     for i, p in enumerate(_pairs(2, first=20))]
+    candidate_of_held = make_pair(held[0].baseline, Baseline("cand-1", "mnist", held[0].improved.code, 0.7))
+    held_named_candidate = make_pair(kept[0].baseline, Baseline(_held_out_name(99), "mnist", CODE.format(width=7), 0.7))
+    built = build_datasets([*held, *kept, *improved_held], tmp_path, WhitespaceTokenizer(),
+                           DatasetConfig(modes=("delta",), eval_fraction=0.0),
+                           extra=[candidate_of_held, held_named_candidate])["delta"]
+    assert built.counts["pairs"] == 9 and built.counts["extra"] == 2
+    # a candidate id is no LEMUR name: only its baseline decides, so the second candidate stays
+    assert built.counts["not_held_out"] == 5
+    rows = _read(built.path / TRAIN_FILE)
+    assert {r["meta"]["baseline"] for r in rows} == {p.baseline.name for p in kept}
+    assert not any(is_held_out(r["meta"]["improved"]) for r in rows if r["meta"]["improved"] != _held_out_name(99))
+
+
+def test_per_dataset_cap_balances_datasets(tmp_path: Path) -> None:
+    pairs = _pairs(6, "mnist") + _pairs(2, "svhn", first=30)
+    built = build_datasets(pairs, tmp_path, WhitespaceTokenizer(),
+                           DatasetConfig(modes=("delta",), eval_fraction=0.0, per_dataset=3))["delta"]
+    assert built.counts["fits_tokens"] == 8 and built.counts["balanced"] == 5
+    manifest = json.loads((built.path / MANIFEST_FILE).read_text())
+    assert manifest["train_per_dataset"] == {"mnist": 3, "svhn": 2}

@@ -19,6 +19,7 @@ from curator_svc.dataset import TRAIN_FILE
 from curator_svc.finetune import (
     CHECKPOINTS_DIR,
     IGNORE_INDEX,
+    RESULT_FILE,
     CheckpointMismatch,
     FineTuneConfig,
     encode,
@@ -91,6 +92,8 @@ def test_cancel_resume_and_final_adapter(dataset_dir: Path, tmp_path: Path) -> N
     second = finetune(CONFIG, dataset_dir, tmp_path, progress=lambda *args: seen.append(args))
     assert second.resumed_from == 1 and not second.cancelled and second.steps == second.total_steps == 2
     assert [s[:2] for s in seen] == [(2, 2)]
+    losses = json.loads((tmp_path / RESULT_FILE).read_text())["losses"]
+    assert len(losses) == 2 and losses[0] == first.final_loss  # the curve survives the resume
     assert all(math.isfinite(s[2]) and s[3] >= 0 and s[4] > 0 for s in seen)
     adapter = json.loads((tmp_path / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
@@ -119,3 +122,32 @@ def test_adapter_loads_as_is_in_peft_tgi_and_vllm(dataset_dir: Path, tmp_path: P
         tuned = PeftModel.from_pretrained(base, tmp_path).eval()
         after = tuned(input_ids=ids).logits
     assert after.shape == before.shape and not torch.allclose(before, after)
+
+
+def test_command_line_resumes_only_when_asked(dataset_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """`python -m curator_svc.finetune`: a checkpoint in OUTPUT_DIR needs --resume, --resume needs one; flags,
+    DELTANAS_FINETUNE_* variables and a TOML file go through deltanas.config (unknown keys are errors)."""
+    from curator_svc.finetune import STATE_FILE, main
+    from deltanas.config import ConfigError, add_config_arguments, config_overrides, load_config
+
+    (tmp_path / CHECKPOINTS_DIR / "step-0000003").mkdir(parents=True)
+    (tmp_path / CHECKPOINTS_DIR / "step-0000003" / STATE_FILE).write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(dataset_dir), str(tmp_path)])
+    assert exit_.value.code == 2 and "checkpoint at step 3: pass --resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(dataset_dir), str(tmp_path / "fresh"), "--resume"])
+    assert "--resume: " in (err := capsys.readouterr().err) and "has no checkpoint" in err
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, FineTuneConfig)
+    args = parser.parse_args(["--target-modules", "q_proj,v_proj", "--r", "8", "--no-load-in-4bit"])
+    monkeypatch.setenv("DELTANAS_FINETUNE_LEARNING_RATE", "3e-4")
+    config = load_config(FineTuneConfig, None, "DELTANAS_FINETUNE_", config_overrides(args, FineTuneConfig))
+    assert (config.target_modules, config.r, config.learning_rate, config.load_in_4bit) == (
+        ("q_proj", "v_proj"), 8, 3e-4, False)
+    (tmp_path / "ft.toml").write_text("lora_rank = 8\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(FineTuneConfig, tmp_path / "ft.toml")

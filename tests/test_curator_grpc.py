@@ -81,7 +81,7 @@ def test_add_candidates_is_idempotent(stub) -> None:
 
 def test_build_dataset_and_fine_tune_operation(stub) -> None:
     built = stub.BuildDataset(curator_pb2.BuildDatasetRequest(
-        datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=6, max_tokens=1400,
+        datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=30, max_tokens=1400,
         include_candidates=True), timeout=600)
     assert built.dataset_id and built.train_examples >= 1
     counts = {c.stage: c.count for c in built.counts}
@@ -110,7 +110,7 @@ def test_build_dataset_and_fine_tune_operation(stub) -> None:
 
 def test_cancel_a_running_operation(stub) -> None:
     built = stub.BuildDataset(curator_pb2.BuildDatasetRequest(
-        datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=6, max_tokens=1400), timeout=600)
+        datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=30, max_tokens=1400), timeout=600)
     op = stub.StartFineTune(curator_pb2.StartFineTuneRequest(dataset_id=built.dataset_id, max_steps=50,
                                                              gradient_accumulation=1), timeout=60).operation
     deadline = time.monotonic() + 300
@@ -128,7 +128,7 @@ def test_build_and_fine_tune_bad_input(stub) -> None:
     assert "pairing baselines=" in detail and "with_better=" in detail
     detail = expect(grpc.StatusCode.FAILED_PRECONDITION, stub.BuildDataset, curator_pb2.BuildDatasetRequest(
         datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=5, max_tokens=50))
-    assert "kept=5" in detail and "fits_tokens=0, train=0" in detail, detail
+    assert "kept=5" in detail and "fits_tokens=0" in detail, detail
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.BuildDataset,
            curator_pb2.BuildDatasetRequest(datasets=["nope"], mode=common_pb2.MODE_DELTA), field="datasets[0]")
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.BuildDataset,

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from curator_svc.tracking import DATASET_TAG, EXPERIMENT, OPERATION_TAG, ROLE_TAG, open_tracker
 from deltanas.v1 import common_pb2, curator_pb2, curator_pb2_grpc
 
-DATASET = curator_pb2.BuildDatasetRequest(datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=6,
+DATASET = curator_pb2.BuildDatasetRequest(datasets=["mnist"], mode=common_pb2.MODE_DELTA, max_pairs_per_dataset=30,
                                           max_tokens=1400)
 
 
@@ -54,7 +54,7 @@ def test_datasets_and_fine_tuning_are_mlflow_runs(stub, mlflow_uri: str, monkeyp
     assert dataset.data.tags[DATASET_TAG] == built.dataset_id and dataset.data.tags["deltanas.mode"] == "delta"
     params, metrics = dataset.data.params, dataset.data.metrics
     assert params["datasets"] == "mnist" and params["dataset.max_tokens"] == "1400"
-    assert params["pairing.max_pairs_per_dataset"] == "6" and "dataset.novelty.threshold" in params
+    assert params["pairing.max_pairs_per_dataset"] == "30" and "dataset.novelty.threshold" in params
     assert metrics == {c.stage: c.count for c in built.counts} and metrics["dataset.train"] == built.train_examples
     files = {f.path for f in client.list_artifacts(dataset.info.run_id, "dataset")}
     assert files == {"dataset/manifest.json", "dataset/train.jsonl", "dataset/eval.jsonl"}

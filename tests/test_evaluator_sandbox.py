@@ -1,7 +1,8 @@
 """The sandbox itself: hostile candidates with the static safety stage bypassed.
 
 Each must fail with the right reason, leave no process behind, and the parent must keep working.
-Tests with ``audit_hook=False`` check the OS-level layers alone (netns, uid, rlimits, process group).
+Tests with ``audit_hook=False`` check the OS-level layers alone: bubblewrap + seccomp where the host has
+them (KERNEL), else, and in tests with ``kernel_sandbox=False``, the weak mode (netns, uid, rlimits).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from test_evaluator_static import MODEL, with_hook
 
+from evaluator_svc.job import SandboxLimits
 from evaluator_svc.pipeline import evaluate_code
-from evaluator_svc.sandbox import SandboxLimits
+from evaluator_svc.sandbox import missing_layers
 from evaluator_svc.stages import EvalResult, Stage
 
 ROOT = os.geteuid() == 0
+KERNEL = not missing_layers()
 
 
 def run(code: str, tmp_path: Path, timeout_s: float = 30.0, **limits) -> EvalResult:
@@ -44,16 +47,20 @@ def assert_failed(result: EvalResult, stage: Stage, *fragments: str) -> None:
     assert any(f in result.failure_reason for f in fragments), result.failure_reason
 
 
-def test_infinite_loop_times_out_and_the_whole_group_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel_sandbox", [True, False])
+def test_infinite_loop_times_out_and_the_whole_group_is_killed(tmp_path: Path, kernel_sandbox: bool) -> None:
     code = with_hook("""
-        if os.fork() == 0:
-            os.setsid()  # escapes the process group: the per-uid sweep must still get it
+        try:
+            if os.fork() == 0:
+                os.setsid()  # weak mode: escapes the process group, the per-uid sweep must still get it
+        except PermissionError:
+            pass  # under bubblewrap: seccomp allows no new processes
         while True:
             pass
     """)
-    result = run(code, tmp_path, timeout_s=4.0, audit_hook=False)
+    result = run(code, tmp_path, timeout_s=4.0, audit_hook=False, kernel_sandbox=kernel_sandbox)
     assert_failed(result, Stage.INSTANTIATE, "timeout after 4.0 s (process group killed)")
-    assert leftovers(tmp_path) == [] if ROOT else True
+    assert leftovers(tmp_path) == [] if ROOT or KERNEL else True
 
 
 def test_memory_bomb_hits_the_memory_limit(tmp_path: Path) -> None:
@@ -61,9 +68,17 @@ def test_memory_bomb_hits_the_memory_limit(tmp_path: Path) -> None:
     assert_failed(result, Stage.INSTANTIATE, "memory limit exceeded")
 
 
-@pytest.mark.skipif(not ROOT, reason="RLIMIT_NPROC per sandbox uid needs root to switch uids")
-def test_fork_bomb_is_contained_by_the_process_limit(tmp_path: Path) -> None:
+@pytest.mark.skipif(not KERNEL, reason="needs bubblewrap and seccomp")
+def test_fork_bomb_is_refused_by_seccomp(tmp_path: Path) -> None:
     result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=6.0, audit_hook=False)
+    assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox (PermissionError")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not ROOT, reason="RLIMIT_NPROC per sandbox uid needs root to switch uids")
+def test_fork_bomb_is_contained_by_the_process_limit_in_weak_mode(tmp_path: Path) -> None:
+    result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=6.0, audit_hook=False,
+                 kernel_sandbox=False)
     assert_failed(result, Stage.INSTANTIATE, "process or resource limit reached", "timeout")
     assert leftovers(tmp_path) == []
 
@@ -108,7 +123,9 @@ def test_environment_secrets_are_invisible(tmp_path: Path, monkeypatch: pytest.M
 def test_writes_outside_the_scratch_dir_are_blocked(tmp_path: Path, audit_hook: bool) -> None:
     target = tmp_path / "escaped.txt"
     result = run(with_hook(f"open({str(target)!r}, 'w').write('x')"), tmp_path, audit_hook=audit_hook)
-    assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox", "Permission denied")
+    if audit_hook or not KERNEL:
+        assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox", "Permission denied")
+    # under bubblewrap without the hook the write lands in the sandbox's private /tmp, gone with it
     assert not target.exists()
 
 
@@ -132,17 +149,18 @@ def test_output_flood_is_cut_at_the_file_size_limit(tmp_path: Path) -> None:
     assert len(result.logs) <= 64 * 1024 + 200
 
 
-def test_test_labels_are_gone_and_a_forged_result_is_rejected(tmp_path: Path) -> None:
+def test_test_labels_never_reach_the_worker_and_a_forged_report_is_rejected(tmp_path: Path) -> None:
     code = with_hook("""
-        import json
-        if os.path.exists("test_labels.npy"):
+        if any("label" in name and "train" not in name for name in os.listdir(".")):
             raise RuntimeError("test labels readable")
-        forged = json.dumps({"valid": True, "accuracy": 0.99, "metrics": {}})
-        with open("result.json", "w") as fh:
-            json.dump({"payload": forged, "signature": "0" * 64}, fh)
+        for fd in range(3, 64):  # the result pipe, wherever it is: a report claiming a perfect score
+            try:
+                os.write(fd, b'{"valid": true, "accuracy": 1.0}\\n')
+            except OSError:
+                pass
         os._exit(0)
     """)
-    assert_failed(run(code, tmp_path), Stage.INSTANTIATE, "worker result failed verification")
+    assert_failed(run(code, tmp_path), Stage.EVALUATE, "worker result rejected")
 
 
 def test_parent_still_evaluates_a_valid_candidate_afterwards(tmp_path: Path) -> None:

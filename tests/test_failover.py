@@ -19,9 +19,10 @@ from ports import free_port
 from test_evaluator_grpc import MODEL, request
 
 from bench.bench_workers import EvaluatorProcess, candidates
+from client.config import SearchConfig
 from client.scheduler import EvaluatorPool, NoWorkerLeft
 from client.sdk import Endpoints, Services, open_channel
-from client.search import Search, SearchConfig
+from client.search import Search
 from client.tracking import CANDIDATE_TAG, Tracker
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 

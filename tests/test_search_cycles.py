@@ -22,10 +22,11 @@ from test_evaluator_grpc import ANSWER, MODEL
 from test_generator_backend_remote import FakeServer
 
 from client.cli import PRESET_DIR, main
+from client.config import SearchConfig, stored_config
 from client.embedded import EmbeddedServices
 from client.report import make_report
 from client.sdk import Endpoints, Services
-from client.search import Search, SearchConfig, repair_id, stored_config
+from client.search import Search, repair_id
 from client.tracking import CANDIDATE_TAG, Tracker
 from curator_svc.lemur import DATASETS
 from deltanas.config import build

@@ -77,17 +77,19 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class VllmServer:
-    """vLLM's OpenAI server for SmolLM2 with our adapter as `ours`, in a subprocess; `stop` ends it."""
+    """vLLM's OpenAI server for `model_dir` (served as `served`) with `adapter` as `adapter_name`, in a
+    subprocess; `stop` ends it."""
 
-    def __init__(self, model_dir: Path, adapter: Path, log_path: Path) -> None:
+    def __init__(self, model_dir: Path, adapter: Path, log_path: Path, served: str = MODEL,
+                 adapter_name: str = ADAPTER) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log_path = log_path
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
                "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         # vllm-cpu's `vllm` command looks up the distribution "vllm" and fails; the server module works.
         command = [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                   "--served-model-name", MODEL, "--enable-lora",
-                   "--lora-modules", f"{ADAPTER}={adapter}", "--max-lora-rank", "32", "--max-model-len", str(CONTEXT),
+                   "--served-model-name", served, "--enable-lora", "--lora-modules", f"{adapter_name}={adapter}",
+                   "--max-lora-rank", "32", "--max-model-len", str(CONTEXT),
                    "--dtype", "float32", "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
                    # vLLM-CPU 0.32.0's engine dies ("CPU Generator does not use offset") when it splits the
                    # prefill of a request with a seed, as ours all have; a budget of two prompts avoids splits.

@@ -134,7 +134,7 @@ class AddCandidatesResponse(_message.Message):
     def __init__(self, added: _Optional[int] = ..., duplicates: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class FineTuneOperation(_message.Message):
-    __slots__ = ("id", "state", "dataset_id", "model", "step", "total_steps", "loss", "learning_rate", "tokens_per_second", "adapter_path", "error")
+    __slots__ = ("id", "state", "dataset_id", "model", "step", "total_steps", "loss", "learning_rate", "tokens_per_second", "adapter_path", "error", "resumed_from_step", "restarts")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,8 @@ class FineTuneOperation(_message.Message):
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_PATH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: OperationState
     dataset_id: str
@@ -157,10 +159,12 @@ class FineTuneOperation(_message.Message):
     tokens_per_second: float
     adapter_path: str
     error: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., dataset_id: _Optional[str] = ..., model: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., adapter_path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    resumed_from_step: int
+    restarts: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., dataset_id: _Optional[str] = ..., model: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., adapter_path: _Optional[str] = ..., error: _Optional[str] = ..., resumed_from_step: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
 
 class StartFineTuneRequest(_message.Message):
-    __slots__ = ("dataset_id", "model", "max_steps", "learning_rate", "lora_r", "resume_operation_id", "gradient_accumulation")
+    __slots__ = ("dataset_id", "model", "max_steps", "learning_rate", "lora_r", "resume_operation_id", "gradient_accumulation", "save_every")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +172,7 @@ class StartFineTuneRequest(_message.Message):
     LORA_R_FIELD_NUMBER: _ClassVar[int]
     RESUME_OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_ACCUMULATION_FIELD_NUMBER: _ClassVar[int]
+    SAVE_EVERY_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     model: str
     max_steps: int
@@ -175,7 +180,8 @@ class StartFineTuneRequest(_message.Message):
     lora_r: int
     resume_operation_id: str
     gradient_accumulation: int
-    def __init__(self, dataset_id: _Optional[str] = ..., model: _Optional[str] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_r: _Optional[int] = ..., resume_operation_id: _Optional[str] = ..., gradient_accumulation: _Optional[int] = ...) -> None: ...
+    save_every: int
+    def __init__(self, dataset_id: _Optional[str] = ..., model: _Optional[str] = ..., max_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_r: _Optional[int] = ..., resume_operation_id: _Optional[str] = ..., gradient_accumulation: _Optional[int] = ..., save_every: _Optional[int] = ...) -> None: ...
 
 class StartFineTuneResponse(_message.Message):
     __slots__ = ("operation",)

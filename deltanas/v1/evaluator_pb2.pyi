@@ -116,17 +116,19 @@ class GetCapacityRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCapacityResponse(_message.Message):
-    __slots__ = ("slots", "busy", "device", "datasets", "max_epochs", "worker")
+    __slots__ = ("slots", "busy", "device", "datasets", "max_epochs", "worker", "sandbox_layers")
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_LAYERS_FIELD_NUMBER: _ClassVar[int]
     slots: int
     busy: int
     device: str
     datasets: _containers.RepeatedScalarFieldContainer[str]
     max_epochs: int
     worker: str
-    def __init__(self, slots: _Optional[int] = ..., busy: _Optional[int] = ..., device: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., max_epochs: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
+    sandbox_layers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, slots: _Optional[int] = ..., busy: _Optional[int] = ..., device: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., max_epochs: _Optional[int] = ..., worker: _Optional[str] = ..., sandbox_layers: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from deltanas import llm
+from deltanas.adapters import AdapterError, resolve_adapter
 from generator_svc.backends.base import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -176,6 +177,10 @@ class LocalBackend(Backend):
         from peft import PeftModel
 
         start = time.monotonic()
+        try:
+            path = resolve_adapter(path)  # a `shipped:` adapter only after its sha256 check
+        except AdapterError as exc:
+            raise BackendError(str(exc)) from exc
         with self._lock:
             try:
                 if self.model is self.base:

@@ -1,0 +1,98 @@
+"""Benchmark: the cost of the kernel sandbox (bubblewrap + seccomp) against the old plain subprocess (weak mode).
+
+    .venv/bin/python bench/bench_sandbox.py                 # 5 start-ups and 3 candidates each way, ~1 min
+    .venv/bin/python bench/bench_sandbox.py --repeats 10
+
+Start-up: an empty interpreter (``python -S -c ''``) as a plain subprocess vs inside the sandbox the
+evaluator builds. Per candidate: `evaluate_code` of a tiny model on 300 digits, weak mode vs kernel
+sandbox, interleaved so that background load hits both alike; medians and their ratio, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from evaluator_svc import sandbox
+from evaluator_svc.job import SandboxLimits
+from evaluator_svc.pipeline import evaluate_code
+
+MODEL = textwrap.dedent("""
+    import torch
+    import torch.nn as nn
+
+
+    def supported_hyperparameters():
+        return {"lr"}
+
+
+    class Net(nn.Module):
+        def __init__(self, in_shape, out_shape, prm, device):
+            super().__init__()
+            self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+
+        def train_setup(self, prm):
+            self.criteria = nn.CrossEntropyLoss()
+            self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"])
+
+        def learn(self, train_data):
+            for x, y in train_data:
+                self.optimizer.zero_grad()
+                self.criteria(self(x), y).backward()
+                self.optimizer.step()
+
+        def forward(self, x):
+            return self.fc(torch.flatten(x, 1))
+""")
+
+
+def startup_seconds(kernel: bool) -> float:
+    host = sandbox.probe()
+    with tempfile.TemporaryDirectory(prefix="deltanas-bench-") as scratch, \
+            sandbox._program_fd(host.seccomp if kernel else None) as fd:
+        prefix = sandbox._bwrap_argv(host.bwrap, Path(scratch), fd, "cpu") if kernel else []
+        start = time.perf_counter()
+        subprocess.run([*prefix, sys.executable, "-S", "-c", ""], check=True, pass_fds=(fd,) if fd else ())
+        return time.perf_counter() - start
+
+
+def candidate_seconds(kernel: bool) -> float:
+    start = time.perf_counter()
+    result = evaluate_code(MODEL, dataset="digits", prm={"lr": 0.05}, batch=32, transform="norm", train_limit=300,
+                           test_limit=100, timeout_s=120, limits=SandboxLimits(kernel_sandbox=kernel))
+    if not result.valid:
+        raise RuntimeError(f"benchmark model failed: {result.failure_reason}")
+    return time.perf_counter() - start
+
+
+def measure(fn, repeats: int) -> dict[bool, float]:
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for kernel in (False, True):
+            times[kernel].append(fn(kernel))
+    return {kernel: statistics.median(values) for kernel, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="candidates each way (start-ups: 5 more)")
+    args = parser.parse_args()
+    if sandbox.missing_layers():
+        raise SystemExit(f"kernel sandbox unavailable here: {sandbox.missing_layers()}")
+    print(f"layers: {', '.join(sandbox.host_layers(SandboxLimits()))}")
+    candidate_seconds(True)  # warm the dataset cache and the page cache
+    for name, fn, repeats in (("start-up", startup_seconds, args.repeats + 5),
+                              ("per candidate", candidate_seconds, args.repeats)):
+        weak, kernel = (value for _, value in sorted(measure(fn, repeats).items()))
+        print(f"{name:>14}: plain subprocess {weak * 1000:8.1f} ms, bubblewrap + seccomp {kernel * 1000:8.1f} ms, "
+              f"ratio {kernel / weak:.2f}x (+{(kernel - weak) * 1000:.1f} ms), median of {repeats}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""What a search does: `SearchConfig` (validated before any work starts), the generation modes and the names a
+search records, plus `stored_config` to resume a search as its parent run recorded it.
+
+    from client.config import SearchConfig
+    cfg = SearchConfig(datasets=["mnist"], candidates=3)
+
+Imports only `deltanas.config` and the proto stubs, so that `deltanas serve`, `up`, `apply` and `--help`, which
+build the `run` parser from `SearchConfig`, start in a service image without MLflow.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import time
+import typing
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from deltanas.config import option
+from deltanas.v1 import common_pb2
+
+MODES = {"delta": common_pb2.MODE_DELTA, "full": common_pb2.MODE_FULL}
+# Failure stages whose reason is worth sending back to the LLM in a repair attempt.
+REPAIRABLE = frozenset({"extract", "apply", "syntax", "contract"})
+ADAPTER_TAG = "deltanas.adapter.c{cycle}.{mode}"
+DEFAULT_ADAPTER = "default"
+
+
+@dataclass
+class SearchConfig:
+    """What one search does; validated before any work starts."""
+
+    search_id: str = option("", "id of the search (and its MLflow parent run); empty: a new one")
+    datasets: list[str] = option(["mnist"], "datasets to draw baselines from")
+    baselines: int = option(1, "baselines per dataset and cycle (each cycle takes the next ones)")
+    baseline_names: list[str] = option([], "only these LEMUR models (empty: any)")
+    candidates: int = option(3, "candidates per baseline and mode")
+    modes: list[str] = option(["delta"], "delta, full, or both for an A/B search")
+    cycles: int = option(1, "search cycles")
+    temperature: float = option(0.35, "sampling temperature")
+    top_k: int = option(50, "top-k sampling")
+    top_p: float = option(0.9, "nucleus sampling")
+    max_new_tokens: int = option(1024, "longest LLM answer in tokens")
+    seed: int = option(0, "base seed; candidate i of a baseline uses a seed derived from it")
+    adapter: str = option("", "name of an adapter already loaded on the generator, for every mode (overrides "
+                              "adapter_dir)")
+    adapter_dir: str = option(DEFAULT_ADAPTER, "adapter to load into the generator and generate with: a PEFT "
+                              "directory on the generator's host, shipped:<name>, 'default' (the adapter shipped "
+                              "for the generator's model and mode, if any; local backend only) or '' (the base "
+                              "model)")
+    epochs: int = option(1, "training epochs per candidate")
+    train_limit: int = option(0, "train images per candidate (0: the whole split)")
+    test_limit: int = option(0, "test images per candidate (0: the whole split)")
+    eval_timeout_s: float = option(900.0, "wall-clock limit of one candidate's sandboxed run")
+    accept_accuracy: float = option(0.0, "accuracy a valid candidate needs to be accepted, in [0, 1]")
+    experiment: str = option("deltanas", "MLflow experiment")
+    finetune: bool = option(False, "before every cycle after the first, rebuild the dataset with the accepted "
+                                   "candidates and fine-tune a fresh adapter per mode to generate with")
+    finetune_steps: int = option(0, "optimizer steps of each cycle's fine-tune (0: one epoch)")
+    finetune_accumulation: int = option(0, "micro-batches per fine-tune step (0: the curator's default)")
+    repair_rounds: int = option(0, "repair attempts of a candidate that failed at extract, apply, syntax or "
+                                   "contract, each sending the failure reason back to the generator")
+    retrain_top_k: int = option(0, "after each cycle, re-train its k most accurate valid candidates (0: off)")
+    retrain_epochs: int = option(5, "epochs of that re-training (metric accuracy_long, param long_epochs)")
+    retrain_timeout_s: float = option(7200.0, "wall-clock limit of one candidate's re-training")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.candidates >= 1, "candidates", "must be at least 1"),
+            (self.cycles >= 1, "cycles", "must be at least 1"),
+            (self.baselines >= 1, "baselines", "must be at least 1"),
+            (bool(self.datasets), "datasets", "must name at least one dataset"),
+            (bool(self.modes) and set(self.modes) <= set(MODES), "modes", f"must be a subset of {sorted(MODES)}"),
+            (0.0 <= self.accept_accuracy <= 1.0, "accept_accuracy", "must be within [0, 1]"),
+            (self.epochs >= 1, "epochs", "must be at least 1"),
+            (self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1"),
+            (self.finetune_steps >= 0, "finetune_steps", "must not be negative"),
+            (self.finetune_accumulation >= 0, "finetune_accumulation", "must not be negative"),
+            (self.repair_rounds >= 0, "repair_rounds", "must not be negative"),
+            (self.retrain_top_k >= 0, "retrain_top_k", "must not be negative"),
+            (self.retrain_epochs >= 1, "retrain_epochs", "must be at least 1"),
+            (self.eval_timeout_s > 0, "eval_timeout_s", "must be positive"),
+            (self.retrain_timeout_s > 0, "retrain_timeout_s", "must be positive"),
+        ]
+        for ok, name, problem in checks:
+            if not ok:
+                raise ValueError(f"{name}: {problem} (got {getattr(self, name)!r})")
+        if not self.search_id:
+            self.search_id = time.strftime("s%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def stored_config(params: dict[str, str]) -> dict[str, Any]:
+    """The SearchConfig values a search's parent run recorded (its params), for resuming it as it was."""
+    hints = typing.get_type_hints(SearchConfig)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(SearchConfig):
+        if f.name in params and f.name != "search_id":
+            raw = params[f.name]
+            out[f.name] = ast.literal_eval(raw) if typing.get_origin(hints[f.name]) is list else raw
+    return out

@@ -1,0 +1,79 @@
+"""What the service hands a sandboxed worker: the job and its limits, as job.json in the scratch dir.
+
+    (scratch / JOB_FILE).write_text(job.to_json()); job = Job.from_json(text)
+
+Standard library only: the worker reads it before it imports torch (weak mode leaves the network first).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+UID_BASE = 200_000
+JOB_FILE, STAGE_FILE = "job.json", "stage"
+DATA_FILES = ("train_images", "train_labels", "test_images")  # never the test labels
+
+
+def data_file(name: str) -> str:
+    """File name in the scratch dir of one of DATA_FILES."""
+    return f"{name}.npy"
+
+
+@dataclass
+class SandboxLimits:
+    """Resource limits and layers of one sandboxed worker."""
+
+    memory_mb: int = field(default=4096, metadata={
+        "help": "memory the candidate may add to the worker's own footprint after setup (torch and data "
+                "loaded): RLIMIT_AS on CPU, RLIMIT_DATA on CUDA"})
+    cpu_seconds: int | None = field(default=None, metadata={
+        "help": "CPU-time limit (RLIMIT_CPU); default: threads x wall timeout + 30"})
+    file_mb: int = field(default=64, metadata={
+        "help": "largest file the worker may write, stdout/stderr included (RLIMIT_FSIZE)"})
+    max_processes: int = field(default=64, metadata={
+        "help": "weak mode, root: processes + threads of the worker's own uid (RLIMIT_NPROC); under "
+                "bubblewrap the seccomp filter forbids new processes altogether"})
+    threads: int = field(default=1, metadata={"help": "OMP/MKL/torch intra-op threads of the worker"})
+    gpu_memory_fraction: float | None = field(default=None, metadata={
+        "help": "torch.cuda.set_per_process_memory_fraction for the worker when CUDA is used"})
+    drop_privileges: bool = field(default=True, metadata={
+        "help": "weak mode: when started as root, run the candidate under a fresh unprivileged uid"})
+    audit_hook: bool = field(default=True, metadata={
+        "help": "install the in-worker audit hook (disable only to test the OS-level layers)"})
+    kernel_sandbox: bool = field(default=True, metadata={
+        "help": "run the worker under bubblewrap (+ seccomp) when the host provides it; False: the weak "
+                "mode, a plain subprocess that locks itself down (for comparison and hosts without it)"})
+    scratch_root: str | None = field(default=None, metadata={"help": "parent of per-job scratch dirs"})
+
+
+@dataclass
+class Job:
+    """What the worker needs besides the data files."""
+
+    candidate_id: str
+    code: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    transform: str
+    prm: dict
+    batch: int
+    epochs: int
+    device: str
+    limits: SandboxLimits
+    timeout_s: float
+    bf16: bool = False
+    channels_last: bool = False
+    seed: int = 42
+    uid_base: int = UID_BASE
+    kernel_sandbox: bool = False  # set by the launcher: the worker runs under bubblewrap
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        raw = json.loads(text)
+        raw.update(limits=SandboxLimits(**raw["limits"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]))
+        return cls(**raw)
