@@ -74,8 +74,8 @@ SHIPPED: dict[str, ShippedAdapter] = {
             base_model=DEFAULT_MODEL,
             mode="delta",
             sha256={
-                CONFIG_FILE: "0000000000000000000000000000000000000000000000000000000000000000",
-                WEIGHTS_FILE: "0000000000000000000000000000000000000000000000000000000000000000",
+                CONFIG_FILE: "a9c00d0aeb1f8d61f76cdf78c32ca5bb26fc30522d8ff76e46d5e24be14914b0",
+                WEIGHTS_FILE: "35a04431099bcac75b2ad3a5f3a9db73cebc5169e1bfe9a0c49758ddbbe8b89b",
             },
         ),
     )
