@@ -96,10 +96,13 @@ def pick(index: LemurIndex, n: int, max_size: int, max_prompt_tokens: int, token
     return picked
 
 
-def evaluate(stub, baseline: Baseline, mode: str, answer: str, args, cid: str) -> evaluator_pb2.EvaluateResponse:
+def evaluate(stub, baseline: Baseline, mode: str, answer: str, args, cid: str,
+             reference: bool = False) -> evaluator_pb2.EvaluateResponse:
+    """One candidate through the evaluator; `reference` trains the baseline itself (no baseline to compare)."""
     change = {"diff": answer} if mode == "delta" else {"code": answer}
     return stub.Evaluate(evaluator_pb2.EvaluateRequest(
-        request_id=uuid.uuid4().hex, candidate_id=cid, baseline_code=baseline.code, dataset=baseline.dataset,
+        request_id=uuid.uuid4().hex, candidate_id=cid, baseline_code="" if reference else baseline.code,
+        dataset=baseline.dataset,
         hyperparameters=baseline.hyperparameters, batch=baseline.batch, transform=baseline.transform, epochs=1,
         train_limit=args.train_limit, test_limit=args.test_limit, timeout_s=args.eval_timeout_s, **change),
         timeout=args.eval_timeout_s + 120)
@@ -173,7 +176,7 @@ def main() -> None:
     try:
         reference = {}
         for b in baselines:
-            reply = evaluate(stub, b, "full", b.code, args, f"{b.name}-reference")
+            reply = evaluate(stub, b, "full", b.code, args, f"{b.name}-reference", reference=True)
             reference[b.name] = reply.accuracy if reply.status == VALID else 0.0
             print(f"reference {b.name}: {reference[b.name]:.4f} "
                   f"({'valid' if reply.status == VALID else reply.failure_reason[:120]})", flush=True)

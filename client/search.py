@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import Callable
@@ -206,7 +207,7 @@ class Search:
             log.info("no default adapter on a %s backend: its server loads adapters itself", info.backend)
         out = dict.fromkeys(cfg.modes, "")
         for mode, path in paths.items():
-            name = path.removeprefix(SHIPPED_PREFIX) if path.startswith(SHIPPED_PREFIX) else Path(path).name
+            name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path.removeprefix(SHIPPED_PREFIX)).name)  # peft: no dots
             self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
             log.info("%s candidates are generated with adapter %s (%s)", mode, name, path)
             out[mode] = name

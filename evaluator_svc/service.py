@@ -46,6 +46,13 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def _same_code(a: str, b: str) -> bool:
+    """Equal but for trailing whitespace and blank lines: a candidate that is no new model."""
+    def norm(code: str) -> list[str]:
+        return [line.rstrip() for line in code.splitlines() if line.strip()]
+    return norm(a) == norm(b)
+
+
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     """Evaluates candidates within `slots` concurrent sandboxes; idempotent per request id."""
 
@@ -172,9 +179,12 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         """Extract and apply in the service (text only); returns (code, diff, failure or None)."""
         if req.WhichOneof("change") == "code":
             try:
-                return deltadiff.extract_code(req.code), "", None
+                code = deltadiff.extract_code(req.code)
             except deltadiff.ExtractError as exc:
                 return "", "", EvalResult.failure(Stage.EXTRACT, str(exc))
+            if req.baseline_code and _same_code(code, req.baseline_code):
+                return code, "", EvalResult.failure(Stage.EXTRACT, "the model is the baseline unchanged")
+            return code, "", None
         try:
             diff_text = deltadiff.extract_diff(req.diff)
         except deltadiff.ExtractError as exc:
@@ -183,6 +193,10 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             code = deltadiff.apply_diff(req.baseline_code, diff_text)
         except deltadiff.ApplyError as exc:
             return "", diff_text, EvalResult.failure(Stage.APPLY, str(exc))
+        if _same_code(code, req.baseline_code):
+            return code, diff_text, EvalResult.failure(
+                Stage.APPLY, "the diff changes nothing: its added lines only restore what it removed (or change "
+                "whitespace)")
         return code, deltadiff.make_diff(req.baseline_code, code), None
 
     def _limits(self) -> SandboxLimits:

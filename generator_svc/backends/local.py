@@ -189,7 +189,7 @@ class LocalBackend(Backend):
                     if name in self.model.peft_config:
                         self.model.delete_adapter(name)
                     self.model.load_adapter(path, adapter_name=name)
-            except (OSError, ValueError) as exc:  # missing directory, no adapter_config.json, wrong base
+            except (OSError, ValueError, KeyError) as exc:  # no directory or config, wrong base, bad name
                 raise BackendError(f"cannot load adapter {name!r} from {path}: {exc}") from exc
             self.model.eval()
         log.info("adapter loaded name=%s path=%s seconds=%.2f", name, path, time.monotonic() - start)
