@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import re
@@ -47,10 +48,12 @@ def resolve_device(name: str) -> str:
 
 
 def _same_code(a: str, b: str) -> bool:
-    """Equal but for trailing whitespace and blank lines: a candidate that is no new model."""
-    def norm(code: str) -> list[str]:
-        return [line.rstrip() for line in code.splitlines() if line.strip()]
-    return norm(a) == norm(b)
+    """The same program but for comments and layout (equal ASTs): a candidate that is no new model. Text that
+    does not parse (the syntax stage says why later) is compared without trailing whitespace and blank lines."""
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return [x.rstrip() for x in a.splitlines() if x.strip()] == [x.rstrip() for x in b.splitlines() if x.strip()]
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
@@ -195,8 +198,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             return "", diff_text, EvalResult.failure(Stage.APPLY, str(exc))
         if _same_code(code, req.baseline_code):
             return code, diff_text, EvalResult.failure(
-                Stage.APPLY, "the diff changes nothing: its added lines only restore what it removed (or change "
-                "whitespace)")
+                Stage.APPLY, "the diff changes nothing: its added lines only restore what it removed (up to "
+                "comments and layout)")
         return code, deltadiff.make_diff(req.baseline_code, code), None
 
     def _limits(self) -> SandboxLimits:

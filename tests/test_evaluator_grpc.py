@@ -77,11 +77,12 @@ def test_a_candidate_that_changes_nothing_is_invalid(stub) -> None:
     """A diff whose added lines restore what it removed (what a small tuned model likes to write), or a whole
     model equal to the baseline, is no new model: invalid, not a valid copy of the baseline's accuracy."""
     line = next(x for x in BASE.splitlines() if "self.device = device" in x)
-    noop = f"```diff\n--- a/model.py\n+++ b/model.py\n@@ -1,1 +1,1 @@\n-{line}\n+{line}   \n```"
-    reply = stub.Evaluate(request(diff=noop), timeout=60)
-    assert (reply.status, reply.failure_stage) == (evaluator_pb2.CANDIDATE_STATUS_INVALID,
-                                                    evaluator_pb2.FAILURE_STAGE_APPLY)
-    assert reply.failure_reason.startswith("the diff changes nothing")
+    for added in (f"{line}   ", f"{line}  # wider now", line.replace(" = ", "=")):
+        noop = f"```diff\n--- a/model.py\n+++ b/model.py\n@@ -1,1 +1,1 @@\n-{line}\n+{added}\n```"
+        reply = stub.Evaluate(request(diff=noop), timeout=60)
+        assert (reply.status, reply.failure_stage) == (evaluator_pb2.CANDIDATE_STATUS_INVALID,
+                                                        evaluator_pb2.FAILURE_STAGE_APPLY), added
+        assert reply.failure_reason.startswith("the diff changes nothing")
     reply = stub.Evaluate(request(code=f"```python\n{BASE}\n\n```"), timeout=60)
     assert reply.failure_stage == evaluator_pb2.FAILURE_STAGE_EXTRACT and "baseline unchanged" in reply.failure_reason
     assert stub.Evaluate(request(code=BASE, baseline_code=""), timeout=300).status == \

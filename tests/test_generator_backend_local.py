@@ -141,3 +141,38 @@ def test_dtype_is_applied(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
         assert 0 < gen.output_tokens <= GREEDY.max_new_tokens and gen.text
     finally:
         torch.set_num_threads(threads)
+
+
+def test_no_op_edit_guard_forbids_restoring_the_removed_line() -> None:
+    """A `+` line may not end equal to the `-` line it replaces; any other line, or another content, may."""
+    import torch
+
+    from deltanas import llm
+    from generator_svc.backends.local import NoOpEditGuard
+
+    tokenizer = llm.load_tokenizer("smollm2-135m")
+    prompt = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    guard = NoOpEditGuard(tokenizer, len(prompt), {eos})
+
+    def scores_after(text: str) -> torch.Tensor:
+        ids = torch.tensor([prompt + tokenizer(text, add_special_tokens=False)["input_ids"]])
+        scores = torch.zeros(1, len(tokenizer))
+        scores[0, newline] = 10.0  # the model wants to end the line here
+        return guard(ids, scores.clone())[0]
+
+    hunk = "```diff\n@@ -1,2 +1,2 @@\n-    x = conv(32, 64)\n-    y = 2\n"
+    assert scores_after(hunk + "+    x = conv(32, 64)")[newline] == float("-inf")  # the k=0 pair
+    assert scores_after(hunk + "+    x = conv(32, 64)")[eos] == float("-inf")
+    assert scores_after(hunk + "+    x = conv(32, 64)\n+    y = 2")[newline] == float("-inf")  # the k=1 pair
+    assert scores_after(hunk + "+    x = conv(32, 48)")[newline] == 10.0  # a real change
+    comment_ids = tokenizer(" # wider", add_special_tokens=False)["input_ids"]
+    comment = next(t for t in comment_ids if "#" in tokenizer.decode([t]))
+    ids = torch.tensor([prompt + tokenizer(hunk + "+    x = conv(32, 64)", add_special_tokens=False)["input_ids"]])
+    scores = torch.zeros(1, len(tokenizer))
+    scores[0, comment] = 10.0
+    assert guard(ids, scores)[0, comment] == float("-inf")  # a comment does not make it a change
+    assert scores_after(hunk + "+    x = conv(32, 64)\n+    y = 2\n+    z = 3")[newline] == 10.0  # an addition
+    assert scores_after("```diff\n@@ -1 +1 @@\n     x = conv(32, 64)")[newline] == 10.0  # context
+    assert scores_after("```diff\n--- a/model.py\n+++ b/model.py")[newline] == 10.0  # file headers

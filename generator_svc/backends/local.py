@@ -65,6 +65,8 @@ class LocalOptions:
     threads: int | None = field(
         default=None, metadata={"help": "torch CPU threads for this process (set_num_threads); default: torch's"}
     )
+    forbid_noop_edits: bool = field(default=True, metadata={
+        "help": "never end a diff's added line equal to the removed line it replaces (NoOpEditGuard)"})
     context_length: int | None = field(
         default=None, metadata={"help": "override the model's context length (max_position_embeddings)"}
     )
@@ -104,6 +106,53 @@ class SeededSampler(LogitsProcessor):
         drawn = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)]
         tokens = torch.stack(drawn).to(scores.device)
         return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+
+
+class NoOpEditGuard(LogitsProcessor):
+    """Forbids a diff line that only restores what it removed: the k-th `+` line after a run of `-` lines must not
+    end equal to the k-th of them, nor equal with a comment appended (a no-op edit, which small tuned models like
+    to write and which changes nothing).
+
+    Among the `candidates` best tokens of each row, those that would end the current `+` line (a newline in
+    them) with that content get -inf; the sampler then takes the next best token, so the line gets a real change.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int, eos_ids: set[int], candidates: int = 64) -> None:
+        self.tokenizer, self.prompt_len, self.candidates = tokenizer, prompt_len, candidates
+        self.eos_ids = sorted(eos_ids)
+
+    def _target(self, text: str) -> str | None:
+        """The removed line the current `+` line replaces (without its `-`), if it replaces one."""
+        lines = text.split("\n")
+        if not lines[-1].startswith("+") or lines[-1].startswith("+++"):
+            return None
+        i, added = len(lines) - 2, 0
+        while i >= 0 and lines[i].startswith("+"):
+            i, added = i - 1, added + 1
+        removed = []
+        while i >= 0 and lines[i].startswith("-") and not lines[i].startswith("---"):
+            removed.insert(0, lines[i])
+            i -= 1
+        return removed[added][1:].rstrip() if added < len(removed) else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row in range(input_ids.shape[0]):
+            text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
+            target = self._target(text)
+            if target is None:
+                continue
+            current = text.rsplit("\n", 1)[-1][1:]
+            if not target.startswith(current.rstrip()):
+                continue  # already differs: it cannot end equal
+            complete = current.rstrip() == target
+            if complete:
+                scores[row, self.eos_ids] = float("-inf")  # nor may the answer end here
+            for token in torch.topk(scores[row], min(self.candidates, scores.shape[-1])).indices.tolist():
+                piece = self.tokenizer.decode([token])
+                ends_equal = "\n" in piece and (current + piece.split("\n", 1)[0]).rstrip() == target
+                if ends_equal or (complete and piece.lstrip().startswith("#")):  # nor with a comment added
+                    scores[row, token] = float("-inf")
+        return scores
 
 
 class FinishWatcher(StoppingCriteria):
@@ -271,7 +320,9 @@ class LocalBackend(Backend):
                 eos_token_id=sorted(self.eos_ids),
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-            processors = LogitsProcessorList([] if sampling.greedy else [SeededSampler(sampling, seeds)])
+            guard = [NoOpEditGuard(self.tokenizer, prompt.shape[1], self.eos_ids)]
+            guard = guard if self.options.forbid_noop_edits else []
+            processors = LogitsProcessorList(guard + ([] if sampling.greedy else [SeededSampler(sampling, seeds)]))
             watcher = FinishWatcher(prompt.shape[1], self.eos_ids, sampling.max_new_tokens, on_finish, cancel)
             inputs = prompt.to(self.device).repeat(len(seeds), 1)
             with self._lock, self._use_adapter(adapter), torch.inference_mode():
