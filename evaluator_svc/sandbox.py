@@ -149,9 +149,10 @@ def _bwrap_argv(bwrap: str, scratch: Path, seccomp_fd: int | None, device: str) 
     prefixes = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
     argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
             "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            # the private /tmp first: binds after it stay visible when the venv or the scratch lives under /tmp
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
             *_bind_view([*SYSTEM_VIEW, *prefixes]),
             "--ro-bind", str(PACKAGE_DIR), f"{PACKAGE_MOUNT}/{PACKAGE_DIR.name}",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
             "--bind", str(scratch), str(scratch), "--chdir", str(scratch)]
     for hidden in packaged_data_dirs():
         argv += ["--tmpfs", hidden]
