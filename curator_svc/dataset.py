@@ -2,10 +2,10 @@
 
 From the same pairs (LEMUR pairs plus accepted candidates of earlier cycles) it writes one dataset per
 mode: `delta` (target = the unified diff) and `full` (target = the whole improved model). Filters, each
-counted in the manifest: pairs with a held-out LEMUR model on either side (deltanas.heldout; for an
-accepted candidate, its baseline), empty diffs,
-near-duplicate targets (MinHash-LSH on the diff), examples whose prompt + target exceed `max_tokens` in
-*any* mode (so that both modes train on the same pairs), and a per-dataset cap (a seeded sample). The split
+counted in the manifest: pairs with a held-out LEMUR model on either side (deltanas.heldout; for an accepted
+candidate, its baseline), empty diffs, near-duplicate targets (MinHash-LSH on the diff), examples whose
+prompt + target exceed `max_tokens` in *any* mode (so that both modes train on the same pairs), and a
+per-dataset cap (a seeded sample). The split
 is a hash of each pair's key (stable under adding or removing other pairs). A dataset's id is the short
 sha256 of its JSONL bytes, so identical inputs give the same id and directory:
 
