@@ -206,11 +206,14 @@ class Search:
             paths = {}
             log.info("no default adapter on a %s backend: its server loads adapters itself", info.backend)
         out = dict.fromkeys(cfg.modes, "")
+        loaded: dict[str, str] = {}  # path -> name: one load per adapter, however many modes use it
         for mode, path in paths.items():
-            name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path.removeprefix(SHIPPED_PREFIX)).name)  # peft: no dots
-            self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
-            log.info("%s candidates are generated with adapter %s (%s)", mode, name, path)
-            out[mode] = name
+            if path not in loaded:
+                name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path.removeprefix(SHIPPED_PREFIX)).name)  # peft: no dots
+                self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
+                loaded[path] = name
+            log.info("%s candidates are generated with adapter %s (%s)", mode, loaded[path], path)
+            out[mode] = loaded[path]
         return out
 
     def _finetune(self, cycle: int, mode: str) -> str:
