@@ -92,7 +92,9 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         self._tokenizers: dict[str, object] = {}
         self._novelty: NoveltyIndex | None = None
         self._novelty_lock = threading.Lock()
-        threading.Thread(target=self.novelty, name="novelty-index", daemon=True).start()
+        self._closing = threading.Event()
+        self._novelty_builder = threading.Thread(target=self._build_novelty, name="novelty-index", daemon=True)
+        self._novelty_builder.start()
         self.operations.resume_interrupted(lambda op: self._finetune_job(op.dataset_id, op.params))
 
     def novelty(self) -> NoveltyIndex:
@@ -102,12 +104,27 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                 index = NoveltyIndex(NoveltyConfig(num_perm=self.cfg.num_perm, shingle=self.cfg.shingle_size,
                                                    threshold=self.cfg.novelty_threshold))
                 for model in self.lemur.models():
+                    if self._closing.is_set():
+                        raise RuntimeError("curator is stopping: novelty index not built")
                     index.add(model, self.lemur.code(model))
                 for cid, record in self.candidates.records.items():
                     index.add(cid, record["code"])
                 log.info("novelty index ready: %d models", len(index))
                 self._novelty = index
             return self._novelty
+
+    def _build_novelty(self) -> None:
+        try:
+            self.novelty()
+        except RuntimeError:
+            if not self._closing.is_set():
+                raise
+
+    def close(self) -> None:
+        """Ends background work (the novelty build, running fine-tunes) before the process exits."""
+        self._closing.set()
+        self._novelty_builder.join()
+        self.operations.shutdown()
 
     def probe(self) -> None:
         """Health: the LEMUR index must hold models."""
@@ -300,6 +317,6 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 def build_server(config: CuratorConfig) -> ServiceServer:
     servicer = CuratorServicer(config)
     server = ServiceServer.from_config("curator", config, probe=servicer.probe)
-    server.on_stop(servicer.operations.shutdown)
+    server.on_stop(servicer.close)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

@@ -147,6 +147,7 @@ class ServiceServer:
             raise OSError(f"{name}: cannot bind {address}")
         self.address = f"{host}:{self.port}"
         self._stopped = threading.Event()
+        self._finished = threading.Event()
         self._stop_hooks: list[Callable[[], None]] = []
 
     @classmethod
@@ -217,6 +218,7 @@ class ServiceServer:
         for hook in self._stop_hooks:
             hook()
         log.info("%s stopped", self.name)
+        self._finished.set()
 
     def on_stop(self, hook: Callable[[], None]) -> None:
         """Runs `hook` after the drain, e.g. to end background work that must not outlive the server."""
@@ -227,4 +229,4 @@ class ServiceServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop, daemon=True).start())
         self._server.wait_for_termination()
-        self._stopped.wait()
+        self._finished.wait()  # the stop hooks have run: no thread is left to log while the interpreter exits

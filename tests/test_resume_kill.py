@@ -42,7 +42,9 @@ def test_sigkilled_search_resumes_without_duplicates(tmp_path: Path) -> None:
     first = _cli(uri, "--search-id", SEARCH, env=env)
     try:
         deadline = time.monotonic() + 600  # a guard against a hang, generous for a loaded machine
-        while not _runs(client, f"tags.`{SEARCH_TAG}` = '{SEARCH}' and tags.`deltanas.role` = 'candidate'"):
+        # A finished child run: one killed between create_run and set_terminated is redone, not skipped.
+        while not _runs(client, f"tags.`{SEARCH_TAG}` = '{SEARCH}' and tags.`deltanas.role` = 'candidate' "
+                                "and attributes.status = 'FINISHED'"):
             assert first.poll() is None, f"the search ended before it was killed:\n{first.stdout.read()}"
             assert time.monotonic() < deadline, "no candidate was logged in time"
             time.sleep(0.5)
