@@ -134,6 +134,34 @@ def whitespace_drift(diff: str, rng: random.Random) -> str:
     return _map_rows(diff, edit)
 
 
+def _misquote(line: str, rng: random.Random) -> str:
+    """One slight misquote of a code line, as LLMs write them."""
+    kinds = ["comment"] + (["space after ("] if "(" in line else []) + (["token"] if re.search(r"\d", line) else [])
+    kind = rng.choice(kinds)
+    if kind == "space after (":
+        return line.replace("(", "( ", 1)
+    if kind == "token":
+        return re.sub(r"\d+", lambda m: str(int(m[0]) + 1), line, count=1)
+    return line + "  # unchanged"
+
+
+def misquoted_context(diff: str, rng: random.Random) -> str:
+    """One context line per hunk (one with content) misquoted slightly: a space after "(", a trailing comment,
+    one number changed."""
+    out, hunk = [], []
+    for row in [*diff.split("\n"), "@@"]:
+        if row.startswith("@@"):
+            context = [i for i, r in enumerate(hunk) if r[:1] == " " and r[1:].strip()]
+            if context:
+                i = rng.choice(context)
+                body, cr = _split_cr(hunk[i])
+                hunk[i] = " " + _misquote(body[1:], rng) + cr
+            out += hunk
+            hunk = []
+        hunk.append(row)
+    return "\n".join(out[:-1] if out and out[-1] == "" and not diff.endswith("\n") else out)
+
+
 def crlf(diff: str, rng: random.Random) -> str:
     return diff.replace("\r\n", "\n").replace("\n", "\r\n")
 
@@ -170,6 +198,7 @@ DAMAGES: dict[str, Callable[[str, random.Random], str]] = {
     "blank context unprefixed": bare_blank_context,
     "all context unprefixed": unprefixed_context,
     "whitespace drift": whitespace_drift,
+    "misquoted context": misquoted_context,
     "CRLF": crlf,
     "missing ---/+++": no_headers,
     "fenced + prose": fenced_prose,
@@ -178,14 +207,14 @@ DAMAGES: dict[str, Callable[[str, random.Random], str]] = {
 
 
 def _nowhere(diff: str) -> str:
-    """Edit the middle old line of every hunk so that no hunk fits anywhere."""
+    """Edit the middle old line of every hunk beyond any misquote (a call appended) so that no hunk fits."""
     out, hunk = [], []
     for row in [*diff.split("\n"), "@@"]:
         if row.startswith("@@"):
             olds = [i for i, r in enumerate(hunk) if r[:1] in (" ", "-") and r[1:].strip()]
             if olds:
                 body, cr = _split_cr(hunk[olds[len(olds) // 2]])
-                hunk[olds[len(olds) // 2]] = body + "  # edited elsewhere" + cr
+                hunk[olds[len(olds) // 2]] = body + " + edited_elsewhere(1, 2)" + cr
             out += hunk
             hunk = []
         hunk.append(row)

@@ -97,14 +97,15 @@ def pick(index: LemurIndex, n: int, max_size: int, max_prompt_tokens: int, token
 
 
 def evaluate(stub, baseline: Baseline, mode: str, answer: str, args, cid: str,
-             reference: bool = False) -> evaluator_pb2.EvaluateResponse:
+             reference: bool = False, finish_reason: str = "") -> evaluator_pb2.EvaluateResponse:
     """One candidate through the evaluator; `reference` trains the baseline itself (no baseline to compare)."""
     change = {"diff": answer} if mode == "delta" else {"code": answer}
     return stub.Evaluate(evaluator_pb2.EvaluateRequest(
         request_id=uuid.uuid4().hex, candidate_id=cid, baseline_code="" if reference else baseline.code,
         dataset=baseline.dataset,
         hyperparameters=baseline.hyperparameters, batch=baseline.batch, transform=baseline.transform, epochs=1,
-        train_limit=args.train_limit, test_limit=args.test_limit, timeout_s=args.eval_timeout_s, **change),
+        train_limit=args.train_limit, test_limit=args.test_limit, timeout_s=args.eval_timeout_s,
+        finish_reason=finish_reason, **change),
         timeout=args.eval_timeout_s + 120)
 
 
@@ -188,7 +189,8 @@ def main() -> None:
                 gens = backend.generate(render_messages(mode, b), n=args.candidates, sampling=sampling,
                                         adapter=mode if tuned == "tuned" else None, seeds=seeds)
                 for gen in gens:
-                    reply = evaluate(stub, b, mode, gen.text, args, f"{config}-{b.name}-{gen.index}")
+                    reply = evaluate(stub, b, mode, gen.text, args, f"{config}-{b.name}-{gen.index}",
+                                     finish_reason=gen.finish_reason)
                     valid = reply.status == VALID
                     rows.append(Outcome(
                         config, b.name, gen.index, valid,

@@ -43,6 +43,8 @@ class SearchConfig:
     top_k: int = option(50, "top-k sampling")
     top_p: float = option(0.9, "nucleus sampling")
     max_new_tokens: int = option(1024, "longest LLM answer in tokens")
+    constrained: bool = option(True, "delta mode: decode under a grammar built from the baseline so that every "
+                                     "diff applies (local and openai/vLLM generator backends; tgi refuses it)")
     seed: int = option(0, "base seed; candidate i of a baseline uses a seed derived from it")
     adapter: str = option("", "name of an adapter already loaded on the generator, for every mode (overrides "
                               "adapter_dir)")

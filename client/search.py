@@ -286,7 +286,8 @@ class Search:
             request_id += f"/{slots[0].index}/r{slots[0].attempt}"
         request = generator_pb2.GenerateRequest(
             request_id=request_id, baseline=baseline, mode=MODES[mode], n=n, adapter=adapter, seed=seed,
-            feedback=feedback, sampling=generator_pb2.SamplingParams(
+            feedback=feedback, constrained=cfg.constrained and mode == "delta",
+            sampling=generator_pb2.SamplingParams(
                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
         for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
             slot = slots.get(gen.index)
@@ -297,7 +298,8 @@ class Search:
             change = {"diff": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}
             ev = evaluator_pb2.EvaluateRequest(
                 request_id=f"{cfg.search_id}/{slot.cid}", candidate_id=slot.cid, baseline_code=baseline.code,
-                epochs=cfg.epochs, timeout_s=cfg.eval_timeout_s, **_training(baseline, cfg), **change)
+                epochs=cfg.epochs, timeout_s=cfg.eval_timeout_s, finish_reason=gen.finish_reason,
+                **_training(baseline, cfg), **change)
             ctx = {"cycle": cycle, "slot": slot, "baseline": baseline, "mode": mode, "gen": gen, "adapter": adapter}
             self._pending.append((pool.submit(ev), ctx))
             self._log_evaluated()
@@ -336,7 +338,7 @@ class Search:
                    "prompt_tokens": gen.prompt_tokens, "output_tokens": gen.output_tokens,
                    "output_lines": gen.output_lines, "diff_lines": ev.diff_lines, "generation_s": gen.latency_s,
                    "tokens_per_second": gen.tokens_per_second, "evaluation_s": ev.duration_s,
-                   "novelty_jaccard": jaccard, "accepted": float(accepted),
+                   "novelty_jaccard": jaccard, "accepted": float(accepted), "forced_tokens": gen.forced_tokens,
                    **{f"eval_{k}": v for k, v in ev.metrics.items()}}
         params = {"baseline": baseline.name, "dataset": baseline.dataset, "mode": mode, "model": self._model,
                   "adapter": ctx["adapter"] or "base", "cycle": cycle, "index": slot.index, "seed": gen.seed,
@@ -344,7 +346,8 @@ class Search:
                   **({"repaired_from": slot.repaired_from} if slot.repaired_from else {}),
                   **{f"hp_{k}": v for k, v in baseline.hyperparameters.items()}}
         tags = {"status": res.status, "failure_stage": stage or "none", "mode": mode, "dataset": baseline.dataset,
-                "nearest_model": nearest, "attempt": str(slot.attempt),
+                "nearest_model": nearest, "attempt": str(slot.attempt), "finish_reason": gen.finish_reason,
+                "constrained": str(cfg.constrained and mode == "delta").lower(),
                 **({"failure_reason": ev.failure_reason[:1000]} if not valid else {})}
         artifacts = {RAW_OUTPUT_FILE: gen.raw_text, DIFF_FILE: ev.applied_diff, CODE_FILE: ev.patched_code,
                      FAILURE_FILE: f"{stage}: {ev.failure_reason}\n\n{ev.logs}" if not valid else ""}

@@ -10,6 +10,7 @@ Benchmark against GNU patch: `.venv/bin/python bench/bench_apply.py`.
 from deltadiff.apply import apply_diff
 from deltadiff.errors import ApplyError, DiffError, ExtractError
 from deltadiff.extract import extract_code, extract_diff
+from deltadiff.grammar import diff_grammar
 from deltadiff.make import make_diff
 from deltadiff.measure import DiffStats, measure
 from deltadiff.normalize import normalize_diff
@@ -20,6 +21,7 @@ __all__ = [
     "DiffStats",
     "ExtractError",
     "apply_diff",
+    "diff_grammar",
     "extract_code",
     "extract_diff",
     "make_diff",

@@ -44,6 +44,7 @@ def apply_well_formed(base: str, diff_text: str) -> str:
     return SourceText(out, final_eol, source.newline).render()
 
 
-def apply_diff(base: str, diff_text: str) -> str:
-    """Apply a possibly damaged diff (see deltadiff.lenient) to base; raises ApplyError(reason)."""
-    return apply_well_formed(base, normalize_diff(base, diff_text))
+def apply_diff(base: str, diff_text: str, notes: list[str] | None = None) -> str:
+    """Apply a possibly damaged diff (see deltadiff.lenient) to base; raises ApplyError(reason). `notes` (if
+    given) receives the fuzz used for each hunk that was not found exactly (deltadiff.locate)."""
+    return apply_well_formed(base, normalize_diff(base, diff_text, notes))

@@ -8,8 +8,15 @@ or the diff's line numbers are trustworthy (stated on every hunk, counts agreein
 old/new starts consistent, every uniquely found hunk sitting exactly at its stated line) and the block
 matches exactly at its stated line. A hunk with no old lines (pure addition without context) is placed by
 its trusted line number or refused. Hunks must come in file order and must not overlap.
+
+Last comes misquoted context: a hunk found nowhere is placed where its removed lines match but for whitespace
+and each context line either matches so or is *similar* to the file's (equal but for whitespace, a
+trailing comment added or dropped, or one token changed, added or dropped), if at least as many of its lines
+match as are similar, one of the matching lines has content, and that place is the only one. The file's own
+context lines are kept. Each placement says which fuzz it used (`Placement.fuzz`).
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +29,31 @@ LEVELS: tuple[tuple[str, Key], ...] = (
     ("trailing whitespace stripped", str.rstrip),
     ("whitespace normalized", lambda line: " ".join(line.split())),
 )
+MISQUOTED = len(LEVELS)  # the level after LEVELS: misquoted context lines
+LEVEL_NAMES = (*(name for name, _ in LEVELS), "context lines misquoted")
+_TOKEN = re.compile(r"\w+|\S")
+
+
+def _squash(line: str) -> str:
+    """The line without any whitespace: equal squashed lines differ in whitespace only."""
+    return "".join(line.split())
+
+
+def _tokens(line: str) -> list[str]:
+    """Code tokens of a line without its trailing comment (a crude cut: a '#' in a string cuts both sides)."""
+    return _TOKEN.findall(line.split("#", 1)[0])
+
+
+def similar(quoted: str, actual: str) -> bool:
+    """A context line quoted slightly wrong: the same tokens but for a trailing comment, or one token changed,
+    added or dropped."""
+    a, b = _tokens(quoted), _tokens(actual)
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    if abs(len(a) - len(b)) != 1:
+        return False
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return any(longer[:i] + longer[i + 1 :] == shorter for i in range(len(longer)))
 
 
 @dataclass(frozen=True)
@@ -31,6 +63,7 @@ class Placement:
     hunk: RawHunk
     pos: int
     lines: list[tuple[str, str]]
+    fuzz: str = ""  # how it was found when not exactly: a comparison level, or the misquoted context lines
 
     @property
     def old_len(self) -> int:
@@ -69,6 +102,24 @@ class _Index:
     def matches_at(self, block: list[str], pos: int) -> bool:
         return self.keyed[0][pos : pos + len(block)] == block
 
+    def misquoted(self, old: list[tuple[str, str]]) -> list[int]:
+        """Places where `old` (tag, text) fits with misquoted context lines (see the module doc)."""
+        base, squashed = self.keyed[0], [_squash(line) for line in self.keyed[0]]
+        found = []
+        for pos in range(self.size - len(old) + 1):
+            matching, fuzzy, content = 0, 0, False
+            for i, (tag, text) in enumerate(old):
+                if _squash(text) == squashed[pos + i]:
+                    matching, content = matching + 1, content or bool(squashed[pos + i])
+                elif tag == " " and similar(text, base[pos + i]):
+                    fuzzy += 1
+                else:
+                    break
+            else:
+                if content and matching >= fuzzy:
+                    found.append(pos)
+        return found
+
 
 def _stated_pos(start: int | None, count: int | None) -> int | None:
     """0-based index a stated range begins at (an empty range names the line before it)."""
@@ -89,7 +140,22 @@ def _search(hunk: RawHunk, index: _Index) -> _Search | None:
             found = index.matches(block, level)
             if found:
                 return _Search(hunk, lines, found, level)
+    for lines in variants:
+        found = index.misquoted([(tag, text) for tag, text in lines if tag != "+"])
+        if found:
+            return _Search(hunk, lines, found, MISQUOTED)
     return None
+
+
+def _fuzz(search: _Search, pos: int, base: list[str]) -> str:
+    if search.level == 0:
+        return ""
+    if search.level < MISQUOTED:
+        return f"hunk {search.hunk.number}: {LEVEL_NAMES[search.level]}"
+    old = [(tag, text) for tag, text in search.lines if tag != "+"]
+    lines = [f"line {pos + i + 1} quoted {_excerpt(text)}, the file has {_excerpt(base[pos + i])}"
+             for i, (_, text) in enumerate(old) if text != base[pos + i]]
+    return f"hunk {search.hunk.number}: {LEVEL_NAMES[search.level]}: " + "; ".join(lines)
 
 
 def _counts_agree(hunk: RawHunk, lines: list[tuple[str, str]]) -> bool:
@@ -149,7 +215,8 @@ def place_hunks(hunks: list[RawHunk], base: list[str]) -> list[Placement]:
     for search, high in zip(searches, reversed(next_unique), strict=True):
         hunk = search.hunk
         low = placements[-1].pos + placements[-1].old_len if placements else 0
-        placement = Placement(hunk, _choose(search, index, trusted, (low, high)), search.lines)
+        pos = _choose(search, index, trusted, (low, high))
+        placement = Placement(hunk, pos, search.lines, _fuzz(search, pos, base))
         if placements:
             before = placements[-1]
             if placement.pos < before.pos + before.old_len:
@@ -166,7 +233,7 @@ def _choose(search: _Search, index: _Index, trusted: bool, window: tuple[int, in
     hunk = search.hunk
     block = hunk.old_lines(search.lines)
     between = [pos for pos in search.matches if window[0] <= pos and pos + len(block) <= window[1]]
-    if len(search.matches) == 1 or len(between) == 1:
+    if len(search.matches) == 1 or (len(between) == 1 and search.level != MISQUOTED):
         return (between or search.matches)[0]
     stated = _stated_pos(hunk.old_start, hunk.old_count)
     if trusted and stated is not None and 0 <= stated <= index.size and index.matches_at(block, stated):
@@ -176,5 +243,5 @@ def _choose(search: _Search, index: _Index, trusted: bool, window: tuple[int, in
         raise ApplyError(f"hunk {where} adds lines without context and its line numbers cannot be trusted")
     lines = ", ".join(str(pos + 1) for pos in search.matches[:5])
     raise ApplyError(
-        f"hunk {where} is ambiguous: its old lines match at lines {lines} ({LEVELS[search.level][0]})"
+        f"hunk {where} is ambiguous: its old lines match at lines {lines} ({LEVEL_NAMES[search.level]})"
     )

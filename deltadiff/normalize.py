@@ -57,14 +57,17 @@ def _split_marked_context(lines: Lines, old_eol: bool, new_eol: bool) -> Lines:
     return out
 
 
-def normalize_diff(base: str, text: str) -> str:
-    """A well-formed unified diff equivalent to text for base; raises ApplyError when none is certain."""
+def normalize_diff(base: str, text: str, notes: list[str] | None = None) -> str:
+    """A well-formed unified diff equivalent to text for base; raises ApplyError when none is certain.
+    `notes` (if given) receives one line per hunk that was not found exactly: the fuzz used to place it."""
     raw = parse_lenient(text)
     source = SourceText.parse(base)
     path = raw.path or "model.py"
     rows = [f"--- a/{path}", f"+++ b/{path}"]
     shift = 0
     for placement in place_hunks(raw.hunks, source.lines):
+        if notes is not None and placement.fuzz:
+            notes.append(placement.fuzz)
         hunk_rows, change = _emit_hunk(placement, source, shift)
         rows += hunk_rows
         shift += change

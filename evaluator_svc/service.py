@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import re
@@ -18,14 +17,16 @@ import torch
 
 import deltadiff
 from deltanas.errors import FailedPrecondition, InvalidArgument, require
+from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
 from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
 from evaluator_svc.job import SandboxLimits
+from evaluator_svc.patching import patch_candidate
 from evaluator_svc.pipeline import evaluate_code
 from evaluator_svc.sandbox import host_layers, missing_layers
-from evaluator_svc.stages import EvalResult, Stage, printable
+from evaluator_svc.stages import EvalResult, printable
 from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger("deltanas.evaluator")
@@ -35,6 +36,7 @@ MAX_REQUEST_ID_CHARS = 256
 CANDIDATE_ID = re.compile(r"[A-Za-z0-9._:/@+-]{0,128}")
 MAX_NAME_CHARS = 64  # transform and hyperparameter names
 MAX_HYPERPARAMETERS = 64
+FINISH_REASONS = ("", FINISH_STOP, FINISH_LENGTH)  # "" = not known (a client that does not say)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -45,15 +47,6 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def _same_code(a: str, b: str) -> bool:
-    """The same program but for comments and layout (equal ASTs): a candidate that is no new model. Text that
-    does not parse (the syntax stage says why later) is compared without trailing whitespace and blank lines."""
-    try:
-        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return [x.rstrip() for x in a.splitlines() if x.strip()] == [x.rstrip() for x in b.splitlines() if x.strip()]
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
@@ -90,6 +83,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 parse_transform(req.transform, spec.mean, spec.std)
             except (KeyError, ValueError) as exc:
                 raise InvalidArgument("transform", str(exc)) from exc
+        require(req.finish_reason in FINISH_REASONS, "finish_reason",
+                f"must be one of {', '.join(map(repr, FINISH_REASONS))}, got {req.finish_reason[:40]!r}")
         require(req.train_limit >= 0, "train_limit", "must not be negative")
         require(req.test_limit >= 0, "test_limit", "must not be negative")
         require(0 <= req.timeout_s <= self.cfg.max_timeout_s, "timeout_s",
@@ -141,7 +136,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def _evaluate(self, req: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
         start = time.perf_counter()
         cid = req.candidate_id or printable(req.request_id) or "-"
-        code, diff_text, result = self._patched_code(req)
+        kind = req.WhichOneof("change")
+        patched = patch_candidate(kind, getattr(req, kind), req.baseline_code, req.finish_reason)
+        code, diff_text, result = patched.code, patched.diff, patched.failure
         if result is None:
             with self._slots:
                 with self._lock:
@@ -177,30 +174,6 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 channels_last=self.cfg.channels_last, static_checks=self.cfg.python_guards)
         except FileNotFoundError as exc:
             raise FailedPrecondition(f"dataset: {exc}") from exc
-
-    def _patched_code(self, req: evaluator_pb2.EvaluateRequest) -> tuple[str, str, EvalResult | None]:
-        """Extract and apply in the service (text only); returns (code, diff, failure or None)."""
-        if req.WhichOneof("change") == "code":
-            try:
-                code = deltadiff.extract_code(req.code)
-            except deltadiff.ExtractError as exc:
-                return "", "", EvalResult.failure(Stage.EXTRACT, str(exc))
-            if req.baseline_code and _same_code(code, req.baseline_code):
-                return code, "", EvalResult.failure(Stage.EXTRACT, "the model is the baseline unchanged")
-            return code, "", None
-        try:
-            diff_text = deltadiff.extract_diff(req.diff)
-        except deltadiff.ExtractError as exc:
-            return "", "", EvalResult.failure(Stage.EXTRACT, str(exc))
-        try:
-            code = deltadiff.apply_diff(req.baseline_code, diff_text)
-        except deltadiff.ApplyError as exc:
-            return "", diff_text, EvalResult.failure(Stage.APPLY, str(exc))
-        if _same_code(code, req.baseline_code):
-            return code, diff_text, EvalResult.failure(
-                Stage.APPLY, "the diff changes nothing: its added lines only restore what it removed (up to "
-                "comments and layout)")
-        return code, deltadiff.make_diff(req.baseline_code, code), None
 
     def _limits(self) -> SandboxLimits:
         fraction = self.cfg.gpu_memory_fraction or 1.0 / self.cfg.slots

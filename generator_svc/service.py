@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import deltadiff
+from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
@@ -22,7 +23,9 @@ from generator_svc.backends.base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    Constraint,
     Generation,
+    GrammarRefused,
     PromptTooLong,
     Sampling,
     UnknownAdapter,
@@ -74,6 +77,8 @@ def backend_errors() -> Iterator[None]:
         raise NotFound(f"adapter: {exc}") from exc
     except PromptTooLong as exc:
         raise InvalidArgument("baseline.code", str(exc)) from exc
+    except GrammarRefused as exc:
+        raise InvalidArgument("constrained", str(exc)) from exc
     except BackendUnavailable as exc:
         raise Unavailable(str(exc)) from exc
 
@@ -104,21 +109,26 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         messages = render_messages(mode, baseline, request.feedback or None)
         seeds = [request.seed + i for i in range(request.n)]
         adapter = request.adapter or None
+        require(not request.constrained or mode == "delta", "constrained", "only delta mode has a grammar")
+        constraint = Constraint(diff_grammar(baseline.code), close=FENCE_CLOSE) if request.constrained else None
         log.info(
-            "request %s: %d %s candidate(s) for %s (adapter %s)",
+            "request %s: %d %s candidate(s) for %s (adapter %s, %s)",
             request.request_id or "-",
             request.n,
             mode,
             baseline.name,
             adapter or "none",
+            "constrained" if constraint else "free",
         )
         with backend_errors():
-            for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds):
+            for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds,
+                                             constraint=constraint):
                 reply = self._response(mode, baseline, gen, adapter)
                 log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
-                         "tokens_per_s=%.1f finish=%s extracted=%s", request.request_id or "-", gen.index,
-                         reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
-                         reply.tokens_per_second, gen.finish_reason, "yes" if reply.extracted else "no")
+                         "tokens_per_s=%.1f forced_tokens=%d finish=%s extracted=%s", request.request_id or "-",
+                         gen.index, reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
+                         reply.tokens_per_second, gen.forced_tokens, gen.finish_reason,
+                         "yes" if reply.extracted else "no")
                 yield reply
 
     def _response(
@@ -138,6 +148,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             tokens_per_second=gen.output_tokens / gen.latency_s if gen.latency_s > 0 else 0.0,
             model=self.backend.info().model,
             adapter=adapter or "",
+            finish_reason=gen.finish_reason,
+            forced_tokens=gen.forced_tokens,
         )
 
     def ListAdapters(self, request, context) -> generator_pb2.ListAdaptersResponse:

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from bench.apply_corpus import DAMAGES
-from deltadiff import apply_diff, extract_diff, make_diff, normalize_diff
+from deltadiff import ApplyError, apply_diff, extract_diff, make_diff, normalize_diff
 
 BASE = """import torch
 import torch.nn as nn
@@ -45,6 +45,36 @@ KERNEL_TARGET = BASE.replace("kernel_size=3)", "kernel_size=5, padding=2)")
 def test_corpus_damage_kind_applies_exactly(kind: str) -> None:
     damaged = DAMAGES[kind](DIFF, random.Random(kind))
     assert apply_diff(BASE, extract_diff(damaged)) == TARGET
+
+
+@pytest.mark.parametrize("quoted", [
+    "         super( ).__init__()",  # a space added inside
+    "         super().__init__()  # as before",  # a trailing comment added
+    "         super().__init__(self)",  # one token added
+])
+def test_a_misquoted_context_line_is_placed_by_the_other_lines_and_reported(quoted: str) -> None:
+    notes: list[str] = []
+    diff = CHANGE_KERNEL.replace("         super().__init__()", quoted)
+    assert apply_diff(BASE, diff, notes) == KERNEL_TARGET  # the file's own context line is kept
+    assert notes == [f"hunk 1: context lines misquoted: line 7 quoted {quoted[1:]!r}, the file has "
+                     "'        super().__init__()'"]
+
+
+def test_a_removed_line_may_differ_in_whitespace_only() -> None:
+    spaced = CHANGE_KERNEL.replace("-        self.conv = nn.Conv2d(3, 32", "-        self.conv = nn.Conv2d( 3,32")
+    assert apply_diff(BASE, spaced) == KERNEL_TARGET
+    commented = CHANGE_KERNEL.replace("kernel_size=3)\n+", "kernel_size=3)  # old\n+")
+    with pytest.raises(ApplyError, match="match nowhere"):
+        apply_diff(BASE, commented)
+
+
+def test_a_misquoted_context_line_that_fits_two_places_is_refused() -> None:
+    twice = BASE.replace("    def forward(self, x):", "    def other(self):\n        super().__init__()\n"
+                         "        self.conv = nn.Conv2d(3, 32, kernel_size=3)\n\n    def forward(self, x):")
+    diff = "@@ -7,2 +7,2 @@\n         super( ).__init__()\n-        self.conv = nn.Conv2d(3, 32, kernel_size=3)\n" \
+           "+        self.conv = nn.Conv2d(3, 32, kernel_size=5, padding=2)\n"
+    with pytest.raises(ApplyError, match=r"ambiguous.*context lines misquoted"):
+        apply_diff(twice, diff)
 
 
 def test_shifted_line_numbers() -> None:

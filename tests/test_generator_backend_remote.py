@@ -19,11 +19,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import free_port
 
+import deltadiff
 from deltanas import llm
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from generator_svc.backends import (
     BackendError,
     BackendUnavailable,
+    Constraint,
+    GrammarRefused,
     PromptTooLong,
     Sampling,
     UnknownAdapter,
@@ -73,6 +76,8 @@ class FakeServer(BaseHTTPRequestHandler):
             self._reply({"count": 20, "max_model_len": CONTEXT})
         elif self.path == "/v1/chat/completions":
             text = f"model={body['model']} seed={body['seed']}"
+            if "structured_outputs" in body:  # the grammar as vLLM receives it
+                text = f"grammar={body['structured_outputs']['grammar']}"
             usage = {"prompt_tokens": 20, "completion_tokens": 5}
             self._reply({"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": usage})
         elif self.path in ("/", "/generate"):
@@ -130,6 +135,36 @@ def test_openai_backend_adapters_seeds_and_errors(server: str) -> None:
     assert (gens[0].prompt_tokens, gens[0].output_tokens) == (20, 5)
     with pytest.raises(PromptTooLong):
         backend.generate(MESSAGES, n=1, sampling=Sampling(max_new_tokens=CONTEXT), adapter=None, seeds=[0])
+
+
+def test_openai_backend_sends_the_grammar_as_vllm_structured_outputs(server: str) -> None:
+    backend = create_backend("openai", url=server)
+    grammar = deltadiff.diff_grammar("import torch\n")
+    (gen,) = backend.generate(MESSAGES, n=1, sampling=Sampling(), adapter=None, seeds=[0],
+                              constraint=Constraint(grammar, close="```"))
+    assert gen.text == f"grammar={grammar}"
+    (free,) = backend.generate(MESSAGES, n=1, sampling=Sampling(), adapter=None, seeds=[0])
+    assert free.text == "model=base seed=0"
+
+
+def test_tgi_backend_refuses_a_grammar_and_the_service_says_invalid_argument(server: str, deltanas_home: None) -> None:
+    backend = create_backend("tgi", url=server, model="smollm2-135m")
+    with pytest.raises(GrammarRefused, match="the tgi backend takes only a regex"):
+        backend.generate(MESSAGES, n=1, sampling=Sampling(), adapter=None, seeds=[0],
+                         constraint=Constraint("root ::= \"x\""))
+    config = GeneratorConfig(port=free_port(), backend="tgi", url=server, model="smollm2-135m")
+    gen_server = build_server(config).start()
+    try:
+        with grpc.insecure_channel(gen_server.address) as channel:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            baseline = common_pb2.Baseline(name="m", dataset="mnist", code="import torch\n")
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Generate(generator_pb2.GenerateRequest(baseline=baseline, mode=common_pb2.MODE_DELTA, n=1,
+                                                                 constrained=True), timeout=60))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("constrained: the tgi backend"), err.value.details()
+    finally:
+        gen_server.stop(0)
 
 
 def test_openai_context_from_tokenize_when_models_omit_it(server: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ import grpc
 import pytest
 from test_evaluator_grpc import BASE, MODEL
 
+import deltadiff
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 
@@ -35,8 +36,23 @@ def test_generate_streams_n_candidates_with_token_accounting(stub) -> None:
         assert r.latency_s > 0 and r.tokens_per_second > 0
         assert r.model and r.adapter == ""
         assert bool(r.extracted) != bool(r.extract_error)
+        assert r.finish_reason in ("stop", "length") and r.forced_tokens == 0
     again = {r.index: r.raw_text for r in stub.Generate(request(), timeout=300)}
     assert again == {r.index: r.raw_text for r in replies}  # per-candidate seeds make it reproducible
+
+
+def test_constrained_delta_answers_all_apply_to_their_baseline(stub) -> None:
+    """The untuned SmolLM2 writes prose when free; under the baseline's grammar every answer is a diff that applies,
+    also those that reach max_new_tokens (closed at a line end before the limit), and forced text is counted."""
+    replies = list(stub.Generate(request(n=3, constrained=True, seed=3,
+                                         sampling=generator_pb2.SamplingParams(max_new_tokens=64)), timeout=600))
+    assert len(replies) == 3
+    for r in replies:
+        code = deltadiff.apply_diff(BASE, deltadiff.extract_diff(r.raw_text))
+        assert code != BASE and r.raw_text.startswith("```diff\n--- a/model.py\n+++ b/model.py\n@@ -")
+        assert r.raw_text.endswith("```") and r.extracted
+        assert 0 < r.forced_tokens < r.output_tokens <= 64
+        assert r.finish_reason in ("stop", "length")
 
 
 def test_full_mode_uses_its_own_template(stub) -> None:
@@ -51,6 +67,7 @@ def test_full_mode_uses_its_own_template(stub) -> None:
     ({"sampling": generator_pb2.SamplingParams(max_new_tokens=60_000)}, "sampling.max_new_tokens"),
     ({"sampling": generator_pb2.SamplingParams(top_p=1.5)}, "sampling.top_p"),
     ({"sampling": generator_pb2.SamplingParams(max_new_tokens=40_000)}, "baseline.code"),  # prompt + 40k > context
+    ({"mode": common_pb2.MODE_FULL, "constrained": True}, "constrained"),  # only delta mode has a grammar
 ])
 def test_bad_input_is_invalid_argument_naming_the_field(stub, overrides: dict, field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:

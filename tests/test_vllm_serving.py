@@ -26,6 +26,7 @@ from curator_svc.pairing import PairingConfig, pair_baselines
 from deltanas import llm
 from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from evaluator_svc.patching import patch_candidate
 from generator_svc.backends import Sampling, UnknownAdapter, create_backend
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import baseline_from_proto, build_server
@@ -156,6 +157,27 @@ def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer,
 
     with pytest.raises(UnknownAdapter, match="'cycle9'"):
         backend.generate(messages, n=1, sampling=GREEDY, adapter="cycle9", seeds=[0])
+
+
+def test_constrained_answers_from_vllm_all_apply(vllm: VllmServer, baseline) -> None:
+    """vLLM decodes under the baseline's diff grammar (structured_outputs, its xgrammar backend): the untuned SmolLM2
+    then writes only diffs that fit; an answer cut at max_tokens applies once the evaluator drops its cut line."""
+    server = build_server(GeneratorConfig(backend="openai", url=vllm.url, model=MODEL, port=0)).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            request = generator_pb2.GenerateRequest(
+                request_id="vllm-constrained", baseline=baseline, mode=common_pb2.MODE_DELTA, n=4, seed=5,
+                constrained=True, sampling=generator_pb2.SamplingParams(max_new_tokens=96, temperature=0.7))
+            replies = list(stub.Generate(request, timeout=600))
+    finally:
+        server.stop(0)
+    assert len(replies) == 4
+    for r in replies:
+        assert r.raw_text.startswith("```diff\n--- a/model.py\n+++ b/model.py\n@@ -"), r.raw_text
+        patched = patch_candidate("diff", r.raw_text, baseline.code, r.finish_reason)
+        assert patched.failure is None, f"{r.finish_reason}: {patched.failure.failure_reason}\n{r.raw_text}"
+        assert patched.code != baseline.code and patched.diff
 
 
 def test_generator_service_over_vllm(vllm: VllmServer, baseline, adapter_dir: Path) -> None:

@@ -40,7 +40,7 @@ CANDIDATE_STATUS_VALID: CandidateStatus
 CANDIDATE_STATUS_INVALID: CandidateStatus
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("request_id", "candidate_id", "baseline_code", "diff", "code", "dataset", "hyperparameters", "batch", "transform", "epochs", "train_limit", "test_limit", "timeout_s")
+    __slots__ = ("request_id", "candidate_id", "baseline_code", "diff", "code", "dataset", "hyperparameters", "batch", "transform", "epochs", "train_limit", "test_limit", "timeout_s", "finish_reason")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class EvaluateRequest(_message.Message):
     TRAIN_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TEST_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidate_id: str
     baseline_code: str
@@ -74,7 +75,8 @@ class EvaluateRequest(_message.Message):
     train_limit: int
     test_limit: int
     timeout_s: float
-    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., diff: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    finish_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., diff: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("candidate_id", "status", "failure_stage", "failure_reason", "accuracy", "patched_code", "applied_diff", "diff_lines", "duration_s", "metrics", "logs", "worker")

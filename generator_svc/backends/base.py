@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
+from deltanas.prompts import FINISH_STOP
+
 T = TypeVar("T")
 Messages = Sequence[dict[str, str]]
 
-FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
 
 
 class BackendError(RuntimeError):
@@ -41,6 +41,10 @@ class PromptTooLong(BackendError):
     def __init__(self, tokens: int, limit: int) -> None:
         super().__init__(f"prompt has {tokens} tokens; at most {limit} fit with the requested max_new_tokens")
         self.tokens, self.limit = tokens, limit
+
+
+class GrammarRefused(BackendError):
+    """The backend cannot decode under the given grammar (it takes none, or refuses this one)."""
 
 
 class BackendUnavailable(BackendError):
@@ -66,6 +70,16 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """A grammar for constrained decoding."""
+
+    grammar: str = field(metadata={"help": "EBNF, xgrammar/GBNF dialect (e.g. deltadiff.diff_grammar)"})
+    close: str = field(default="", metadata={
+        "help": "text that ends an answer wherever the grammar allows it (a diff's closing fence): the local backend "
+                "appends it when max_new_tokens is nearly spent, so that a cut answer still parses"})
+
+
+@dataclass(frozen=True)
 class Generation:
     """One finished candidate. ``output_tokens`` counts generated tokens including the end-of-turn token."""
 
@@ -76,6 +90,7 @@ class Generation:
     output_tokens: int
     latency_s: float
     finish_reason: str = FINISH_STOP
+    forced_tokens: int = 0  # of output_tokens, those a grammar forced (appended without sampling)
 
 
 @dataclass(frozen=True)
@@ -93,10 +108,12 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(
-        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
+        constraint: Constraint | None = None,
     ) -> Iterator[Generation]:
-        """Candidates in the order they finish. Request errors (UnknownAdapter, PromptTooLong) are raised
-        by this call itself, before any iteration; ``seeds`` has one seed per candidate."""
+        """Candidates in the order they finish. Request errors (UnknownAdapter, PromptTooLong, GrammarRefused) are
+        raised by this call itself, before any iteration; ``seeds`` has one seed per candidate. ``constraint``:
+        the grammar every answer must follow."""
 
     @abstractmethod
     def list_adapters(self) -> list[str]: ...

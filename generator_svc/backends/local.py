@@ -31,13 +31,13 @@ from transformers import (
 
 from deltanas import llm
 from deltanas.adapters import AdapterError, resolve_adapter
+from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
-    FINISH_LENGTH,
-    FINISH_STOP,
     Backend,
     BackendError,
     BackendInfo,
     BackendUnavailable,
+    Constraint,
     Generation,
     Messages,
     Sampling,
@@ -45,6 +45,7 @@ from generator_svc.backends.base import (
     check_fits,
     check_request,
 )
+from generator_svc.backends.grammar_decoding import GrammarDecoder
 
 log = logging.getLogger("generator_svc.backends.local")
 
@@ -206,6 +207,7 @@ class LocalBackend(Backend):
         eos = self.base.generation_config.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._lock = threading.Lock()
+        self._grammar_decoder: GrammarDecoder | None = None
         for name, path in self.options.adapters.items():
             self.load_adapter(name, path)
         log.info(
@@ -265,17 +267,28 @@ class LocalBackend(Backend):
         return int(self._encode(messages).shape[1])
 
     def generate(
-        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
+        constraint: Constraint | None = None,
     ) -> Iterator[Generation]:
         check_request(n, seeds)
         if adapter is not None and adapter not in self.list_adapters():
             raise UnknownAdapter(adapter, self.list_adapters())
         prompt = self._encode(messages)
         check_fits(prompt.shape[1], sampling, self.context_length)
-        return self._stream(prompt, sampling, adapter, list(seeds))
+        if constraint is not None:
+            self.grammar_decoder().compile(constraint.grammar)  # a refused grammar fails here, not in the stream
+        return self._stream(prompt, sampling, adapter, list(seeds), constraint)
+
+    def grammar_decoder(self) -> GrammarDecoder:
+        """The xgrammar decoder (created on first use: it reads the whole vocabulary once)."""
+        if self._grammar_decoder is None:
+            self._grammar_decoder = GrammarDecoder(self.base, self.tokenizer, self.eos_ids,
+                                                   threads=self.options.threads or 2)
+        return self._grammar_decoder
 
     def _stream(
-        self, prompt: torch.Tensor, sampling: Sampling, adapter: str | None, seeds: list[int]
+        self, prompt: torch.Tensor, sampling: Sampling, adapter: str | None, seeds: list[int],
+        constraint: Constraint | None,
     ) -> Iterator[Generation]:
         start = time.monotonic()
         for offset in range(0, len(seeds), self.options.max_batch):
@@ -284,7 +297,7 @@ class LocalBackend(Backend):
             cancel = threading.Event()
             worker = threading.Thread(
                 target=self._run_batch,
-                args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel),
+                args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel, constraint),
                 daemon=True,
             )
             worker.start()
@@ -292,8 +305,8 @@ class LocalBackend(Backend):
                 while (item := results.get()) is not _DONE:
                     if isinstance(item, BaseException):
                         raise item
-                    index, ids, reason = item
-                    yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start)
+                    index, ids, reason, forced = item
+                    yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
             finally:  # also when the consumer stops early: end the decoding instead of leaving it running
                 cancel.set()
                 worker.join()
@@ -307,13 +320,22 @@ class LocalBackend(Backend):
         offset: int,
         results: queue.Queue[Any],
         cancel: threading.Event,
+        constraint: Constraint | None,
     ) -> None:
         """Decode one batch, putting ``(index, token ids, finish reason)`` on ``results`` as rows end."""
 
-        def on_finish(row: int, ids: list[int], reason: str) -> None:
-            results.put((offset + row, ids, reason))
+        def on_finish(row: int, ids: list[int], reason: str, forced: int = 0) -> None:
+            results.put((offset + row, ids, reason, forced))
 
         try:
+            if constraint is not None:
+                guard = [NoOpEditGuard(self.tokenizer, 0, self.eos_ids)] if self.options.forbid_noop_edits else []
+                sampler = [] if sampling.greedy else [SeededSampler(sampling, seeds)]
+                with self._lock, self._use_adapter(adapter):
+                    self.grammar_decoder().decode(prompt, constraint.grammar, sampling.max_new_tokens,
+                                                  constraint.close, seeds, LogitsProcessorList(guard + sampler),
+                                                  on_finish, cancel, self.device)
+                return
             config = GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
                 do_sample=False,
@@ -339,7 +361,7 @@ class LocalBackend(Backend):
             results.put(_DONE)
 
     def _generation(
-        self, index: int, seed: int, ids: list[int], reason: str, prompt_tokens: int, start: float
+        self, index: int, seed: int, ids: list[int], reason: str, prompt_tokens: int, start: float, forced: int
     ) -> Generation:
         text_ids = ids[:-1] if reason == FINISH_STOP else ids
         return Generation(
@@ -350,4 +372,5 @@ class LocalBackend(Backend):
             output_tokens=len(ids),
             latency_s=time.monotonic() - start,
             finish_reason=reason,
+            forced_tokens=forced,
         )

@@ -19,13 +19,13 @@ from typing import Any
 
 import requests
 
+from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
-    FINISH_LENGTH,
-    FINISH_STOP,
     Backend,
     BackendError,
     BackendInfo,
     BackendUnavailable,
+    Constraint,
     Generation,
     Messages,
     Sampling,
@@ -131,7 +131,8 @@ class OpenAIBackend(Backend):
         return BackendInfo(backend=self.kind, model=model, context_length=context)
 
     def generate(
-        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
+        constraint: Constraint | None = None,
     ) -> Iterator[Generation]:
         check_request(n, seeds)
         if adapter is not None and adapter not in (known := self.list_adapters()):
@@ -147,6 +148,8 @@ class OpenAIBackend(Backend):
             "top_k": sampling.top_k or -1,
             "n": 1,
         }
+        if constraint is not None:  # vLLM's structured outputs (xgrammar or guidance) take the EBNF as it is
+            body["structured_outputs"] = {"grammar": constraint.grammar}
         start = time.monotonic()
 
         def one(index: int, seed: int) -> Generation:

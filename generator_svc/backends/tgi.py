@@ -19,14 +19,15 @@ from typing import Any
 import requests
 
 from deltanas import llm
+from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
-    FINISH_LENGTH,
-    FINISH_STOP,
     Backend,
     BackendError,
     BackendInfo,
     BackendUnavailable,
+    Constraint,
     Generation,
+    GrammarRefused,
     Messages,
     Sampling,
     ServerFacts,
@@ -130,9 +131,14 @@ class TgiBackend(Backend):
             raise BackendError(f"TGI refused the request: {exc}") from exc
 
     def generate(
-        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int]
+        self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
+        constraint: Constraint | None = None,
     ) -> Iterator[Generation]:
         check_request(n, seeds)
+        if constraint is not None:
+            raise GrammarRefused("the tgi backend takes only a regex or a JSON schema as grammar, and "
+                                 "the position-tracking diff grammar has no regex of workable size; use the local "
+                                 "or openai (vLLM) backend for constrained decoding")
         info = self._served.get()
         if adapter is not None and adapter not in self.adapters:
             raise UnknownAdapter(adapter, self.list_adapters())

@@ -1,0 +1,71 @@
+"""The cheap first stages, in the evaluator process (text only): EXTRACT the change from the LLM's answer and
+APPLY it to the baseline.
+
+    patched = patch_candidate("diff", answer, baseline_code, finish_reason="length")
+    patched.failure or patched.code
+
+An answer cut at max_new_tokens (finish_reason "length") loses its last, unfinished line before extraction: under
+constrained decoding every line boundary ends a diff that fits, so the complete lines still apply. A failure of
+such an answer says that it was cut.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import deltadiff
+from deltanas.prompts import FINISH_LENGTH
+from evaluator_svc.stages import EvalResult, Stage
+
+
+@dataclass(frozen=True)
+class Patched:
+    code: str  # the candidate model ("" when extraction failed)
+    diff: str  # the normalized diff from the baseline ("" for a full answer or when extraction failed)
+    failure: EvalResult | None  # None: go on to the sandboxed stages
+
+
+def same_code(a: str, b: str) -> bool:
+    """The same program but for comments and layout (equal ASTs): a candidate that is no new model. Text that
+    does not parse (the syntax stage says why later) is compared without trailing whitespace and blank lines."""
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return [x.rstrip() for x in a.splitlines() if x.strip()] == [x.rstrip() for x in b.splitlines() if x.strip()]
+
+
+def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: str = "") -> Patched:
+    """`kind` "diff" (delta mode: `answer` holds a diff against `baseline_code`) or "code" (full mode)."""
+    if finish_reason == FINISH_LENGTH and kind == "diff" and "\n" in answer and not answer.endswith("\n"):
+        answer = answer[: answer.rindex("\n") + 1]  # the unfinished line of a cut answer
+    patched = _extract_apply(kind, answer, baseline_code)
+    if patched.failure is not None and finish_reason == FINISH_LENGTH:
+        return Patched(patched.code, patched.diff, EvalResult.failure(
+            patched.failure.failure_stage, "the answer was cut at the generator's max_new_tokens (finish_reason "
+            f"length): {patched.failure.failure_reason}"))
+    return patched
+
+
+def _extract_apply(kind: str, answer: str, baseline_code: str) -> Patched:
+    if kind == "code":
+        try:
+            code = deltadiff.extract_code(answer)
+        except deltadiff.ExtractError as exc:
+            return Patched("", "", EvalResult.failure(Stage.EXTRACT, str(exc)))
+        if baseline_code and same_code(code, baseline_code):
+            return Patched(code, "", EvalResult.failure(Stage.EXTRACT, "the model is the baseline unchanged"))
+        return Patched(code, "", None)
+    try:
+        diff_text = deltadiff.extract_diff(answer)
+    except deltadiff.ExtractError as exc:
+        return Patched("", "", EvalResult.failure(Stage.EXTRACT, str(exc)))
+    try:
+        code = deltadiff.apply_diff(baseline_code, diff_text)
+    except deltadiff.ApplyError as exc:
+        return Patched("", diff_text, EvalResult.failure(Stage.APPLY, str(exc)))
+    if same_code(code, baseline_code):
+        return Patched(code, diff_text, EvalResult.failure(
+            Stage.APPLY, "the diff changes nothing: its added lines only restore what it removed (up to comments "
+            "and layout)"))
+    return Patched(code, deltadiff.make_diff(baseline_code, code), None)
