@@ -35,13 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import deltadiff
 from curator_svc.dataset import TRAIN_FILE
 from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
 from deltanas.llm import DEFAULT_MODEL
 from deltanas.prompts import MODES, render_messages
 from generator_svc.backends import Backend, BackendError, Generation, Sampling, create_backend
-from generator_svc.service import extract
 
 log = logging.getLogger("bench.modes")
 
@@ -108,14 +108,22 @@ def run(backend: Backend, baselines: list[Baseline], sampling: Sampling, seed: i
             except BackendError as exc:  # one failed request (a timeout, say) drops this baseline, not the run
                 log.warning("candidate %s/%s failed, baseline dropped: %s", baseline.name, mode, exc)
                 return None
-            extracted, _ = extract(mode, baseline.code, gen.text)
-            rows.append(Row(baseline, mode, gen, bool(extracted)))
+            rows.append(Row(baseline, mode, gen, extracts(mode, gen.text)))
             log.info("candidate %s/%s: %d tokens, %d lines, %.1f s, finish=%s", baseline.name, mode,
                      gen.output_tokens, rows[-1].lines, gen.latency_s, gen.finish_reason)
         return rows[0], rows[1]
 
     with ThreadPoolExecutor(parallel) as pool:
         return [pair for pair in pool.map(one, range(len(baselines))) if pair]
+
+
+def extracts(mode: str, text: str) -> bool:
+    """Whether the answer holds a diff (delta) or a model (full), as the evaluator's EXTRACT stage finds them."""
+    try:
+        (deltadiff.extract_code if mode == "full" else deltadiff.extract_diff)(text)
+    except deltadiff.ExtractError:
+        return False
+    return True
 
 
 def _ratio(a: float, b: float) -> str:

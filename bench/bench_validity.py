@@ -99,7 +99,7 @@ def pick(index: LemurIndex, n: int, max_size: int, max_prompt_tokens: int, token
 def evaluate(stub, baseline: Baseline, mode: str, answer: str, args, cid: str,
              reference: bool = False, finish_reason: str = "") -> evaluator_pb2.EvaluateResponse:
     """One candidate through the evaluator; `reference` trains the baseline itself (no baseline to compare)."""
-    change = {"diff": answer} if mode == "delta" else {"code": answer}
+    change = {"delta_answer": answer} if mode == "delta" else {"code": answer}
     return stub.Evaluate(evaluator_pb2.EvaluateRequest(
         request_id=uuid.uuid4().hex, candidate_id=cid, baseline_code="" if reference else baseline.code,
         dataset=baseline.dataset,

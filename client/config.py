@@ -22,6 +22,7 @@ from deltanas.config import option
 from deltanas.v1 import common_pb2
 
 MODES = {"delta": common_pb2.MODE_DELTA, "full": common_pb2.MODE_FULL}
+DECODINGS = ("auto", "constrained", "free")
 # Failure stages whose reason is worth sending back to the LLM in a repair attempt.
 REPAIRABLE = frozenset({"extract", "apply", "syntax", "contract"})
 ADAPTER_TAG = "deltanas.adapter.c{cycle}.{mode}"
@@ -43,8 +44,9 @@ class SearchConfig:
     top_k: int = option(50, "top-k sampling")
     top_p: float = option(0.9, "nucleus sampling")
     max_new_tokens: int = option(1024, "longest LLM answer in tokens")
-    constrained: bool = option(True, "delta mode: decode under a grammar built from the baseline so that every "
-                                     "diff applies (local and openai/vLLM generator backends; tgi refuses it)")
+    decoding: str = option("auto", "delta mode: constrained (under a grammar built from the baseline, so that "
+                                   "every diff applies; local and openai/vLLM generator backends), free, or auto "
+                                   "(constrained where the generator supports it)")
     seed: int = option(0, "base seed; candidate i of a baseline uses a seed derived from it")
     adapter: str = option("", "name of an adapter already loaded on the generator, for every mode (overrides "
                               "adapter_dir)")
@@ -78,6 +80,7 @@ class SearchConfig:
             (0.0 <= self.accept_accuracy <= 1.0, "accept_accuracy", "must be within [0, 1]"),
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1"),
+            (self.decoding in DECODINGS, "decoding", f"must be one of {', '.join(DECODINGS)}"),
             (self.finetune_steps >= 0, "finetune_steps", "must not be negative"),
             (self.finetune_accumulation >= 0, "finetune_accumulation", "must not be negative"),
             (self.repair_rounds >= 0, "repair_rounds", "must not be negative"),

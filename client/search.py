@@ -111,6 +111,7 @@ class Search:
         self._done = 0
         self._total = 0
         self._model = ""
+        self._constrained = False  # delta answers decoded under the baseline's grammar (decoding, generator)
         self._initial: dict[str, str] = {}  # mode -> generator adapter before any fine-tune ("" = base model)
         self._result = SearchResult("", "")
         self._pending: list[tuple[Future, dict]] = []  # evaluations submitted, not yet logged
@@ -122,9 +123,14 @@ class Search:
             self._check_epochs()
         info = self.svc.generator.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30)
         self._model = info.model
+        if cfg.decoding == "constrained" and not info.constrained_decoding:
+            raise ValueError(f"decoding: the generator's {info.backend} backend cannot decode under a grammar; "
+                             "use auto or free")
+        self._constrained = cfg.decoding == "constrained" or (cfg.decoding == "auto" and info.constrained_decoding)
         self._initial = self._load_adapters(info)
         params = {**{k: v for k, v in asdict(cfg).items() if k != "search_id"},
-                  "model": info.model, "backend": info.backend, "evaluators": ",".join(slots)}
+                  "model": info.model, "backend": info.backend, "evaluators": ",".join(slots),
+                  "constrained": self._constrained}
         tags = {"deltanas.model": info.model,
                 "deltanas.adapter": ",".join(f"{m}={a or 'base'}" for m, a in self._initial.items()),
                 "deltanas.modes": ",".join(cfg.modes), "deltanas.datasets": ",".join(cfg.datasets)}
@@ -286,7 +292,7 @@ class Search:
             request_id += f"/{slots[0].index}/r{slots[0].attempt}"
         request = generator_pb2.GenerateRequest(
             request_id=request_id, baseline=baseline, mode=MODES[mode], n=n, adapter=adapter, seed=seed,
-            feedback=feedback, constrained=cfg.constrained and mode == "delta",
+            feedback=feedback, constrained=self._constrained and mode == "delta",
             sampling=generator_pb2.SamplingParams(
                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
         for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
@@ -295,7 +301,7 @@ class Search:
                 continue
             log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", slot.cid, gen.output_tokens,
                      gen.latency_s, baseline.name, mode, f", repair of {slot.repaired_from}" if feedback else "")
-            change = {"diff": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}
+            change = {"delta_answer": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}
             ev = evaluator_pb2.EvaluateRequest(
                 request_id=f"{cfg.search_id}/{slot.cid}", candidate_id=slot.cid, baseline_code=baseline.code,
                 epochs=cfg.epochs, timeout_s=cfg.eval_timeout_s, finish_reason=gen.finish_reason,
@@ -347,7 +353,7 @@ class Search:
                   **{f"hp_{k}": v for k, v in baseline.hyperparameters.items()}}
         tags = {"status": res.status, "failure_stage": stage or "none", "mode": mode, "dataset": baseline.dataset,
                 "nearest_model": nearest, "attempt": str(slot.attempt), "finish_reason": gen.finish_reason,
-                "constrained": str(cfg.constrained and mode == "delta").lower(),
+                "constrained": str(self._constrained and mode == "delta").lower(),
                 **({"failure_reason": ev.failure_reason[:1000]} if not valid else {})}
         artifacts = {RAW_OUTPUT_FILE: gen.raw_text, DIFF_FILE: ev.applied_diff, CODE_FILE: ev.patched_code,
                      FAILURE_FILE: f"{stage}: {ev.failure_reason}\n\n{ev.logs}" if not valid else ""}

@@ -1,7 +1,7 @@
 """The cheap first stages, in the evaluator process (text only): EXTRACT the change from the LLM's answer and
 APPLY it to the baseline.
 
-    patched = patch_candidate("diff", answer, baseline_code, finish_reason="length")
+    patched = patch_candidate("delta_answer", answer, baseline_code, finish_reason="length")
     patched.failure or patched.code
 
 An answer cut at max_new_tokens (finish_reason "length") loses its last, unfinished line before extraction: under
@@ -36,8 +36,8 @@ def same_code(a: str, b: str) -> bool:
 
 
 def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: str = "") -> Patched:
-    """`kind` "diff" (delta mode: `answer` holds a diff against `baseline_code`) or "code" (full mode)."""
-    if finish_reason == FINISH_LENGTH and kind == "diff" and "\n" in answer and not answer.endswith("\n"):
+    """`kind` "delta_answer" (`answer` holds a diff against `baseline_code`) or "code" (a whole model)."""
+    if finish_reason == FINISH_LENGTH and kind == "delta_answer" and "\n" in answer and not answer.endswith("\n"):
         answer = answer[: answer.rindex("\n") + 1]  # the unfinished line of a cut answer
     patched = _extract_apply(kind, answer, baseline_code)
     if patched.failure is not None and finish_reason == FINISH_LENGTH:

@@ -64,7 +64,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
 
     def _validate(self, req: evaluator_pb2.EvaluateRequest) -> None:
         change = req.WhichOneof("change")
-        require(change is not None, "change", "set diff (delta mode) or code (full mode)")
+        require(change is not None, "change", "set delta_answer (delta mode) or code (full mode)")
         require(len(req.request_id) <= MAX_REQUEST_ID_CHARS and req.request_id.isprintable(), "request_id",
                 f"must be at most {MAX_REQUEST_ID_CHARS} printable characters")
         require(CANDIDATE_ID.fullmatch(req.candidate_id) is not None, "candidate_id",
@@ -89,12 +89,12 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         require(req.test_limit >= 0, "test_limit", "must not be negative")
         require(0 <= req.timeout_s <= self.cfg.max_timeout_s, "timeout_s",
                 f"must be in [0, {self.cfg.max_timeout_s}], got {req.timeout_s}")
-        if change == "diff":
+        if change == "delta_answer":
             require(bool(req.baseline_code.strip()), "baseline_code", "is empty; a diff needs the code it applies to")
             require(len(req.baseline_code.encode()) <= self.cfg.max_code_bytes, "baseline_code",
                     f"exceeds {self.cfg.max_code_bytes} bytes")
-            require(bool(req.diff.strip()), "diff", "is empty")
-            require(len(req.diff.encode()) <= self.cfg.max_diff_bytes, "diff",
+            require(bool(req.delta_answer.strip()), "delta_answer", "is empty")
+            require(len(req.delta_answer.encode()) <= self.cfg.max_diff_bytes, "delta_answer",
                     f"exceeds {self.cfg.max_diff_bytes} bytes")
         else:
             require(bool(req.code.strip()), "code", "is empty")

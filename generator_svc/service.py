@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import deltadiff
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline
@@ -51,20 +50,6 @@ def baseline_from_proto(msg: common_pb2.Baseline) -> Baseline:
         batch=msg.batch or 64,
         transform=msg.transform or "norm",
     )
-
-
-def extract(mode: str, baseline_code: str, text: str) -> tuple[str, str]:
-    """(extracted, error): a normalized diff (delta) or the model code (full)."""
-    try:
-        if mode == "full":
-            return deltadiff.extract_code(text), ""
-        diff = deltadiff.extract_diff(text)
-    except deltadiff.ExtractError as exc:
-        return "", str(exc)
-    try:
-        return deltadiff.make_diff(baseline_code, deltadiff.apply_diff(baseline_code, diff)), ""
-    except deltadiff.ApplyError:
-        return diff, ""  # the evaluator reports why it does not apply
 
 
 @contextmanager
@@ -125,22 +110,18 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                                              constraint=constraint):
                 reply = self._response(mode, baseline, gen, adapter)
                 log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
-                         "tokens_per_s=%.1f forced_tokens=%d finish=%s extracted=%s", request.request_id or "-",
+                         "tokens_per_s=%.1f forced_tokens=%d finish=%s", request.request_id or "-",
                          gen.index, reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
-                         reply.tokens_per_second, gen.forced_tokens, gen.finish_reason,
-                         "yes" if reply.extracted else "no")
+                         reply.tokens_per_second, gen.forced_tokens, gen.finish_reason)
                 yield reply
 
     def _response(
         self, mode: str, baseline: Baseline, gen: Generation, adapter: str | None
     ) -> generator_pb2.GenerateResponse:
-        extracted, error = extract(mode, baseline.code, gen.text)
         return generator_pb2.GenerateResponse(
             index=gen.index,
             seed=gen.seed,
             raw_text=gen.text,
-            extracted=extracted,
-            extract_error=error,
             prompt_tokens=gen.prompt_tokens,
             output_tokens=gen.output_tokens,
             output_lines=len(gen.text.splitlines()),
@@ -183,6 +164,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 model=info.model,
                 context_length=info.context_length,
                 adapters=self.backend.list_adapters(),
+                constrained_decoding=self.backend.grammars,
             )
 
 

@@ -38,7 +38,8 @@ def test_every_field_has_help() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("candidates", 0), ("cycles", 0), ("accept_accuracy", 1.5), ("modes", ["diff"]), ("datasets", [])],
+    [("candidates", 0), ("cycles", 0), ("accept_accuracy", 1.5), ("modes", ["diff"]), ("datasets", []),
+     ("decoding", "greedy")],
 )
 def test_search_config_rejects_bad_values_before_work(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=key):

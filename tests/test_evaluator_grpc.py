@@ -28,7 +28,7 @@ ANSWER = f"Here is a wider second block:\n```diff\n{deltadiff.make_diff(BASE, WI
 
 
 def request(**overrides) -> evaluator_pb2.EvaluateRequest:
-    fields = {"candidate_id": "t", "baseline_code": BASE, "diff": ANSWER, "dataset": "digits",
+    fields = {"candidate_id": "t", "baseline_code": BASE, "delta_answer": ANSWER, "dataset": "digits",
               "hyperparameters": {"lr": 0.05, "momentum": 0.9}, "batch": 32, "transform": "norm", "epochs": 1,
               "train_limit": 1000, "test_limit": 300, "timeout_s": 120, **overrides}
     return evaluator_pb2.EvaluateRequest(**fields)
@@ -55,8 +55,8 @@ def test_valid_diff_trains_above_chance(stub) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "stage"), [
-    ({"diff": "I would add more layers to this network."}, evaluator_pb2.FAILURE_STAGE_EXTRACT),
-    ({"diff": "```diff\n@@ -1,2 +1,2 @@\n-import numpy\n+import numpy as np\n x = 1\n```"},
+    ({"delta_answer": "I would add more layers to this network."}, evaluator_pb2.FAILURE_STAGE_EXTRACT),
+    ({"delta_answer": "```diff\n@@ -1,2 +1,2 @@\n-import numpy\n+import numpy as np\n x = 1\n```"},
      evaluator_pb2.FAILURE_STAGE_APPLY),
     ({"code": "```python\ndef supported_hyperparameters(:\n```"}, evaluator_pb2.FAILURE_STAGE_SYNTAX),
     ({"code": "import torch\nclass Net(torch.nn.Module):\n    pass\n"}, evaluator_pb2.FAILURE_STAGE_CONTRACT),
@@ -79,7 +79,7 @@ def test_a_candidate_that_changes_nothing_is_invalid(stub) -> None:
     line = next(x for x in BASE.splitlines() if "self.device = device" in x)
     for added in (f"{line}   ", f"{line}  # wider now", line.replace(" = ", "=")):
         noop = f"```diff\n--- a/model.py\n+++ b/model.py\n@@ -1,1 +1,1 @@\n-{line}\n+{added}\n```"
-        reply = stub.Evaluate(request(diff=noop), timeout=60)
+        reply = stub.Evaluate(request(delta_answer=noop), timeout=60)
         assert (reply.status, reply.failure_stage) == (evaluator_pb2.CANDIDATE_STATUS_INVALID,
                                                         evaluator_pb2.FAILURE_STAGE_APPLY), added
         assert reply.failure_reason.startswith("the diff changes nothing")
@@ -92,14 +92,14 @@ def test_a_candidate_that_changes_nothing_is_invalid(stub) -> None:
 def test_an_answer_cut_at_the_length_limit_says_so_and_its_complete_lines_apply(stub) -> None:
     line = next(x for x in BASE.splitlines() if "self.device = device" in x)
     cut = f"```diff\n--- a/model.py\n+++ b/model.py\n@@ -1,1 +1,1 @@\n-{line}\n+{line}\n+        self.extra = 1\n+   "
-    reply = stub.Evaluate(request(diff=cut, finish_reason="length"), timeout=300)
+    reply = stub.Evaluate(request(delta_answer=cut, finish_reason="length"), timeout=300)
     assert reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, reply.failure_reason  # "+   " was dropped
     assert "self.extra = 1" in reply.patched_code
-    reply = stub.Evaluate(request(diff="I would first", finish_reason="length"), timeout=60)
+    reply = stub.Evaluate(request(delta_answer="I would first", finish_reason="length"), timeout=60)
     assert reply.failure_stage == evaluator_pb2.FAILURE_STAGE_EXTRACT
     assert reply.failure_reason.startswith("the answer was cut at the generator's max_new_tokens"), \
         reply.failure_reason
-    reply = stub.Evaluate(request(diff="I would first", finish_reason="stop"), timeout=60)
+    reply = stub.Evaluate(request(delta_answer="I would first", finish_reason="stop"), timeout=60)
     assert not reply.failure_reason.startswith("the answer was cut")
 
 
@@ -107,7 +107,7 @@ def test_an_answer_cut_at_the_length_limit_says_so_and_its_complete_lines_apply(
     ({"dataset": "imagenet-22k"}, "dataset"),
     ({"code": ""}, "code"),
     ({"code": "x = 1\n" * 200_000}, "code"),
-    ({"diff": "+" * (257 * 1024)}, "diff"),
+    ({"delta_answer": "+" * (257 * 1024)}, "delta_answer"),
     ({"baseline_code": ""}, "baseline_code"),
     ({"epochs": 0}, "epochs"),
     ({"epochs": 10_000}, "epochs"),
@@ -125,7 +125,7 @@ def test_bad_input_is_invalid_argument_naming_the_field(stub, overrides: dict, f
 
 def test_missing_change_is_invalid_argument(stub) -> None:
     req = request()
-    req.ClearField("diff")
+    req.ClearField("delta_answer")
     with pytest.raises(grpc.RpcError) as err:
         stub.Evaluate(req, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "change" in err.value.details()

@@ -146,7 +146,7 @@ def test_bad_request_is_not_retried_and_a_dead_worker_is_skipped(evaluator_serve
     with pool_over([dead, evaluator_server.address]) as pool:
         bad = pool.submit(request(request_id=uuid.uuid4().hex, dataset="imagenet-22k", candidate_id="bad"),
                           on_attempt=attempts.recorder("bad"))
-        quick = [pool.submit(request(request_id=uuid.uuid4().hex, diff=NOT_APPLYING, candidate_id=f"q{i}"),
+        quick = [pool.submit(request(request_id=uuid.uuid4().hex, delta_answer=NOT_APPLYING, candidate_id=f"q{i}"),
                              on_attempt=attempts.recorder(f"q{i}")) for i in range(3)]
         wait([bad, *quick], timeout=120)
         with pytest.raises(grpc.RpcError) as failure:

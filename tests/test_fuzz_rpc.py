@@ -67,7 +67,7 @@ DIFFS = st.lists(DIFF_LINES, max_size=10).map(lambda lines: "--- a/m.py\n+++ b/m
 # Steered fields per method: message paths (dotted) -> strategy, so that a valid request stays cheap.
 STEER: dict[str, dict[str, st.SearchStrategy]] = {
     "deltanas.v1.EvaluatorService.Evaluate": {  # each field mostly valid, so that some requests pass validation
-        "baseline_code": mostly(st.just(BASELINE), STRINGS), "diff": mostly(DIFFS, STRINGS, 3),
+        "baseline_code": mostly(st.just(BASELINE), STRINGS), "delta_answer": mostly(DIFFS, STRINGS, 3),
         "code": mostly(TEXT, STRINGS, 3), "dataset": mostly(st.just("digits"), STRINGS),
         "transform": mostly(st.just("norm"), STRINGS), "epochs": mostly(st.just(1), INT32),
         "batch": mostly(st.just(8), INT32), "train_limit": mostly(st.just(64), INT32),

@@ -23,6 +23,7 @@ import deltadiff
 from deltanas import llm
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from generator_svc.backends import (
+    BACKENDS,
     BackendError,
     BackendUnavailable,
     Constraint,
@@ -30,8 +31,10 @@ from generator_svc.backends import (
     PromptTooLong,
     Sampling,
     UnknownAdapter,
+    backend_class,
     backend_options,
     create_backend,
+    register_backend,
 )
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import SERVICE_NAME, build_server
@@ -157,6 +160,7 @@ def test_tgi_backend_refuses_a_grammar_and_the_service_says_invalid_argument(ser
     try:
         with grpc.insecure_channel(gen_server.address) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            assert not stub.GetModelInfo(generator_pb2.GetModelInfoRequest(), timeout=30).constrained_decoding
             baseline = common_pb2.Baseline(name="m", dataset="mnist", code="import torch\n")
             with pytest.raises(grpc.RpcError) as err:
                 list(stub.Generate(generator_pb2.GenerateRequest(baseline=baseline, mode=common_pb2.MODE_DELTA, n=1,
@@ -258,3 +262,17 @@ def test_options_are_checked_per_backend(server: str) -> None:
         create_backend("openai", url=server, device="cpu")
     with pytest.raises(BackendError, match="does not serve"):
         create_backend("openai", url=server, model="qwen2.5-coder-0.5b")
+
+
+def test_a_backend_name_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="'openai' is already registered"):
+        register_backend("openai", "my_pkg.backend:Mine")
+    with pytest.raises(ValueError, match="module:Class"):
+        register_backend("mine", "my_pkg.backend")
+    register_backend("openai-again", BACKENDS["openai"])
+    try:
+        assert backend_class("openai-again") is backend_class("openai")
+        register_backend("openai-again", BACKENDS["tgi"], replace=True)
+        assert backend_class("openai-again") is backend_class("tgi")
+    finally:
+        del BACKENDS["openai-again"]

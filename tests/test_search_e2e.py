@@ -38,6 +38,10 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
             <= child.data.metrics.keys()
         assert child.data.metrics["output_tokens"] > 0
         assert child.data.tags["status"] in ("valid", "invalid")
+        # Constrained by default: the untuned SmolLM2 still writes a diff that applies, and forced text is counted.
+        assert child.data.tags["constrained"] == "true" and child.data.tags["finish_reason"] in ("stop", "length")
+        assert child.data.metrics["forced_tokens"] > 0
+        assert child.data.tags["failure_stage"] not in ("extract", "apply"), child.data.tags.get("failure_reason")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert RAW_OUTPUT_FILE in artifacts
         if child.data.tags["status"] == "valid":

@@ -175,7 +175,7 @@ def test_constrained_answers_from_vllm_all_apply(vllm: VllmServer, baseline) -> 
     assert len(replies) == 4
     for r in replies:
         assert r.raw_text.startswith("```diff\n--- a/model.py\n+++ b/model.py\n@@ -"), r.raw_text
-        patched = patch_candidate("diff", r.raw_text, baseline.code, r.finish_reason)
+        patched = patch_candidate("delta_answer", r.raw_text, baseline.code, r.finish_reason)
         assert patched.failure is None, f"{r.finish_reason}: {patched.failure.failure_reason}\n{r.raw_text}"
         assert patched.code != baseline.code and patched.diff
 
@@ -202,7 +202,6 @@ def test_generator_service_over_vllm(vllm: VllmServer, baseline, adapter_dir: Pa
                     assert r.model == MODEL and r.adapter == adapter
                     assert r.raw_text and 0 < r.output_tokens <= 32 and r.prompt_tokens > 500
                     assert r.output_lines == len(r.raw_text.splitlines())
-                    assert bool(r.extracted) != bool(r.extract_error)
             with pytest.raises(grpc.RpcError) as err:
                 generate("cycle9")
             assert err.value.code() == grpc.StatusCode.NOT_FOUND

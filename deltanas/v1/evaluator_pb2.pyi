@@ -40,7 +40,7 @@ CANDIDATE_STATUS_VALID: CandidateStatus
 CANDIDATE_STATUS_INVALID: CandidateStatus
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("request_id", "candidate_id", "baseline_code", "diff", "code", "dataset", "hyperparameters", "batch", "transform", "epochs", "train_limit", "test_limit", "timeout_s", "finish_reason")
+    __slots__ = ("request_id", "candidate_id", "baseline_code", "delta_answer", "code", "dataset", "hyperparameters", "batch", "transform", "epochs", "train_limit", "test_limit", "timeout_s", "finish_reason")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,7 +51,7 @@ class EvaluateRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_CODE_FIELD_NUMBER: _ClassVar[int]
-    DIFF_FIELD_NUMBER: _ClassVar[int]
+    DELTA_ANSWER_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -65,7 +65,7 @@ class EvaluateRequest(_message.Message):
     request_id: str
     candidate_id: str
     baseline_code: str
-    diff: str
+    delta_answer: str
     code: str
     dataset: str
     hyperparameters: _containers.ScalarMap[str, float]
@@ -76,7 +76,7 @@ class EvaluateRequest(_message.Message):
     test_limit: int
     timeout_s: float
     finish_reason: str
-    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., diff: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., delta_answer: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("candidate_id", "status", "failure_stage", "failure_reason", "accuracy", "patched_code", "applied_diff", "diff_lines", "duration_s", "metrics", "logs", "worker")

@@ -42,12 +42,10 @@ class GenerateRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("index", "seed", "raw_text", "extracted", "extract_error", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "finish_reason", "forced_tokens")
+    __slots__ = ("index", "seed", "raw_text", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "finish_reason", "forced_tokens")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     RAW_TEXT_FIELD_NUMBER: _ClassVar[int]
-    EXTRACTED_FIELD_NUMBER: _ClassVar[int]
-    EXTRACT_ERROR_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_LINES_FIELD_NUMBER: _ClassVar[int]
@@ -60,8 +58,6 @@ class GenerateResponse(_message.Message):
     index: int
     seed: int
     raw_text: str
-    extracted: str
-    extract_error: str
     prompt_tokens: int
     output_tokens: int
     output_lines: int
@@ -71,7 +67,7 @@ class GenerateResponse(_message.Message):
     adapter: str
     finish_reason: str
     forced_tokens: int
-    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., raw_text: _Optional[str] = ..., extracted: _Optional[str] = ..., extract_error: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_lines: _Optional[int] = ..., latency_s: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., finish_reason: _Optional[str] = ..., forced_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., raw_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_lines: _Optional[int] = ..., latency_s: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., finish_reason: _Optional[str] = ..., forced_tokens: _Optional[int] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()
@@ -102,13 +98,15 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("backend", "model", "context_length", "adapters")
+    __slots__ = ("backend", "model", "context_length", "adapters", "constrained_decoding")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINED_DECODING_FIELD_NUMBER: _ClassVar[int]
     backend: str
     model: str
     context_length: int
     adapters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., context_length: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
+    constrained_decoding: bool
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., context_length: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., constrained_decoding: _Optional[bool] = ...) -> None: ...

@@ -30,8 +30,13 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def register_backend(name: str, target: str) -> None:
-    """Add a backend as ``module:Class``; the class takes keyword options and implements ``Backend``."""
+def register_backend(name: str, target: str, *, replace: bool = False) -> None:
+    """Add a backend as ``module:Class``; the class takes keyword options and implements ``Backend``. A name
+    already registered is refused unless ``replace``."""
+    if name in BACKENDS and not replace:
+        raise ValueError(f"backend {name!r} is already registered (as {BACKENDS[name]}); pass replace=True")
+    if not name or ":" not in target:
+        raise ValueError(f"register_backend: need a name and a 'module:Class' target, got {name!r}, {target!r}")
     BACKENDS[name] = target
 
 

@@ -105,6 +105,7 @@ class Backend(ABC):
 
     kind: ClassVar[str]
     Options: ClassVar[type]  # dataclass of the keyword options the constructor takes
+    grammars: ClassVar[bool] = True  # decodes under a Constraint (False: generate raises GrammarRefused)
 
     @abstractmethod
     def generate(

@@ -57,6 +57,7 @@ class TgiOptions:
 class TgiBackend(Backend):
     kind = "tgi"
     Options = TgiOptions
+    grammars = False
 
     def __init__(self, **options: Any) -> None:
         from huggingface_hub import InferenceClient
