@@ -16,6 +16,8 @@ class EvaluatorConfig(ServerConfig):
     """Shared server fields (host, auth_token, TLS, ...) come from ServerConfig."""
 
     port: int = option(50063, "port to bind (0: any free port)")
+    metrics_port: int = option(0, "port of the Prometheus /metrics endpoint, on the same host (0: off; the images "
+                                  "and the Helm chart use 9464)")
     slots: int = option(1, "candidates evaluated at once (one sandboxed worker process each)")
     device: str = option("auto", "training device: auto, cpu, cuda or cuda:N")
     max_epochs: int = option(50, "largest epochs a request may ask for")

@@ -23,6 +23,7 @@ from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
 from evaluator_svc.job import SandboxLimits
+from evaluator_svc.metrics import EvaluatorMetrics
 from evaluator_svc.patching import patch_candidate
 from evaluator_svc.pipeline import evaluate_code
 from evaluator_svc.sandbox import host_layers, missing_layers
@@ -59,6 +60,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self._slots = threading.BoundedSemaphore(config.slots)
         self._busy = 0
         self._lock = threading.Lock()
+        self.metrics = EvaluatorMetrics(config.slots, busy=lambda: self._busy)
         self._results: OrderedDict[str, evaluator_pb2.EvaluateResponse] = OrderedDict()
         self._inflight: dict[str, threading.Event] = {}
 
@@ -151,6 +153,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                         self._busy -= 1
         duration = time.perf_counter() - start
         stage = result.failure_stage
+        self.metrics.observe("valid" if result.valid else "invalid", stage.name.lower() if stage else "none", duration)
         log.info("candidate %s: %s in %.1f s%s", cid, "valid" if result.valid else "invalid", duration,
                  f" at {stage.name.lower()}: {printable(result.failure_reason)}" if stage else
                  f", accuracy {result.accuracy:.4f}")
@@ -212,4 +215,8 @@ def build_server(config: EvaluatorConfig) -> ServiceServer:
     servicer = EvaluatorServicer(config)
     server = ServiceServer.from_config("evaluator", config, probe=lambda: probe(servicer.device))
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
+    if config.metrics_port:
+        port = servicer.metrics.serve(config.host, config.metrics_port)
+        log.info("evaluator metrics on http://%s:%d/metrics", config.host, port)
+        server.on_stop(servicer.metrics.close)
     return server

@@ -541,7 +541,11 @@ def test_services_run_the_real_cli_and_probe_their_own_port() -> None:
         assert cmd[0] == "deltanas" and (args.command, args.service) == ("serve", name)
         env = dict(kv.split("=", 1) for i in ops(name, "ENV", inherited=False) for kv in shlex.split(i.args))
         assert env["DELTANAS_SERVICE"] == name and env[f"DELTANAS_{name.upper()}_HOST"] == "0.0.0.0"
-        assert ops(name, "EXPOSE")[-1].args == str(SERVICES[name].config_type()().port)
+        config = SERVICES[name].config_type()()
+        exposed = ops(name, "EXPOSE")[-1].args.split()
+        assert exposed[0] == str(config.port)
+        if name == "evaluator":  # and its Prometheus endpoint, switched on by the image
+            assert exposed[1:] == [env["DELTANAS_EVALUATOR_METRICS_PORT"]] == ["9464"]
         probe = ops(name, "HEALTHCHECK")[-1].exec_form()
         assert probe == ["python", "-m", "deltanas.healthcheck"], "reads $DELTANAS_SERVICE"
 

@@ -220,6 +220,8 @@ def test_evaluators_autoscale_on_busy_slots() -> None:
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "deltanas_evaluator_busy_slots"
     ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    assert env["DELTANAS_EVALUATOR_METRICS_PORT"] == str(ports["metrics"])  # the evaluator serves where scraped
     assert not [d for d in manifests({}) if d["kind"] == "HorizontalPodAutoscaler"]
 
 
