@@ -159,6 +159,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return apply_command(Path(args.base), Path(args.diff), Path(args.out))
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from evaluator_svc.datasets import DATASETS, dataset_status, fetch_dataset
+
+    root = Path(args.root) if args.root else None
+    if args.action == "fetch":
+        for name in args.names:
+            if name not in DATASETS:
+                raise ValueError(f"dataset: unknown {name!r}; known: {', '.join(DATASETS)}")
+        for name in args.names:
+            try:
+                where = fetch_dataset(name, root)
+            except RuntimeError as exc:  # torchvision: a download that failed or whose checksum differs
+                raise ValueError(f"dataset {name}: {exc}") from exc
+            print(f"{name}: {dataset_status(name, where)} in {where}")
+        return 0
+    for name in DATASETS:
+        print(f"{name:14s} {dataset_status(name, root)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltanas", description="Delta-based neural architecture search.")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $DELTANAS_LOG_LEVEL or INFO)")
@@ -198,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--experiment", default="deltanas")
     report.add_argument("--tracking-uri")
     report.set_defaults(func=cmd_report)
+
+    data = sub.add_parser("data", help="the evaluator's datasets: fetch them (where a network exists) or list them")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    fetch = data_sub.add_parser("fetch", help="download datasets with torchvision's loaders and checksums")
+    fetch.add_argument("names", nargs="+", metavar="dataset")
+    listing = data_sub.add_parser("list", help="each dataset: bundled, present in the data root, or missing")
+    for p in (fetch, listing):
+        p.add_argument("--root", help="data root (default: $DELTANAS_DATA_ROOT)")
+    data.set_defaults(func=cmd_data)
 
     apply = sub.add_parser("apply", help="apply a (possibly damaged) diff or LLM answer to a file")
     apply.add_argument("base")
