@@ -5,21 +5,26 @@
     deltanas run --resume <search-id>             # continue an interrupted search
     deltanas up                                   # serve curator, generator and evaluator in one process
     deltanas serve evaluator --port 50063 --slots 2
-    deltanas report <search-id>
+    deltanas searches                             # the searches in the store ($MLFLOW_TRACKING_URI or .deltanas)
+    deltanas report <search-id | run-id> [<other>] [--json]
+    deltanas data list | fetch NAME...
     deltanas apply BASE DIFF -o OUT
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 from client.config import SearchConfig, stored_config
+from client.store import DEFAULT_STATE, TRACKING_ENV
 from deltanas.config import add_config_arguments, build, config_overrides
 from deltanas.logs import setup_logging
 from deltanas.services import SERVICES, serve
@@ -27,7 +32,6 @@ from deltanas.services import SERVICES, serve
 log = logging.getLogger("deltanas.cli")
 
 PRESET_DIR = Path(__file__).with_name("presets")
-DEFAULT_STATE = Path(".deltanas")
 TOKEN_ENV = "DELTANAS_TOKEN"  # the services' shared token; an environment variable, so it never shows in ps
 
 
@@ -56,8 +60,9 @@ def _search_config(args: argparse.Namespace):
 
 
 def _tracking(args: argparse.Namespace) -> tuple[str, str | None]:
-    if args.tracking_uri:
-        return args.tracking_uri, None
+    """The store a search writes: --tracking-uri, else $MLFLOW_TRACKING_URI, else .deltanas/mlflow.db (created)."""
+    if args.tracking_uri or os.environ.get(TRACKING_ENV):
+        return args.tracking_uri or os.environ[TRACKING_ENV], None
     state = DEFAULT_STATE.resolve()
     state.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{state / 'mlflow.db'}", (state / "mlartifacts").as_uri()
@@ -68,6 +73,11 @@ def _print_table(results) -> None:
     for r in sorted(results, key=lambda r: (r.cycle, r.baseline, r.mode, r.index)):
         rows.append((r.candidate_id, r.mode, r.status, r.failure_stage or "-",
                      f"{r.accuracy:.4f}" if r.status == "valid" else "-", str(r.diff_lines), str(r.output_tokens)))
+    _print_rows(rows)
+
+
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    """An aligned text table; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
@@ -147,10 +157,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from client.report import print_report
+    from client.report import make_report, render, summary_metrics
+    from client.store import existing_store, reader, search_id_of
 
-    uri, _ = _tracking(args)
-    return print_report(uri, args.experiment, args.search_id)
+    if len(args.ids) > 2:
+        raise ValueError("ids: give one search (its id or parent run id) or two to compare")
+    uri = existing_store(args.tracking_uri)
+    tracker = reader(uri, args.experiment)
+    reports = [make_report(uri, args.experiment, search_id_of(tracker, ident)) for ident in args.ids]
+    if args.json:
+        print(json.dumps([asdict(r) for r in reports], indent=2))
+    elif len(reports) == 1:
+        print(render(reports[0]))
+    else:
+        a, b = (summary_metrics(r) for r in reports)
+        rows = [("metric", reports[0].search_id, reports[1].search_id)]
+        rows += [(k, f"{a[k]:.4g}" if k in a else "-", f"{b[k]:.4g}" if k in b else "-") for k in sorted(a | b)]
+        _print_rows(rows)
+    return 0
+
+
+def cmd_searches(args: argparse.Namespace) -> int:
+    from client.store import existing_store, list_searches
+
+    rows = list_searches(existing_store(args.tracking_uri), args.experiment)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no search in experiment {args.experiment!r}")
+        return 0
+    _print_rows([("search", "started", "status", "model", "modes", "candidates", "valid", "best accuracy")] + [
+        (r.search_id, r.started, r.status, r.model, r.modes, str(r.candidates),
+         "-" if r.valid_rate is None else f"{100 * r.valid_rate:.0f} %",
+         "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}") for r in rows])
+    return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -213,11 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(p, spec.config_type())
     serve_p.set_defaults(func=cmd_serve)
 
-    report = sub.add_parser("report", help="print and log the report of a search")
-    report.add_argument("search_id")
-    report.add_argument("--experiment", default="deltanas")
-    report.add_argument("--tracking-uri")
+    report = sub.add_parser("report", help="print and log the report of a search, or compare two")
+    report.add_argument("ids", nargs="+", metavar="search", help="search id or its MLflow parent run id (1 or 2)")
+    searches = sub.add_parser("searches", help="the searches in the store: id, date, model, valid rate, best")
+    for p in (report, searches):
+        p.add_argument("--experiment", default="deltanas")
+        p.add_argument("--tracking-uri", help=f"MLflow store (default: ${TRACKING_ENV}, else .deltanas/mlflow.db)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=cmd_report)
+    searches.set_defaults(func=cmd_searches)
 
     data = sub.add_parser("data", help="the evaluator's datasets: fetch them (where a network exists) or list them")
     data_sub = data.add_subparsers(dest="action", required=True)

@@ -332,8 +332,3 @@ def make_report(tracking_uri: str, experiment: str, search_id: str, reference: b
             save_plots(report, candidates, Path(tmp))
             tracker.client.log_artifacts(run_id, tmp, REPORT_DIR)
     return report
-
-
-def print_report(tracking_uri: str, experiment: str, search_id: str) -> int:
-    print(render(make_report(tracking_uri, experiment, search_id)))
-    return 0

@@ -12,7 +12,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from client import lemur_fidelity
-from client.report import Candidate, build_report, make_report, print_report, render, summary_metrics
+from client.cli import main
+from client.report import Candidate, build_report, make_report, render, summary_metrics
 from client.search import candidate_id
 from client.tracking import CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
 
@@ -59,7 +60,7 @@ def _record(i: int, row: tuple) -> CandidateRecord:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A search with 12 child runs, reported once through `print_report` (the CLI's entry point)."""
+    """A search with 12 child runs, logged the way a search logs them."""
     path = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{path / 'mlflow.db'}"
     tracker = Tracker(uri, EXPERIMENT, artifact_location=str(path / "artifacts"))
@@ -131,8 +132,8 @@ def test_plots_and_report_files_are_parent_artifacts(reported: dict[str, Any], t
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_print_report_prints_the_table(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    assert print_report(store["uri"], EXPERIMENT, SEARCH) == 0
+def test_report_command_prints_the_table(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", SEARCH, "--tracking-uri", store["uri"]]) == 0
     out = capsys.readouterr().out
     for needle in ("valid rate", "66.7%", "33.3%", "0.7175", "0.6250", "best accuracy cifar-10", "failed at static",
                    "output lines 82.8% shorter", "output tokens 83.2% shorter", "0.943 (6)", "LEMUR reference"):
@@ -141,10 +142,10 @@ def test_print_report_prints_the_table(store: dict[str, Any], capsys: pytest.Cap
 
 def test_unknown_search_id_raises_and_empty_search_reports(store: dict[str, Any],
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ValueError, match=r"search_id.*nope"):
-        print_report(store["uri"], EXPERIMENT, "nope")
+    assert main(["report", "nope", "--tracking-uri", store["uri"]]) == 2
+    assert "deltanas: error: search_id: no search 'nope'" in capsys.readouterr().err
     store["tracker"].start_search("s-empty", {}, {})
-    assert print_report(store["uri"], EXPERIMENT, "s-empty") == 0
+    assert main(["report", "s-empty", "--tracking-uri", store["uri"]]) == 0
     assert "s-empty: no candidates logged yet" in capsys.readouterr().out
 
 

@@ -1,0 +1,75 @@
+"""`deltanas searches` and `deltanas report` on real MLflow stores: by search or run id, two side by side, JSON,
+and the stores that are not there (a missing SQLite file, a server that does not answer) in one line each."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from ports import free_port
+from test_report import EXPERIMENT, ROWS, _record
+
+from client.cli import main
+from client.tracking import Tracker
+
+
+@pytest.fixture(scope="module")
+def two_searches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    path = tmp_path_factory.mktemp("searches")
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    tracker = Tracker(uri, EXPERIMENT, artifact_location=str(path / "artifacts"))
+    ids = {"uri": uri}
+    for search, rows in (("s-one", ROWS[:6]), ("s-two", ROWS[6:])):
+        run_id = tracker.start_search(search, {}, {"deltanas.model": "smollm2-135m", "deltanas.modes": "delta"})
+        for i, row in enumerate(rows):
+            record = _record(i, row)
+            tracker.log_candidate(run_id, search, replace(record, candidate_id=f"{search}-{record.candidate_id}"))
+        tracker.finish(run_id)
+        ids[search] = run_id
+    return ids
+
+
+def test_searches_lists_each_search_with_its_valid_rate(two_searches: dict[str, str], capsys) -> None:
+    assert main(["searches", "--tracking-uri", two_searches["uri"]]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["search", "started", "status"]
+    one = next(line for line in out if line.startswith("s-one"))
+    assert "FINISHED" in one and "smollm2-135m" in one and "67 %" in one and "0.9200" in one
+    assert main(["searches", "--tracking-uri", two_searches["uri"], "--json"]) == 0
+    rows = {r["search_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["s-two"]["candidates"] == 6 and rows["s-two"]["valid_rate"] == pytest.approx(2 / 6)
+    assert rows["s-one"]["run_id"] == two_searches["s-one"]
+
+
+def test_report_by_run_id_and_two_side_by_side(two_searches: dict[str, str], capsys) -> None:
+    assert main(["report", two_searches["s-one"], "--tracking-uri", two_searches["uri"]]) == 0
+    assert "s-one" in capsys.readouterr().out
+    assert main(["report", "s-one", "s-two", "--tracking-uri", two_searches["uri"]]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["metric", "s-one", "s-two"]
+    assert any(line.split()[:3] == ["delta_valid_rate", "0.6667", "-"] for line in table)
+    assert main(["report", "s-one", "--json", "--tracking-uri", two_searches["uri"]]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["search_id"] == "s-one" and report["modes"][0]["candidates"] == 6
+
+
+def test_a_store_that_is_not_there_is_one_line_and_is_not_created(tmp_path: Path, capsys, monkeypatch) -> None:
+    missing = tmp_path / "nowhere.db"
+    for command in (["searches"], ["report", "s-one"]):
+        assert main([*command, "--tracking-uri", f"sqlite:///{missing}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"deltanas: error: tracking_uri: no MLflow store at {missing}") and err.count("\n") == 1
+    assert not missing.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    assert main(["searches"]) == 2
+    err = capsys.readouterr().err
+    assert "does not answer (ConnectionError)" in err and err.count("\n") == 1
+
+
+def test_an_unknown_experiment_is_not_created(two_searches: dict[str, str], capsys) -> None:
+    assert main(["searches", "--tracking-uri", two_searches["uri"], "--experiment", "other"]) == 2
+    assert "experiment: no experiment 'other'" in capsys.readouterr().err
+    assert main(["searches", "--tracking-uri", two_searches["uri"], "--experiment", "other"]) == 2
+    capsys.readouterr()
