@@ -124,6 +124,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"modes {', '.join(cfg.modes)}, {cfg.candidates} candidate(s) per baseline", flush=True)
             search = Search(cfg, services, tracker, on_progress=Progress())
             result = search.run()
+    except KeyboardInterrupt:
+        print(f"deltanas: interrupted; continue with: deltanas run --resume {cfg.search_id}", file=sys.stderr)
+        return 130
     finally:
         if embedded:
             embedded.stop()
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deltanas: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("deltanas: interrupted; continue with: deltanas run --resume <search-id>", file=sys.stderr)
+        print("deltanas: interrupted", file=sys.stderr)
         return 130
 
 
