@@ -340,11 +340,13 @@ class Search:
             baseline_accuracy=baseline.accuracy, diff_lines=ev.diff_lines, output_tokens=gen.output_tokens,
             output_lines=gen.output_lines, generation_s=gen.latency_s, evaluation_s=ev.duration_s,
             novelty_jaccard=jaccard, accepted=accepted, attempt=slot.attempt, repaired_from=slot.repaired_from)
-        metrics = {"valid": float(valid), "accuracy": res.accuracy, "baseline_accuracy": baseline.accuracy,
+        metrics = {"valid": float(valid), "accuracy": ev.accuracy if valid else None,  # None: not logged
+                   "baseline_accuracy": baseline.accuracy,
                    "prompt_tokens": gen.prompt_tokens, "output_tokens": gen.output_tokens,
                    "output_lines": gen.output_lines, "diff_lines": ev.diff_lines, "generation_s": gen.latency_s,
                    "tokens_per_second": gen.tokens_per_second, "evaluation_s": ev.duration_s,
-                   "novelty_jaccard": jaccard, "accepted": float(accepted), "forced_tokens": gen.forced_tokens,
+                   "novelty_jaccard": jaccard if valid else None, "accepted": float(accepted),
+                   "forced_tokens": gen.forced_tokens,
                    **{f"eval_{k}": v for k, v in ev.metrics.items()}}
         params = {"baseline": baseline.name, "dataset": baseline.dataset, "mode": mode, "model": self._model,
                   "adapter": ctx["adapter"] or "base", "cycle": cycle, "index": slot.index, "seed": gen.seed,

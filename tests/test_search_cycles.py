@@ -188,7 +188,9 @@ def test_closed_loop_finetunes_repairs_and_retrains(curator_server, evaluator_se
         assert {r.data.params["cycle"] for r in retrained} == {"0", "1"}
         for run in retrained:  # the cycle's most accurate valid candidate
             cycle = [r for r in children if r.data.params["cycle"] == run.data.params["cycle"]]
-            assert run.data.metrics["accuracy"] == max(r.data.metrics["accuracy"] for r in cycle)
+            assert run.data.metrics["accuracy"] == max(r.data.metrics.get("accuracy", 0.0) for r in cycle)
+        invalid = [r for r in children if r.data.tags["status"] == "invalid"]
+        assert invalid and not any({"accuracy", "novelty_jaccard"} & r.data.metrics.keys() for r in invalid)
 
         # Run again: everything is recorded, nothing is generated, trained or re-trained twice.
         calls = len(ScriptedLLM.requests)
