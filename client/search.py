@@ -20,6 +20,7 @@ import logging
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -29,9 +30,21 @@ from typing import Any
 from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, MODES, REPAIRABLE, SearchConfig
 from client.scheduler import EvaluatorPool
 from client.sdk import Services
-from client.tracking import CANDIDATE_TAG, CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
+from client.tracking import (
+    BASELINE_FILE,
+    CANDIDATE_TAG,
+    CODE_FILE,
+    DIFF_FILE,
+    FAILURE_FILE,
+    PROMPT_FILE,
+    RAW_OUTPUT_FILE,
+    CandidateRecord,
+    Tracker,
+)
 from deltanas.adapters import PREFIX as SHIPPED_PREFIX
 from deltanas.adapters import default_adapter
+from deltanas.baseline import Baseline
+from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, curator_pb2, evaluator_pb2, generator_pb2
 
 log = logging.getLogger("deltanas.search")
@@ -295,6 +308,7 @@ class Search:
             feedback=feedback, constrained=self._constrained and mode == "delta",
             sampling=generator_pb2.SamplingParams(
                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
+        started_ms = int(time.time() * 1000)  # every candidate's run starts with its generation
         for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
             slot = slots.get(gen.index)
             if slot is None:
@@ -306,7 +320,8 @@ class Search:
                 request_id=f"{cfg.search_id}/{slot.cid}", candidate_id=slot.cid, baseline_code=baseline.code,
                 epochs=cfg.epochs, timeout_s=cfg.eval_timeout_s, finish_reason=gen.finish_reason,
                 **_training(baseline, cfg), **change)
-            ctx = {"cycle": cycle, "slot": slot, "baseline": baseline, "mode": mode, "gen": gen, "adapter": adapter}
+            ctx = {"cycle": cycle, "slot": slot, "baseline": baseline, "mode": mode, "gen": gen, "adapter": adapter,
+                   "started_ms": started_ms, "feedback": feedback}
             self._pending.append((pool.submit(ev), ctx))
             self._log_evaluated()
 
@@ -357,7 +372,10 @@ class Search:
                 "nearest_model": nearest, "attempt": str(slot.attempt), "finish_reason": gen.finish_reason,
                 "constrained": str(self._constrained and mode == "delta").lower(),
                 **({"failure_reason": ev.failure_reason[:1000]} if not valid else {})}
-        artifacts = {RAW_OUTPUT_FILE: gen.raw_text, DIFF_FILE: ev.applied_diff, CODE_FILE: ev.patched_code,
+        prompt = render_messages(mode, Baseline.from_proto(baseline), ctx["feedback"] or None)
+        artifacts = {PROMPT_FILE: "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt),
+                     BASELINE_FILE: baseline.code,
+                     RAW_OUTPUT_FILE: gen.raw_text, DIFF_FILE: ev.applied_diff, CODE_FILE: ev.patched_code,
                      FAILURE_FILE: f"{stage}: {ev.failure_reason}\n\n{ev.logs}" if not valid else ""}
         if accepted:  # fed back before it is logged: every logged accepted candidate is in the curator's corpus
             reply = self.svc.curator.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[
@@ -366,7 +384,7 @@ class Search:
             log.info("candidate %s: accepted into the curator's corpus (%d candidates)", cid, reply.total)
         with self._lock:
             self.tracker.log_candidate(result.run_id, cfg.search_id,
-                                       CandidateRecord(cid, params, metrics, tags, artifacts))
+                                       CandidateRecord(cid, params, metrics, tags, artifacts, ctx["started_ms"]))
             result.results.append(res)
         log.info("candidate %s: %s%s accuracy=%.4f diff_lines=%d", cid, res.status,
                  f" at {stage} ({ev.failure_reason[:120]})" if stage else "", res.accuracy, res.diff_lines)

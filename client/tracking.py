@@ -49,8 +49,10 @@ SEARCH_TAG = "deltanas.search_id"
 PARENT_TAG = "mlflow.parentRunId"
 # Artifact file names of a candidate's child run.
 RAW_OUTPUT_FILE = "llm_output.txt"
-DIFF_FILE = "candidate.diff"
+DIFF_FILE = "candidate_diff.txt"  # .txt: the MLflow UI previews it (it has no viewer for .diff)
 CODE_FILE = "model.py"
+BASELINE_FILE = "baseline.py"
+PROMPT_FILE = "prompt.txt"
 FAILURE_FILE = "failure.txt"
 
 
@@ -63,6 +65,7 @@ class CandidateRecord:
     metrics: dict[str, float]
     tags: dict[str, str]
     artifacts: dict[str, str]
+    start_ms: int | None = None  # when its generation started (the run's start time); None: when it is logged
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -211,7 +214,8 @@ class Tracker:
                 return None
             run_id = self._write({"op": "candidate", "parent_run_id": parent_run_id, "search_id": search_id,
                                   "candidate_id": record.candidate_id, "params": _params(record.params),
-                                  "metrics": record.metrics, "tags": record.tags, "artifacts": record.artifacts})
+                                  "metrics": record.metrics, "tags": record.tags, "artifacts": record.artifacts,
+                                  "start_ms": record.start_ms})
             self._logged.add(record.candidate_id)
             return run_id
 
@@ -309,15 +313,16 @@ class Tracker:
             return done[0].info.run_id
         for run in runs:  # a crash between create_run and set_terminated left an unfinished run: redo it
             self.client.delete_run(run.info.run_id)
-        run = self.client.create_run(self.experiment_id, run_name=cid, start_time=op["time_ms"], tags={
-            PARENT_TAG: op["parent_run_id"], CANDIDATE_TAG: cid, SEARCH_TAG: op["search_id"],
-            "deltanas.role": "candidate", **op["tags"]})
+        tags = {PARENT_TAG: op["parent_run_id"], CANDIDATE_TAG: cid, SEARCH_TAG: op["search_id"],
+                "deltanas.role": "candidate", **op["tags"]}
+        run = self.client.create_run(self.experiment_id, run_name=cid, start_time=op.get("start_ms") or op["time_ms"],
+                                     tags=tags)
         run_id = run.info.run_id
         self._log(run_id, op["params"], op["metrics"], {}, op["time_ms"])
         for name, text in op["artifacts"].items():
             if text:
                 self.client.log_text(run_id, text, name)
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FINISHED", end_time=op["time_ms"])  # when the evaluation ended
         return run_id
 
     def _child_run(self, candidate_id: str) -> str:

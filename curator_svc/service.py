@@ -45,18 +45,6 @@ def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
         resumed_from_step=op.resumed_from, restarts=op.restarts)
 
 
-def baseline_to_proto(b: Baseline) -> common_pb2.Baseline:
-    return common_pb2.Baseline(name=b.name, dataset=b.dataset, task=b.task, metric=b.metric, epoch=b.epoch,
-                               accuracy=b.accuracy, code=b.code, hyperparameters=b.hyperparameters, batch=b.batch,
-                               transform=b.transform)
-
-
-def baseline_from_proto(m: common_pb2.Baseline) -> Baseline:
-    return Baseline(name=m.name, dataset=m.dataset, code=m.code, accuracy=m.accuracy, epoch=m.epoch or 1,
-                    task=m.task or "img-classification", metric=m.metric or "acc",
-                    hyperparameters=dict(m.hyperparameters), batch=m.batch or 64, transform=m.transform or "norm")
-
-
 class CandidateStore:
     """Accepted candidates, appended to a JSONL file with fsync so that none is lost."""
 
@@ -151,7 +139,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         else:
             baselines = sorted(baselines, key=lambda b: (b.accuracy, b.name))
         page = baselines[request.offset:request.offset + (request.limit or DEFAULT_PAGE)]
-        return curator_pb2.ListBaselinesResponse(baselines=[baseline_to_proto(b) for b in page],
+        return curator_pb2.ListBaselinesResponse(baselines=[b.to_proto() for b in page],
                                                  total=len(baselines))
 
     def CheckNovelty(self, request: curator_pb2.CheckNoveltyRequest, context) -> curator_pb2.CheckNoveltyResponse:
@@ -169,7 +157,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
             require(0.0 <= c.accuracy <= 1.0, f"candidates[{i}].accuracy", "must be within [0, 1]")
         added = 0
         for c in request.candidates:
-            b = baseline_from_proto(c.baseline)
+            b = Baseline.from_proto(c.baseline)
             record = {"candidate_id": c.candidate_id, "code": c.code, "accuracy": c.accuracy,
                       "baseline": {**b.__dict__}}
             if self.candidates.add(record):

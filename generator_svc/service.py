@@ -37,21 +37,6 @@ SERVICE_NAME = "deltanas.v1.GeneratorService"
 MODES = {common_pb2.MODE_DELTA: "delta", common_pb2.MODE_FULL: "full"}
 
 
-def baseline_from_proto(msg: common_pb2.Baseline) -> Baseline:
-    return Baseline(
-        name=msg.name,
-        dataset=msg.dataset,
-        code=msg.code,
-        accuracy=msg.accuracy,
-        epoch=msg.epoch or 1,
-        task=msg.task or "img-classification",
-        metric=msg.metric or "acc",
-        hyperparameters=dict(msg.hyperparameters),
-        batch=msg.batch or 64,
-        transform=msg.transform or "norm",
-    )
-
-
 @contextmanager
 def backend_errors() -> Iterator[None]:
     """Backend errors as gRPC status: unknown adapter NOT_FOUND, prompt too long INVALID_ARGUMENT, down UNAVAILABLE
@@ -90,7 +75,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         require(1 <= request.n <= self.cfg.max_n, "n", f"must be in [1, {self.cfg.max_n}], got {request.n}")
         sampling = self._sampling(request)
         mode = MODES[request.mode]
-        baseline = baseline_from_proto(request.baseline)
+        baseline = Baseline.from_proto(request.baseline)
         messages = render_messages(mode, baseline, request.feedback or None)
         seeds = [request.seed + i for i in range(request.n)]
         adapter = request.adapter or None

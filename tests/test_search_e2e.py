@@ -7,7 +7,15 @@ from mlflow.tracking import MlflowClient
 from test_evaluator_grpc import MODEL
 
 from client.cli import main
-from client.tracking import CANDIDATE_TAG, CODE_FILE, PARENT_TAG, RAW_OUTPUT_FILE, SEARCH_TAG
+from client.tracking import (
+    BASELINE_FILE,
+    CANDIDATE_TAG,
+    CODE_FILE,
+    PARENT_TAG,
+    PROMPT_FILE,
+    RAW_OUTPUT_FILE,
+    SEARCH_TAG,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +51,10 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
         assert child.data.metrics["forced_tokens"] > 0
         assert child.data.tags["failure_stage"] not in ("extract", "apply"), child.data.tags.get("failure_reason")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert RAW_OUTPUT_FILE in artifacts
+        assert {RAW_OUTPUT_FILE, PROMPT_FILE, BASELINE_FILE} <= artifacts
+        # The run spans the candidate's generation and evaluation, not the moment it was logged.
+        span_s = (child.info.end_time - child.info.start_time) / 1000
+        assert span_s >= child.data.metrics["generation_s"] - 0.5
         if child.data.tags["status"] == "valid":
             assert CODE_FILE in artifacts
 

@@ -24,12 +24,13 @@ from curator_svc.finetune import FineTuneConfig, finetune
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import PairingConfig, pair_baselines
 from deltanas import llm
+from deltanas.baseline import Baseline
 from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from evaluator_svc.patching import patch_candidate
 from generator_svc.backends import Sampling, UnknownAdapter, create_backend
 from generator_svc.config import GeneratorConfig
-from generator_svc.service import baseline_from_proto, build_server
+from generator_svc.service import build_server
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-vllm"
@@ -140,7 +141,7 @@ def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer,
     backend = create_backend("openai", url=vllm.url, model=MODEL)
     assert backend.list_adapters() == [ADAPTER]
     assert backend.info().model == MODEL and backend.info().context_length == CONTEXT
-    messages = render_messages("delta", baseline_from_proto(baseline))
+    messages = render_messages("delta", Baseline.from_proto(baseline))
     tokenizer = llm.load_tokenizer(MODEL)
     ours = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert backend.count_tokens(messages) == len(tokenizer(ours, add_special_tokens=False)["input_ids"])
