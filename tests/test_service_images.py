@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -139,6 +140,8 @@ def test_service_image_starts_with_only_its_own_extra(service: str, wheels: Path
         settings = {"HOST": "127.0.0.1", "PORT": str(port)}
         if service == "generator":
             settings |= {"BACKEND": "openai", "URL": llm_url, "MODEL": ""}  # the server's first model
+        if service == "evaluator":  # the image serves Prometheus metrics: on a free port here
+            settings["METRICS_PORT"] = str(free_port())
         env = {**clean_environ(venv), **image_env(service), "DELTANAS_HOME": str(tmp_path / "home"),
                **{f"DELTANAS_{service.upper()}_{k}": v for k, v in settings.items()}}
         if service in ALSO_IMPORTS:
@@ -162,6 +165,9 @@ def serve_until_healthy(service: str, port: int, env: dict[str, str], work: Path
             assert time.monotonic() < deadline, f"{service} not SERVING after {START_TIMEOUT_S} s"
             time.sleep(1)
         run(ops(service, "HEALTHCHECK")[-1].exec_form(), env, work, timeout=60)
+        if metrics_port := env.get(f"DELTANAS_{service.upper()}_METRICS_PORT"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+                assert b"deltanas_evaluator_busy_slots 0.0" in reply.read()
         proc.terminate()
         assert proc.wait(timeout=90) == 0, f"{service} did not drain and exit 0 on SIGTERM"
     finally:
