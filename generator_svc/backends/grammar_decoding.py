@@ -104,7 +104,7 @@ class GrammarDecoder:
         for matcher in matchers[1:]:
             for token in head:
                 matcher.accept_token(token)
-        steps: list[list[int]] = [list(head) for _ in range(rows)]
+        steps: list[list[int]] = [[] for _ in range(rows)]  # what each row appends in the next forward pass
         for row in range(rows):
             generated[row].extend(head)
             forced_count[row] = len(head)
@@ -125,8 +125,7 @@ class GrammarDecoder:
             for row, g in enumerate(generated):
                 ids[row, : len(g)] = torch.tensor(g, dtype=torch.long)
             chosen = processors(ids, logits).argmax(-1).tolist()
-            for row in range(rows):
-                steps[row] = []
+            steps = [[] for _ in range(rows)]
             for row in sorted(alive):
                 token = chosen[row]
                 generated[row].append(token)
