@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from client.config import SearchConfig, stored_config
-from client.store import DEFAULT_STATE, TRACKING_ENV
+from client.store import DEFAULT_STATE, TRACKING_ENV, default_uri
 from deltanas.config import add_config_arguments, build, config_overrides
 from deltanas.logs import setup_logging
 from deltanas.services import SERVICES, serve
@@ -65,7 +65,7 @@ def _tracking(args: argparse.Namespace) -> tuple[str, str | None]:
         return args.tracking_uri or os.environ[TRACKING_ENV], None
     state = DEFAULT_STATE.resolve()
     state.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{state / 'mlflow.db'}", (state / "mlartifacts").as_uri()
+    return default_uri(), (state / "mlartifacts").as_uri()
 
 
 def _print_table(results) -> None:

@@ -13,27 +13,11 @@ from deltadiff import apply_diff, diff_grammar, extract_diff, make_diff
 from deltadiff.grammar import FENCE_CLOSE, FENCE_OPEN, grammar_shape
 from deltanas import llm
 from tests.conftest import TEST_MODEL
+from tests.test_deltadiff_damage import BASE as DAMAGE_BASE
 
-BASE = """import torch
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 32, kernel_size=3)
-        self.bn = nn.BatchNorm2d(32)
-        self.relu = nn.ReLU()
-        self.name = "a \\"quoted\\" \\\\ name\\t"
-\tself.tabbed = 1
-
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = self.relu(self.bn(self.conv(x)))
-        x = x.mean((2, 3))
-        return self.fc(x)
-"""
+# The damage tests' model, with a line of quotes, backslashes and a tab, and a tab-indented line, after the ReLU.
+BASE = DAMAGE_BASE.replace("        self.relu = nn.ReLU()\n", "        self.relu = nn.ReLU()\n"
+                           "        self.name = \"a \\\"quoted\\\" \\\\ name\\t\"\n\tself.tabbed = 1\n")
 HEAD = f"{FENCE_OPEN}--- a/model.py\n+++ b/model.py\n"
 
 
