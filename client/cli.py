@@ -7,6 +7,7 @@
     deltanas serve evaluator --port 50063 --slots 2
     deltanas searches                             # the searches in the store ($MLFLOW_TRACKING_URI or .deltanas)
     deltanas report <search-id | run-id> [<other>] [--json]
+    deltanas ui [<search-id>]                     # the MLflow UI on that store, on 127.0.0.1:5000
     deltanas data list | fetch NAME...
     deltanas apply BASE DIFF -o OUT
 """
@@ -17,8 +18,8 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import asdict
 from pathlib import Path
@@ -85,22 +86,9 @@ def _print_rows(rows: list[tuple[str, ...]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-class Progress:
-    """A periodic progress line with rate and ETA."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        elapsed = time.monotonic() - self.start
-        rate = done / elapsed * 60 if elapsed > 0 else 0.0
-        eta = (total - done) / (done / elapsed) if done else float("nan")
-        log.info("progress %d/%d candidates (%.1f/min, elapsed %.0f s, ETA %s)", done, total, rate, elapsed,
-                 f"{eta:.0f} s" if eta == eta else "unknown")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from client.embedded import EmbeddedServices
+    from client.progress import ProgressDisplay
     from client.sdk import Endpoints, Services
     from client.search import Search
 
@@ -122,8 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         with Services(endpoints) as services:
             print(f"search {cfg.search_id}: {cfg.cycles} cycle(s), datasets {', '.join(cfg.datasets)}, "
                   f"modes {', '.join(cfg.modes)}, {cfg.candidates} candidate(s) per baseline", flush=True)
-            search = Search(cfg, services, tracker, on_progress=Progress())
-            result = search.run()
+            with ProgressDisplay() as progress:
+                result = Search(cfg, services, tracker, on_progress=progress).run()
     except KeyboardInterrupt:
         print(f"deltanas: interrupted; continue with: deltanas run --resume {cfg.search_id}", file=sys.stderr)
         return 130
@@ -136,8 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{len(valid)}/{len(result.results)} valid" + (f", {result.skipped} already recorded (resumed)"
                                                          if result.skipped else ""))
     print(f"MLflow: search {cfg.search_id}, parent run {result.run_id} in experiment {cfg.experiment!r}")
-    print(f"Open the UI with: mlflow ui --backend-store-uri {uri}" + (f" --default-artifact-root {artifacts}"
-                                                                      if artifacts else ""))
+    print(f"Open the UI with: deltanas ui {cfg.search_id}" + ("" if uri == default_uri() else
+                                                                  f" --tracking-uri {uri}"))
+    print(f"  (or: mlflow ui --backend-store-uri {uri}" + (f" --default-artifact-root {artifacts})"
+                                                          if artifacts else ")"))
     return 0
 
 
@@ -195,6 +185,28 @@ def cmd_searches(args: argparse.Namespace) -> int:
          "-" if r.valid_rate is None else f"{100 * r.valid_rate:.0f} %",
          "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}") for r in rows])
     return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serves the MLflow UI on the store a search wrote (the default one unless told), on loopback."""
+    from client.store import existing_store, reader, search_id_of
+
+    uri = existing_store(args.tracking_uri)
+    tracker = reader(uri, args.experiment)
+    page = f"#/experiments/{tracker.experiment_id}"
+    if args.search:
+        from client.report import parent_run
+
+        page += f"/runs/{parent_run(tracker, search_id_of(tracker, args.search)).info.run_id}"
+    if uri.startswith(("http://", "https://")):
+        print(f"the store is an MLflow server: open {uri.rstrip('/')}/{page}")
+        return 0
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port)]
+    if uri == default_uri():
+        command += ["--default-artifact-root", (DEFAULT_STATE / "mlartifacts").resolve().as_uri()]
+    print(f"MLflow UI: http://{args.host}:{args.port}/{page}  (Ctrl-C stops it)", flush=True)
+    return subprocess.run(command, check=False).returncode
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -266,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     report.set_defaults(func=cmd_report)
     searches.set_defaults(func=cmd_searches)
+
+    ui = sub.add_parser("ui", help="serve the MLflow UI on the search's store (loopback) and print its address")
+    ui.add_argument("search", nargs="?", help="search id or parent run id: print the address of its run page")
+    ui.add_argument("--experiment", default="deltanas")
+    ui.add_argument("--tracking-uri", help=f"MLflow store (default: ${TRACKING_ENV}, else .deltanas/mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
 
     data = sub.add_parser("data", help="the evaluator's datasets: fetch them (where a network exists) or list them")
     data_sub = data.add_subparsers(dest="action", required=True)

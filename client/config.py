@@ -97,11 +97,15 @@ class SearchConfig:
 
 
 def stored_config(params: dict[str, str]) -> dict[str, Any]:
-    """The SearchConfig values a search's parent run recorded (its params), for resuming it as it was."""
+    """The SearchConfig values a search's parent run recorded (its params), for resuming it as it was.
+
+    Lists are recorded comma-joined (`build` splits them); a store written before that holds their Python repr.
+    """
     hints = typing.get_type_hints(SearchConfig)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(SearchConfig):
         if f.name in params and f.name != "search_id":
             raw = params[f.name]
-            out[f.name] = ast.literal_eval(raw) if typing.get_origin(hints[f.name]) is list else raw
+            legacy = typing.get_origin(hints[f.name]) is list and raw.startswith("[")
+            out[f.name] = ast.literal_eval(raw) if legacy else raw
     return out

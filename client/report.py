@@ -6,29 +6,34 @@ Per generation mode (delta vs full): candidates, valid rate, mean one-epoch accu
 best accuracy per dataset, mean output lines and tokens, novel architectures admitted, failure stages;
 the output-length reduction of delta vs full; Spearman ρ between one-epoch and longer-run accuracy of the
 candidates the search re-trained (metric `accuracy_long`, param `long_epochs`) next to the same ρ from
-LEMUR's own records. The table, its JSON, summary metrics and per-cycle plots go onto the parent run.
+LEMUR's own records. `publish` makes the parent run the search's dashboard: per-cycle metrics (step = cycle),
+the summary metrics, the table as text and JSON, the plots, the candidates as a table and a markdown note; the
+search publishes after every cycle and at its end, `deltanas report` again (idempotent: what is already right
+is not written twice).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from statistics import fmean
 from typing import Any
 
 from client import lemur_fidelity
 from client.lemur_fidelity import Fidelity, spearman
-from client.tracking import SEARCH_TAG, Tracker
+from client.tracking import CANDIDATE_TAG, SEARCH_TAG, Tracker
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
 REPORT_TEXT_FILE = "report.txt"
+TABLE_FILE = "candidates.json"  # MLflow's table format (pandas "split" orient), shown in the run's artifacts
+NOTE_TAG = "mlflow.note.content"  # the run page's description (markdown)
 MODE_ORDER = ("delta", "full")
+TABLE_COLUMNS = ("candidate_id", "cycle", "mode", "dataset", "baseline", "valid", "accuracy", "baseline_accuracy",
+                 "failure_stage", "output_tokens", "output_lines", "novelty_jaccard", "accepted")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class Candidate:
     failure_stage: str
     accuracy_long: float | None = None
     long_epochs: int | None = None
+    candidate_id: str = ""
+    baseline: str = ""
+    baseline_accuracy: float | None = None
 
 
 @dataclass
@@ -97,7 +105,9 @@ def candidate(run: Any) -> Candidate:
         output_tokens=metrics.get("output_tokens", 0.0), novelty_jaccard=metrics.get("novelty_jaccard", 0.0),
         accepted=metrics.get("accepted") == 1.0,
         failure_stage="" if valid else stage if stage not in ("", "none") else "unknown",
-        accuracy_long=metrics.get("accuracy_long"), long_epochs=int(long_epochs) if long_epochs else None)
+        accuracy_long=metrics.get("accuracy_long"), long_epochs=int(long_epochs) if long_epochs else None,
+        candidate_id=tags.get(CANDIDATE_TAG, ""), baseline=params.get("baseline", ""),
+        baseline_accuracy=metrics.get("baseline_accuracy"))
 
 
 def _mean(values: list[float]) -> float | None:
@@ -289,8 +299,9 @@ def _validity(ax: Any, cycles: list[CycleSummary]) -> None:
     ax.legend()
 
 
-def save_plots(report: Report, candidates: list[Candidate], out_dir: Path) -> list[Path]:
-    """validity_per_cycle.png, accuracy_per_cycle.png and novelty_per_cycle.png (Agg, no pyplot state)."""
+def figures(report: Report, candidates: list[Candidate]) -> dict[str, Any]:
+    """validity_per_cycle.png, accuracy_per_cycle.png and novelty_per_cycle.png as matplotlib Figures (Agg, no
+    pyplot state)."""
     from matplotlib.figure import Figure
 
     plots: dict[str, Callable[[Any], None]] = {
@@ -299,15 +310,47 @@ def save_plots(report: Report, candidates: list[Candidate], out_dir: Path) -> li
         "novelty_per_cycle.png": lambda ax: _boxes(ax, candidates, lambda c: c.novelty_jaccard,
                                                    "max Jaccard to known models"),
     }
-    paths = []
+    out = {}
     for name, draw in plots.items():
         fig = Figure(figsize=(6, 4), layout="tight")
         ax = fig.add_subplot()
         draw(ax)
         ax.set_title(f"{report.search_id}: {name.removesuffix('.png').replace('_', ' ')}")
-        fig.savefig(out_dir / name, dpi=100)
-        paths.append(out_dir / name)
-    return paths
+        out[name] = fig
+    return out
+
+
+def cycle_metrics(candidates: list[Candidate]) -> dict[int, dict[str, float]]:
+    """The parent's per-cycle metrics (step = cycle) as `<mode>/<name>` (the UI charts each mode as a section):
+    candidates, valid rate, mean and best accuracy
+    of the valid ones, the share of candidates above their baseline, mean output tokens and lines, failures."""
+    out: dict[int, dict[str, float]] = defaultdict(dict)
+    for (mode, cycle), group in sorted(_group(candidates, lambda c: (c.mode, c.cycle)).items()):
+        valid = [c for c in group if c.valid]
+        above = [c for c in valid if c.baseline_accuracy is not None and c.accuracy > c.baseline_accuracy]
+        values = {"candidates": len(group), "valid_rate": len(valid) / len(group),
+                  "mean_accuracy": _mean([c.accuracy for c in valid]),
+                  "best_accuracy": max((c.accuracy for c in valid), default=None),
+                  "above_baseline_share": len(above) / len(group),
+                  "mean_output_tokens": fmean(c.output_tokens for c in group),
+                  "mean_output_lines": fmean(c.output_lines for c in group),
+                  **{f"failed_{stage}": n for stage, n in Counter(c.failure_stage for c in group
+                                                                  if not c.valid).items()}}
+        out[cycle] |= {f"{mode}/{k}": float(v) for k, v in values.items() if v is not None}
+    return dict(out)
+
+
+def candidate_table(candidates: list[Candidate]) -> str:
+    """The candidates as MLflow's table JSON ({"columns", "data"}), one row each, in candidate-id order."""
+    rows = [[getattr(c, col) for col in TABLE_COLUMNS] for c in sorted(candidates, key=lambda c: c.candidate_id)]
+    return json.dumps({"columns": list(TABLE_COLUMNS), "data": rows})
+
+
+def note(report: Report) -> str:
+    """The parent run's markdown description: the report as the CLI prints it."""
+    return (f"### deltanas search `{report.search_id}`\n\nWritten by the search after every cycle and by "
+            f"`deltanas report {report.search_id}`; the plots and `{TABLE_FILE}` are under `{REPORT_DIR}/` in "
+            f"Artifacts, one child run per candidate.\n\n```\n{render(report)}\n```\n")
 
 
 def parent_run(tracker: Tracker, search_id: str) -> Any:
@@ -318,17 +361,29 @@ def parent_run(tracker: Tracker, search_id: str) -> Any:
     return runs[0]
 
 
-def make_report(tracking_uri: str, experiment: str, search_id: str, reference: bool = True) -> Report:
-    """Computes the report from the child runs and logs metrics, text, JSON and plots on the parent run."""
-    tracker = Tracker(tracking_uri, experiment)
-    run_id = parent_run(tracker, search_id).info.run_id
+def publish(tracker: Tracker, run_id: str, search_id: str, reference: bool = True, final: bool = True) -> Report:
+    """Computes the report from the child runs and writes the dashboard onto the parent run `run_id`.
+
+    `final=False` (after a cycle): only the per-cycle metrics. Nothing that is already there is written again.
+    """
     candidates = [candidate(run) for run in tracker.children(run_id)]
-    report = build_report(search_id, candidates, reference)
+    report = build_report(search_id, candidates, reference and final)
+    if not final:
+        tracker.log_summary(run_id, {}, {}, steps=cycle_metrics(candidates))
+        return report
+    table = f"{REPORT_DIR}/{TABLE_FILE}"
     tracker.log_summary(run_id, summary_metrics(report), {
         f"{REPORT_DIR}/{REPORT_TEXT_FILE}": render(report),
-        f"{REPORT_DIR}/{REPORT_FILE}": json.dumps(asdict(report), indent=2)})
+        f"{REPORT_DIR}/{REPORT_FILE}": json.dumps(asdict(report), indent=2),
+        **({table: candidate_table(candidates)} if candidates else {})},
+        steps=cycle_metrics(candidates), tags={NOTE_TAG: note(report)},
+        tables=[table] if candidates else [])
     if candidates:
-        with tempfile.TemporaryDirectory() as tmp:
-            save_plots(report, candidates, Path(tmp))
-            tracker.client.log_artifacts(run_id, tmp, REPORT_DIR)
+        tracker.log_figures(run_id, {f"{REPORT_DIR}/{name}": fig for name, fig in figures(report, candidates).items()})
     return report
+
+
+def make_report(tracking_uri: str, experiment: str, search_id: str, reference: bool = True) -> Report:
+    """`publish` for the search `search_id` of `experiment` in the store at `tracking_uri`."""
+    tracker = Tracker(tracking_uri, experiment)
+    return publish(tracker, parent_run(tracker, search_id).info.run_id, search_id, reference)

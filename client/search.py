@@ -16,6 +16,7 @@ holds and records every candidate exactly once.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import tempfile
@@ -23,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, MODES, REPAIRABLE, SearchConfig
+from client.report import publish
 from client.scheduler import EvaluatorPool
 from client.sdk import Services
 from client.tracking import (
@@ -40,6 +42,7 @@ from client.tracking import (
     RAW_OUTPUT_FILE,
     CandidateRecord,
     Tracker,
+    is_outage,
 )
 from deltanas.adapters import PREFIX as SHIPPED_PREFIX
 from deltanas.adapters import default_adapter
@@ -85,6 +88,19 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class SearchProgress:
+    """Where the search stands: candidates asked of the LLM and not yet answered, answered and being evaluated,
+    done (logged, or skipped on resume: already recorded), valid among the done, of `total` planned."""
+
+    total: int
+    generating: int = 0
+    evaluating: int = 0
+    done: int = 0
+    skipped: int = 0
+    valid: int = 0
+
+
+@dataclass(frozen=True)
 class _Slot:
     """Where a generated answer goes: its candidate id, index and attempt (0: first, n: n-th repair)."""
 
@@ -114,15 +130,14 @@ class Search:
 
     def __init__(self, config: SearchConfig, services: Services, tracker: Tracker,
                  on_result: Callable[[CandidateResult], None] | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 on_progress: Callable[[SearchProgress], None] | None = None) -> None:
         self.cfg = config
         self.svc = services
         self.tracker = tracker
         self.on_result = on_result
         self.on_progress = on_progress
         self._lock = threading.Lock()
-        self._done = 0
-        self._total = 0
+        self._progress = SearchProgress(0)
         self._model = ""
         self._constrained = False  # delta answers decoded under the baseline's grammar (decoding, generator)
         self._initial: dict[str, str] = {}  # mode -> generator adapter before any fine-tune ("" = base model)
@@ -141,24 +156,26 @@ class Search:
                              "use auto or free")
         self._constrained = cfg.decoding == "constrained" or (cfg.decoding == "auto" and info.constrained_decoding)
         self._initial = self._load_adapters(info)
-        params = {**{k: v for k, v in asdict(cfg).items() if k != "search_id"},
-                  "model": info.model, "backend": info.backend, "evaluators": ",".join(slots),
-                  "constrained": self._constrained}
-        tags = {"deltanas.model": info.model,
-                "deltanas.adapter": ",".join(f"{m}={a or 'base'}" for m, a in self._initial.items()),
-                "deltanas.modes": ",".join(cfg.modes), "deltanas.datasets": ",".join(cfg.datasets)}
+        params = {**{k: v for k, v in asdict(cfg).items() if k != "search_id"},  # lists are logged comma-joined
+                  "model": info.model, "backend": info.backend, "evaluator_slots": sum(slots.values()),
+                  "constrained": self._constrained}  # evaluator addresses (ephemeral ports) stay in the log
+        tags = {"deltanas.adapter": ",".join(f"{m}={a or 'base'}" for m, a in self._initial.items())}
         run_id = self.tracker.start_search(cfg.search_id, params, tags)
         result = self._result = SearchResult(cfg.search_id, run_id)
         pool = EvaluatorPool(self.svc.evaluators, slots, deadline_s=cfg.eval_timeout_s + 120)
-        self._total = cfg.cycles * len(cfg.datasets) * cfg.baselines * len(cfg.modes) * cfg.candidates
-        log.info("search %s: %d candidates over %d evaluator slot(s); MLflow run %s", cfg.search_id, self._total,
+        total = cfg.cycles * len(cfg.datasets) * cfg.baselines * len(cfg.modes) * cfg.candidates
+        self._progress = SearchProgress(total)
+        log.info("search %s: %d candidates over %d evaluator slot(s); MLflow run %s", cfg.search_id, total,
                  pool.total_slots, run_id)
+        self.tracker.log_datasets(run_id, _lineage(cfg))
         status = "FAILED"
         try:
-            for cycle in range(cfg.cycles):
-                self._cycle(cycle, pool, result)
-                if cfg.retrain_top_k:
-                    self._retrain(cycle, pool, run_id)
+            with self.tracker.system_metrics(run_id):
+                for cycle in range(cfg.cycles):
+                    self._cycle(cycle, pool, result)
+                    if cfg.retrain_top_k:
+                        self._retrain(cycle, pool, run_id)
+                    self._publish(final=cycle == cfg.cycles - 1)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -167,6 +184,17 @@ class Search:
             pool.close()
             self.tracker.finish(run_id, status)
         return result
+
+    def _publish(self, final: bool) -> None:
+        """The parent run's dashboard (client.report.publish): per-cycle metrics now, the whole report at the end.
+        A store that is down only delays it (the metrics are journaled; `deltanas report` redraws the rest)."""
+        try:
+            publish(self.tracker, self._result.run_id, self.cfg.search_id, final=final)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("search %s: the dashboard was not updated, MLflow is unreachable (%s)", self.cfg.search_id,
+                        type(exc).__name__)
 
     def _check_epochs(self) -> None:
         for address, stub in self.svc.evaluators.items():
@@ -282,8 +310,7 @@ class Search:
                 mode, index = params["mode"], int(params["index"])
                 first = candidate_id(cfg.search_id, cycle, params["baseline"], mode, index)
                 slot = _Slot(repair_id(first, attempt), index, attempt, tags[CANDIDATE_TAG])
-                with self._lock:
-                    self._total += 1
+                self._advance(total=1)  # a repair is one more candidate
                 if self.tracker.is_logged(slot.cid):
                     self._skip(result, 1)
                     continue
@@ -309,10 +336,12 @@ class Search:
             sampling=generator_pb2.SamplingParams(
                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
         started_ms = int(time.time() * 1000)  # every candidate's run starts with its generation
+        self._advance(generating=len(slots))
         for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
             slot = slots.get(gen.index)
             if slot is None:
                 continue
+            self._advance(generating=-1, evaluating=1)
             log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", slot.cid, gen.output_tokens,
                      gen.latency_s, baseline.name, mode, f", repair of {slot.repaired_from}" if feedback else "")
             change = {"delta_answer": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}
@@ -368,7 +397,7 @@ class Search:
                   "batch": baseline.batch, "transform": baseline.transform, "worker": ev.worker,
                   **({"repaired_from": slot.repaired_from} if slot.repaired_from else {}),
                   **{f"hp_{k}": v for k, v in baseline.hyperparameters.items()}}
-        tags = {"status": res.status, "failure_stage": stage or "none", "mode": mode, "dataset": baseline.dataset,
+        tags = {"status": res.status, "failure_stage": stage or "none",  # mode, dataset: params
                 "nearest_model": nearest, "attempt": str(slot.attempt), "finish_reason": gen.finish_reason,
                 "constrained": str(self._constrained and mode == "delta").lower(),
                 **({"failure_reason": ev.failure_reason[:1000]} if not valid else {})}
@@ -388,7 +417,7 @@ class Search:
             result.results.append(res)
         log.info("candidate %s: %s%s accuracy=%.4f diff_lines=%d", cid, res.status,
                  f" at {stage} ({ev.failure_reason[:120]})" if stage else "", res.accuracy, res.diff_lines)
-        self._advance(1)
+        self._advance(evaluating=-1, done=1, valid=int(valid))
         if self.on_result:
             self.on_result(res)
 
@@ -423,14 +452,30 @@ class Search:
 
     def _skip(self, result: SearchResult, n: int) -> None:
         result.skipped += n
-        self._advance(n)
+        self._advance(done=n, skipped=n)
 
-    def _advance(self, n: int) -> None:
-        if n and self.on_progress:
-            with self._lock:
-                self._done += n
-                done, total = self._done, self._total
-            self.on_progress(done, total)
+    def _advance(self, **changes: int) -> None:
+        """Adds `changes` to the progress counters and reports the new state."""
+        with self._lock:
+            now = self._progress
+            self._progress = replace(now, **{k: getattr(now, k) + v for k, v in changes.items()})
+            progress = self._progress
+        if self.on_progress:
+            self.on_progress(progress)
+
+
+def _lineage(cfg: SearchConfig) -> list[dict[str, str]]:
+    """What the search trains on, per dataset, for MLflow's dataset lineage: the evaluator's split limits (0: the
+    whole split) and the baselines; the digest names exactly that selection (the evaluator holds the data)."""
+    out = []
+    for dataset in cfg.datasets:
+        source = {"dataset": dataset, "train_limit": cfg.train_limit, "test_limit": cfg.test_limit,
+                  "baselines": ",".join(cfg.baseline_names) or f"{cfg.baselines} per cycle from the curator"}
+        digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
+        profile = {"train_images": cfg.train_limit or "all", "test_images": cfg.test_limit or "all"}
+        out.append({"name": dataset, "digest": digest, "source": json.dumps(source), "profile": json.dumps(profile),
+                    "context": "evaluation"})
+    return out
 
 
 def _training(baseline: common_pb2.Baseline, cfg: SearchConfig) -> dict[str, Any]:
@@ -443,4 +488,4 @@ def run_search(config: SearchConfig, services: Services, tracker: Tracker, **kwa
     return Search(config, services, tracker, **kwargs).run()
 
 
-__all__ = ["CandidateResult", "Search", "SearchResult", "candidate_id", "repair_id", "run_search"]
+__all__ = ["CandidateResult", "Search", "SearchProgress", "SearchResult", "candidate_id", "repair_id", "run_search"]

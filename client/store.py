@@ -104,7 +104,7 @@ def list_searches(uri: str, experiment: str) -> list[SearchRow]:
         started = datetime.fromtimestamp(parent.info.start_time / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
         rows.append(SearchRow(
             parent.data.tags[SEARCH_TAG], parent.info.run_id, started, parent.info.status,
-            parent.data.tags.get("deltanas.model", ""), parent.data.tags.get("deltanas.modes", ""), len(children),
+            parent.data.params.get("model", ""), parent.data.params.get("modes", ""), len(children),
             len(valid) / len(children) if children else None,
             max((c.data.metrics.get("accuracy", 0.0) for c in valid), default=None)))
     return rows

@@ -18,11 +18,14 @@ MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1 unless set) so an outage costs seconds per 
 from __future__ import annotations
 
 import fcntl
+import functools
+import getpass
 import hashlib
 import json
 import logging
 import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +39,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -47,6 +50,9 @@ log = logging.getLogger("deltanas.tracking")
 CANDIDATE_TAG = "deltanas.candidate_id"
 SEARCH_TAG = "deltanas.search_id"
 PARENT_TAG = "mlflow.parentRunId"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # how the UI knows an artifact is a table
+# The UI opens an experiment of this kind in its model-training view (runs, metrics), not the GenAI one (traces).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Artifact file names of a candidate's child run.
 RAW_OUTPUT_FILE = "llm_output.txt"
 DIFF_FILE = "candidate_diff.txt"  # .txt: the MLflow UI previews it (it has no viewer for .diff)
@@ -165,8 +171,10 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (found.experiment_id if found else
-                              self.client.create_experiment(experiment, artifact_location=artifact_location))
+        self.experiment_id = (found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+        if found and found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         store = hashlib.sha1(f"{tracking_uri}|{experiment}".encode()).hexdigest()[:10]
         name = re.sub(r"[^\w.-]", "_", experiment)
         self.journal = Journal((journal_dir or deltanas_home() / "journal") / f"{name}-{store}.jsonl")
@@ -188,7 +196,7 @@ class Tracker:
                 self._logged |= {r["candidate_id"] for r in self.journal.read() if r["op"] == "candidate"}
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=search_id,
-                                     tags={SEARCH_TAG: search_id, "deltanas.role": "search", **tags})
+                                     tags={**source_tags(), SEARCH_TAG: search_id, "deltanas.role": "search", **tags})
         self._log(run.info.run_id, params, {}, {})
         return run.info.run_id
 
@@ -228,8 +236,45 @@ class Tracker:
         self._write({"op": "update", "candidate_id": candidate_id, "metrics": metrics,
                      "params": _params(params or {})})
 
-    def log_summary(self, run_id: str, metrics: dict[str, float], artifacts: dict[str, str]) -> None:
-        self._write({"op": "summary", "run_id": run_id, "metrics": metrics, "artifacts": artifacts})
+    def log_summary(self, run_id: str, metrics: dict[str, float], artifacts: dict[str, str],
+                    steps: dict[int, dict[str, float]] | None = None, tags: dict[str, str] | None = None,
+                    tables: list[str] = ()) -> None:
+        """The search's dashboard on its parent run: `metrics` at step 0, `steps` per step (cycle), text
+        artifacts (`tables`: those in MLflow's table JSON), tags. A metric point already there is not repeated."""
+        self._write({"op": "summary", "run_id": run_id, "metrics": metrics, "artifacts": artifacts,
+                     "steps": {str(k): v for k, v in (steps or {}).items()}, "tags": tags or {},
+                     "tables": list(tables)})
+
+    def log_datasets(self, run_id: str, datasets: list[dict[str, str]]) -> None:
+        """Dataset lineage (the run's Datasets column): each {name, digest, source, profile, context}; MLflow keeps
+        one entry per name and digest, so logging again on resume adds nothing."""
+        self._write({"op": "inputs", "run_id": run_id, "datasets": datasets})
+
+    @contextmanager
+    def system_metrics(self, run_id: str, interval_s: float = 10.0) -> Iterator[None]:
+        """MLflow's system metrics (CPU, memory, disk, network, GPU where present) on `run_id` while the block
+        runs, sampled every `interval_s`; a resumed search continues the same series."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
+                                       tracking_uri=self.tracking_uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+    def log_figures(self, run_id: str, figures: dict[str, Any]) -> None:
+        """matplotlib figures as PNG artifacts; skipped with a warning while the store is down (they are derived:
+        `deltanas report` draws them again)."""
+        try:
+            for name, fig in figures.items():
+                self.client.log_figure(run_id, fig, name)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("MLflow at %s is unreachable: the report's figures were not logged (%s); run `deltanas "
+                        "report` later to draw them", self.tracking_uri, type(exc).__name__)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Ends the parent run after a last journal sync; warns if records are still waiting."""
@@ -298,9 +343,11 @@ class Tracker:
         if kind == "update":
             self._log(self._child_run(op["candidate_id"]), op["params"], op["metrics"], {}, stamp)
         elif kind == "summary":
-            self._log(op["run_id"], {}, op["metrics"], {}, stamp)
-            for name, text in op["artifacts"].items():
-                self.client.log_text(op["run_id"], text, name)
+            self._log_dashboard(op, stamp)
+        elif kind == "inputs":
+            self.client.log_inputs(op["run_id"], [
+                DatasetInput(Dataset(d["name"], d["digest"], "deltanas", d["source"], profile=d["profile"]),
+                             [InputTag("mlflow.data.context", d["context"])]) for d in op["datasets"]])
         else:
             self.client.set_terminated(op["run_id"], op["status"], end_time=stamp)
         return None
@@ -313,7 +360,7 @@ class Tracker:
             return done[0].info.run_id
         for run in runs:  # a crash between create_run and set_terminated left an unfinished run: redo it
             self.client.delete_run(run.info.run_id)
-        tags = {PARENT_TAG: op["parent_run_id"], CANDIDATE_TAG: cid, SEARCH_TAG: op["search_id"],
+        tags = {**source_tags(), PARENT_TAG: op["parent_run_id"], CANDIDATE_TAG: cid, SEARCH_TAG: op["search_id"],
                 "deltanas.role": "candidate", **op["tags"]}
         run = self.client.create_run(self.experiment_id, run_name=cid, start_time=op.get("start_ms") or op["time_ms"],
                                      tags=tags)
@@ -333,6 +380,33 @@ class Tracker:
             raise LookupError(f"candidate_id: no finished child run for {candidate_id!r}")
         return finished[0].info.run_id
 
+    def _log_dashboard(self, op: dict[str, Any], stamp: int) -> None:
+        """A summary op: only metric points that differ from what the run holds, so a re-run adds nothing."""
+        run_id = op["run_id"]
+        run = self.client.get_run(run_id)
+        latest = run.data.metrics
+        points = [Metric(k, float(v), stamp, 0) for k, v in op["metrics"].items() if latest.get(k) != float(v)]
+        history: dict[str, set[tuple[int, float]]] = {}
+        for step, values in op.get("steps", {}).items():
+            for key, value in values.items():
+                if key not in history:
+                    history[key] = ({(m.step, m.value) for m in self.client.get_metric_history(run_id, key)}
+                                    if key in latest else set())
+                if (int(step), float(value)) not in history[key]:
+                    points.append(Metric(key, float(value), stamp, int(step)))
+        tags = dict(op.get("tags", {}))
+        if op.get("tables"):
+            known = json.loads(run.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+            known += [t for t in ({"path": path, "type": "table"} for path in op["tables"]) if t not in known]
+            tags[LOGGED_ARTIFACTS_TAG] = json.dumps(known)
+        tags = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
+        for i in range(0, len(points), 1000):  # log_batch takes at most 1000 metrics
+            self.client.log_batch(run_id, metrics=points[i:i + 1000])
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        for name, text in op["artifacts"].items():
+            self.client.log_text(run_id, text, name)
+
     def _log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
              time_ms: int | None = None) -> None:
         stamp = time_ms or int(time.time() * 1000)
@@ -345,5 +419,19 @@ class Tracker:
 
 
 def _params(params: dict[str, Any]) -> dict[str, str]:
-    """MLflow params as stored: strings of at most 6000 characters."""
-    return {k: str(v)[:6000] for k, v in params.items()}
+    """MLflow params as stored: strings of at most 6000 characters, lists comma-joined."""
+    return {k: (",".join(map(str, v)) if isinstance(v, list | tuple) else str(v))[:6000] for k, v in params.items()}
+
+
+@functools.cache
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for runs this process creates: program, user, and the git commit of this checkout."""
+    tags = {"mlflow.source.name": "deltanas", "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return tags
+    if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", done.stdout.strip()):
+        tags["mlflow.source.git.commit"] = done.stdout.strip()
+    return tags

@@ -1,7 +1,7 @@
 """The evaluator's Prometheus metrics, served on /metrics when `metrics_port` is set (images and the Helm chart:
 9464; the chart's HorizontalPodAutoscaler scales on deltanas_evaluator_busy_slots).
 
-    metrics = EvaluatorMetrics(slots=2, busy=lambda: servicer.busy)
+    metrics = EvaluatorMetrics(slots=lambda: 2, busy=lambda: executor.busy)
     metrics.serve("0.0.0.0", 9464)            # curl http://host:9464/metrics
     metrics.observe("invalid", "apply", 0.02)
 """
@@ -19,9 +19,10 @@ BUCKETS = (0.01, 0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 class EvaluatorMetrics:
     """One registry per evaluator (several may live in one process, as in tests)."""
 
-    def __init__(self, slots: int, busy: Callable[[], int]) -> None:
+    def __init__(self, slots: Callable[[], int], busy: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
-        Gauge("deltanas_evaluator_slots", "configured sandbox slots", registry=self.registry).set(slots)
+        Gauge("deltanas_evaluator_slots", "candidates that can run at once (a Ray cluster's follows its resources)",
+              registry=self.registry).set_function(slots)
         Gauge("deltanas_evaluator_busy_slots", "sandbox slots running a candidate now",
               registry=self.registry).set_function(busy)
         self.candidates = Counter("deltanas_evaluator_candidates", "evaluated candidates by status and failure stage",

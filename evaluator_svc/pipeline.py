@@ -1,8 +1,15 @@
-"""Evaluate already-patched model code: static checks in-process, then the sandboxed worker."""
+"""Evaluate already-patched model code: static checks in-process, then the sandboxed worker.
+
+    result = evaluate_code(code, dataset="digits", prm={"lr": 0.05}, batch=32, transform="norm", timeout_s=120)
+
+The service splits the two halves: `static_failure` runs in the gRPC server (cheap, before a slot is taken),
+`train_in_sandbox` wherever its executor runs candidates (this host, or a Ray worker node).
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluator_svc.datasets import DATASETS, load_dataset
@@ -13,6 +20,51 @@ from evaluator_svc.static_checks import run_static_checks
 from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainTask:
+    """A candidate that passed the static checks, as an executor hands it to a sandboxed worker."""
+
+    code: str
+    dataset: str
+    prm: dict
+    batch: int
+    transform: str
+    timeout_s: float
+    epochs: int = 1
+    train_limit: int | None = None
+    test_limit: int | None = None
+    candidate_id: str = "-"
+    data_root: Path | None = None
+    bf16: bool = False
+    channels_last: bool = False
+    seed: int = 42
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+def static_failure(code: str, candidate_id: str = "-") -> EvalResult | None:
+    """The SYNTAX/CONTRACT/SAFETY failure of `code`, or None when it may go to a worker."""
+    failure = run_static_checks(code)
+    if failure is None:
+        return None
+    stage, reason = failure
+    log.info("candidate %s: rejected at %s: %s", candidate_id, stage.name, reason)
+    return EvalResult.failure(stage, reason)
+
+
+def train_in_sandbox(task: TrainTask, device: str) -> EvalResult:
+    """INSTANTIATE..EVALUATE of `task` in a sandboxed worker on `device`; the data is loaded on this host.
+
+    Raises FileNotFoundError when the dataset root is missing here.
+    """
+    data = load_dataset(task.dataset, train_limit=task.train_limit, test_limit=task.test_limit,
+                        data_root=task.data_root)
+    job = Job(candidate_id=task.candidate_id, code=task.code, num_classes=data.num_classes, mean=data.mean,
+              std=data.std, transform=task.transform, prm=dict(task.prm), batch=min(task.batch, len(data.train.labels)),
+              epochs=task.epochs, device=device, limits=task.limits, timeout_s=task.timeout_s, bf16=task.bf16,
+              channels_last=task.channels_last, seed=task.seed)
+    return run_job(job, data, timeout_s=task.timeout_s)
 
 
 def evaluate_code(code: str, *, dataset: str, prm: dict, batch: int, transform: str, epochs: int = 1,
@@ -31,15 +83,10 @@ def evaluate_code(code: str, *, dataset: str, prm: dict, batch: int, transform: 
     if dataset not in DATASETS:
         raise KeyError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     parse_transform(transform, DATASETS[dataset].mean, DATASETS[dataset].std)  # a bad request, not a bad candidate
-    if static_checks:
-        failure = run_static_checks(code)
-        if failure:
-            stage, reason = failure
-            log.info("candidate %s: rejected at %s: %s", candidate_id, stage.name, reason)
-            return EvalResult.failure(stage, reason)
-    limits = limits or SandboxLimits()
-    data = load_dataset(dataset, train_limit=train_limit, test_limit=test_limit, data_root=data_root)
-    job = Job(candidate_id=candidate_id, code=code, num_classes=data.num_classes, mean=data.mean, std=data.std,
-              transform=transform, prm=dict(prm), batch=min(batch, len(data.train.labels)), epochs=epochs,
-              device=device, limits=limits, timeout_s=timeout_s, bf16=bf16, channels_last=channels_last, seed=seed)
-    return run_job(job, data, timeout_s=timeout_s)
+    if static_checks and (failure := static_failure(code, candidate_id)):
+        return failure
+    task = TrainTask(code=code, dataset=dataset, prm=prm, batch=batch, transform=transform, timeout_s=timeout_s,
+                     epochs=epochs, train_limit=train_limit, test_limit=test_limit, candidate_id=candidate_id,
+                     data_root=data_root, bf16=bf16, channels_last=channels_last, seed=seed,
+                     limits=limits or SandboxLimits())
+    return train_in_sandbox(task, device)

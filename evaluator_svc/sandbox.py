@@ -108,6 +108,18 @@ def missing_layers() -> dict[str, str]:
     return probe().problems
 
 
+class SandboxUnavailable(RuntimeError):
+    """A host that runs candidates lacks a required sandbox layer and allow_weak_sandbox is off."""
+
+
+def require_sandbox(missing: dict[str, str], allow_weak: bool, where: str) -> None:
+    """Raises SandboxUnavailable naming `where` and each missing layer, unless none is missing or weak is allowed."""
+    if missing and not allow_weak:
+        raise SandboxUnavailable(f"evaluator sandbox incomplete on {where}: "
+                                 + "; ".join(f"{k}: {v}" for k, v in missing.items())
+                                 + " (install it, or set allow_weak_sandbox = true to run without)")
+
+
 def host_layers(limits: SandboxLimits) -> tuple[str, ...]:
     """Names of the layers a job with `limits` gets on this host."""
     host = probe()

@@ -1,19 +1,17 @@
-"""gRPC adapter of the evaluator: validation, extract/apply, then the staged pipeline in a sandbox.
+"""gRPC adapter of the evaluator: validation, extract/apply, the static checks, then a sandboxed run by the executor.
 
     python -m evaluator_svc --port 50063 --slots 2
+    python -m evaluator_svc --executor ray --ray-address 10.0.0.5:6379    # candidates as Ray tasks
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 import threading
 import time
 from collections import OrderedDict
-
-import torch
 
 import deltadiff
 from deltanas.errors import FailedPrecondition, InvalidArgument, require
@@ -22,12 +20,12 @@ from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
-from evaluator_svc.job import SandboxLimits
+from evaluator_svc.executors import make_executor
+from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.metrics import EvaluatorMetrics
 from evaluator_svc.patching import patch_candidate
-from evaluator_svc.pipeline import evaluate_code
-from evaluator_svc.sandbox import host_layers, missing_layers
-from evaluator_svc.stages import EvalResult, printable
+from evaluator_svc.pipeline import TrainTask, static_failure
+from evaluator_svc.stages import printable
 from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger("deltanas.evaluator")
@@ -40,27 +38,15 @@ MAX_HYPERPARAMETERS = 64
 FINISH_REASONS = ("", FINISH_STOP, FINISH_LENGTH)  # "" = not known (a client that does not say)
 
 
-class SandboxUnavailable(RuntimeError):
-    """The host lacks a required sandbox layer and allow_weak_sandbox is off."""
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
-    """Evaluates candidates within `slots` concurrent sandboxes; idempotent per request id."""
+    """Evaluates candidates through its executor (local slots or a Ray cluster); idempotent per request id."""
 
-    def __init__(self, config: EvaluatorConfig) -> None:
+    def __init__(self, config: EvaluatorConfig, executor: Executor) -> None:
         self.cfg = config
-        self.device = resolve_device(config.device)
+        self.executor = executor
         self.worker = f"{socket.gethostname()}:{config.port}"
-        self._slots = threading.BoundedSemaphore(config.slots)
-        self._busy = 0
         self._lock = threading.Lock()
-        self.metrics = EvaluatorMetrics(config.slots, busy=lambda: self._busy)
+        self.metrics = EvaluatorMetrics(executor.slots, busy=lambda: executor.busy)
         self._results: OrderedDict[str, evaluator_pb2.EvaluateResponse] = OrderedDict()
         self._inflight: dict[str, threading.Event] = {}
 
@@ -140,17 +126,10 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         cid = req.candidate_id or printable(req.request_id) or "-"
         kind = req.WhichOneof("change")
         patched = patch_candidate(kind, getattr(req, kind), req.baseline_code, req.finish_reason)
-        code, diff_text, result = patched.code, patched.diff, patched.failure
-        if result is None:
-            with self._slots:
-                with self._lock:
-                    self._busy += 1
-                try:
-                    log.info("candidate %s: training on %s (%s, batch %d)", cid, req.dataset, self.device, req.batch)
-                    result = self._run(req, code, cid)
-                finally:
-                    with self._lock:
-                        self._busy -= 1
+        code, diff_text = patched.code, patched.diff
+        failure = patched.failure or (static_failure(code, cid) if self.cfg.python_guards else None)
+        ran = Ran(failure) if failure else self._run(req, code, cid)
+        result = ran.result
         duration = time.perf_counter() - start
         stage = result.failure_stage
         self.metrics.observe("valid" if result.valid else "invalid", stage.name.lower() if stage else "none", duration)
@@ -164,56 +143,34 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             failure_reason=result.failure_reason, accuracy=result.accuracy or 0.0, patched_code=code,
             applied_diff=diff_text, diff_lines=deltadiff.measure(diff_text).lines if diff_text else 0,
             duration_s=duration, metrics={k: float(v) for k, v in result.metrics.items()}, logs=result.logs,
-            worker=self.worker)
+            worker=f"{self.worker} via {ran.where}" if ran.where else self.worker)
 
-    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str) -> EvalResult:
+    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str) -> Ran:
         prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
+        task = TrainTask(code=code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform,
+                         timeout_s=req.timeout_s or self.cfg.default_timeout_s, epochs=req.epochs,
+                         train_limit=req.train_limit or None, test_limit=req.test_limit or None, candidate_id=cid,
+                         data_root=self.cfg.data_root, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
+        log.info("candidate %s: training on %s (%s executor, %s, batch %d)", cid, req.dataset, self.cfg.executor,
+                 self.executor.device, req.batch)
         try:
-            return evaluate_code(
-                code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform, epochs=req.epochs,
-                train_limit=req.train_limit or None, test_limit=req.test_limit or None,
-                timeout_s=req.timeout_s or self.cfg.default_timeout_s, limits=self._limits(), device=self.device,
-                candidate_id=cid, data_root=self.cfg.data_root, bf16=self.cfg.bf16,
-                channels_last=self.cfg.channels_last, static_checks=self.cfg.python_guards)
+            return self.executor.run(task)
         except FileNotFoundError as exc:
             raise FailedPrecondition(f"dataset: {exc}") from exc
 
-    def _limits(self) -> SandboxLimits:
-        fraction = self.cfg.gpu_memory_fraction or 1.0 / self.cfg.slots
-        threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // self.cfg.slots)
-        return SandboxLimits(memory_mb=self.cfg.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads,
-                             audit_hook=self.cfg.python_guards)
-
     def GetCapacity(self, request: evaluator_pb2.GetCapacityRequest, context) -> evaluator_pb2.GetCapacityResponse:
-        with self._lock:
-            busy = self._busy
-        return evaluator_pb2.GetCapacityResponse(slots=self.cfg.slots, busy=busy, device=self.device,
-                                                 datasets=list(DATASETS), max_epochs=self.cfg.max_epochs,
-                                                 worker=self.worker, sandbox_layers=host_layers(self._limits()))
-
-
-def probe(device: str) -> None:
-    """Health probe on the real device: a tiny matmul (and a sync on CUDA)."""
-    x = torch.ones(8, 8, device=device)
-    if float((x @ x).sum()) != 512.0:
-        raise RuntimeError(f"device {device} computed a wrong result")
-
-def check_sandbox(config: EvaluatorConfig) -> tuple[str, ...]:
-    """The sandbox layers of this host; SandboxUnavailable when one is missing and weak mode is not allowed."""
-    missing = missing_layers()
-    if missing and not config.allow_weak_sandbox:
-        raise SandboxUnavailable("evaluator sandbox incomplete: " + "; ".join(f"{k}: {v}" for k, v in missing.items())
-                                 + " (install it, or set allow_weak_sandbox = true to run without)")
-    layers = host_layers(SandboxLimits())
-    log.log(logging.WARNING if missing else logging.INFO, "evaluator sandbox layers: %s%s", ", ".join(layers),
-            f" (missing: {', '.join(missing)}; allow_weak_sandbox is set)" if missing else "")
-    return layers
+        return evaluator_pb2.GetCapacityResponse(slots=self.executor.slots(), busy=self.executor.busy,
+                                                 device=self.executor.device, datasets=list(DATASETS),
+                                                 max_epochs=self.cfg.max_epochs, worker=self.worker,
+                                                 sandbox_layers=self.executor.layers)
 
 
 def build_server(config: EvaluatorConfig) -> ServiceServer:
-    check_sandbox(config)
-    servicer = EvaluatorServicer(config)
-    server = ServiceServer.from_config("evaluator", config, probe=lambda: probe(servicer.device))
+    """The evaluator's server; its executor starts here (SandboxUnavailable when a layer is missing)."""
+    executor = make_executor(config)
+    servicer = EvaluatorServicer(config, executor)
+    server = ServiceServer.from_config("evaluator", config, probe=executor.probe)
+    server.on_stop(executor.close)
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
     if config.metrics_port:
         port = servicer.metrics.serve(config.host, config.metrics_port)

@@ -4,6 +4,12 @@ and the stores that are not there (a missing SQLite file, a server that does not
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +28,7 @@ def two_searches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tracker = Tracker(uri, EXPERIMENT, artifact_location=str(path / "artifacts"))
     ids = {"uri": uri}
     for search, rows in (("s-one", ROWS[:6]), ("s-two", ROWS[6:])):
-        run_id = tracker.start_search(search, {}, {"deltanas.model": "smollm2-135m", "deltanas.modes": "delta"})
+        run_id = tracker.start_search(search, {"model": "smollm2-135m", "modes": ["delta"]}, {})
         for i, row in enumerate(rows):
             record = _record(i, row)
             tracker.log_candidate(run_id, search, replace(record, candidate_id=f"{search}-{record.candidate_id}"))
@@ -73,3 +79,32 @@ def test_an_unknown_experiment_is_not_created(two_searches: dict[str, str], caps
     assert "experiment: no experiment 'other'" in capsys.readouterr().err
     assert main(["searches", "--tracking-uri", two_searches["uri"], "--experiment", "other"]) == 2
     capsys.readouterr()
+
+
+def test_ui_serves_the_store_and_names_the_search_page(two_searches: dict[str, str]) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "ui", two_searches["s-two"], "--port", str(port),
+                             "--tracking-uri", two_searches["uri"]], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith(f"MLflow UI: http://127.0.0.1:{port}/#/experiments/")
+        assert f"/runs/{two_searches['s-two']}" in first  # a search id in, the parent run's page out
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+                    assert reply.read() == b"OK"
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+                time.sleep(0.5)
+        query = json.dumps({"experiment_ids": [first.split("/experiments/")[1].split("/")[0]]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=query,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            runs = json.loads(reply.read())["runs"]
+        assert two_searches["s-two"] in {r["info"]["run_id"] for r in runs}  # the UI reads this very store
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

@@ -29,8 +29,10 @@ from test_evaluator_static import MODEL, with_hook
 
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
-from evaluator_svc.sandbox import missing_layers, probe
-from evaluator_svc.service import SERVICE_NAME, SandboxUnavailable, build_server, check_sandbox
+from evaluator_svc.executors.local import check_host_sandbox
+from evaluator_svc.job import SandboxLimits
+from evaluator_svc.sandbox import SandboxUnavailable, missing_layers, probe
+from evaluator_svc.service import SERVICE_NAME, build_server
 
 KERNEL = not missing_layers()
 needs_kernel = pytest.mark.skipif(not KERNEL, reason=f"kernel sandbox unavailable: {missing_layers()}")
@@ -300,7 +302,7 @@ def test_the_service_refuses_to_start_without_the_kernel_sandbox_unless_allowed(
     try:
         with pytest.raises(SandboxUnavailable, match="bubblewrap: bwrap not found"):
             build_server(EvaluatorConfig(port=0))
-        assert "weak-mode" in check_sandbox(EvaluatorConfig(port=0, allow_weak_sandbox=True))
+        assert "weak-mode" in check_host_sandbox(True, SandboxLimits())
     finally:
         monkeypatch.undo()
         probe.cache_clear()

@@ -43,6 +43,11 @@ CASES: dict[str, dict[str, Any]] = {
         "curator": {"persistence": {"existingClaim": "my-state"}},
         "data": {"existingClaim": "my-data"},
     },
+    "ray-executor": {"evaluator": {  # one replica hands its candidates to a KubeRay cluster (docs/deploy.md)
+        "image": "deltanas-evaluator-ray", "gpus": 0, "device": "auto", "replicas": 1,
+        "env": {"DELTANAS_EVALUATOR_EXECUTOR": "ray", "DELTANAS_EVALUATOR_RAY_ADDRESS": "deltanas-head-svc:6379"},
+        "networkPolicy": {"extraEgress": [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "deltanas"}}}]}]},
+    }},
 }
 EXISTING = {"my-token", "my-tls", "my-state", "my-data", "hf"}  # objects the values name, not the chart's
 
@@ -252,6 +257,14 @@ def test_evaluators_have_no_egress_and_admit_only_the_release() -> None:
     (rule,) = policy["spec"]["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "demo"}}}]
     assert {p["port"] for p in rule["ports"]} == {"grpc", "metrics"}
+
+
+def test_an_evaluator_on_a_ray_cluster_gets_exactly_the_egress_it_is_given() -> None:
+    evaluator = CASES["ray-executor"]["evaluator"]
+    docs = manifests(CASES["ray-executor"])
+    assert one(docs, "NetworkPolicy", "evaluator")["spec"]["egress"] == evaluator["networkPolicy"]["extraEgress"]
+    env = one(docs, "Deployment", "evaluator")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "DELTANAS_EVALUATOR_EXECUTOR", "value": "ray"} in env
 
 
 def test_token_and_tls_come_from_secrets() -> None:

@@ -3,7 +3,10 @@ plots and metrics on the parent run, and the LEMUR reference Spearman ρ on the 
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import time
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -13,9 +16,17 @@ from scipy.stats import spearmanr
 
 from client import lemur_fidelity
 from client.cli import main
-from client.report import Candidate, build_report, make_report, render, summary_metrics
+from client.report import Candidate, build_report, make_report, parent_run, render, summary_metrics
 from client.search import candidate_id
-from client.tracking import CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE, CandidateRecord, Tracker
+from client.tracking import (
+    CANDIDATE_TAG,
+    CODE_FILE,
+    DIFF_FILE,
+    FAILURE_FILE,
+    RAW_OUTPUT_FILE,
+    CandidateRecord,
+    Tracker,
+)
 
 SEARCH = "s-report"
 EXPERIMENT = "deltanas"
@@ -126,10 +137,59 @@ def test_parent_metrics_agree_exactly_with_child_runs(reported: dict[str, Any]) 
 def test_plots_and_report_files_are_parent_artifacts(reported: dict[str, Any], tmp_path: Path) -> None:
     client = reported["tracker"].client
     names = {Path(f.path).name for f in client.list_artifacts(reported["run_id"], "report")}
-    assert names == {"report.txt", "report.json", "validity_per_cycle.png", "accuracy_per_cycle.png",
-                     "novelty_per_cycle.png"}
+    assert names == {"report.txt", "report.json", "candidates.json", "validity_per_cycle.png",
+                     "accuracy_per_cycle.png", "novelty_per_cycle.png"}
     png = Path(client.download_artifacts(reported["run_id"], "report/accuracy_per_cycle.png", str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_the_parent_is_a_dashboard_with_per_cycle_metrics_a_table_and_a_note(reported: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    client, run_id = reported["tracker"].client, reported["run_id"]
+    history = {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/valid_rate")}
+    assert history == {(0, 2 / 3), (1, 2 / 3)}
+    # cycle 1 of delta: mnist 0.92 and cifar-10 0.55 valid, both against a baseline at 0.6; one train failure
+    assert {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/best_accuracy")} == {(0, 0.9),
+                                                                                                    (1, 0.92)}
+    assert {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/above_baseline_share")} == {
+        (0, 1 / 3), (1, 1 / 3)}
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "full/failed_static")] == [(0, 2.0)]
+    table = json.loads(Path(client.download_artifacts(run_id, "report/candidates.json", str(tmp_path))).read_text())
+    assert len(table["data"]) == len(ROWS) and table["columns"][:3] == ["candidate_id", "cycle", "mode"]
+    assert sorted(row[0] for row in table["data"]) == sorted(r.data.tags[CANDIDATE_TAG]
+                                                             for r in reported["tracker"].children(run_id))
+    tags = client.get_run(run_id).data.tags
+    assert {"path": "report/candidates.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
+    assert tags["mlflow.note.content"].startswith(f"### deltanas search `{SEARCH}`") and "66.7%" in tags[
+        "mlflow.note.content"]
+
+
+def test_reporting_again_changes_nothing_that_is_right(reported: dict[str, Any]) -> None:
+    client, run_id = reported["tracker"].client, reported["run_id"]
+
+    def points() -> dict[str, list[tuple[int, float]]]:
+        keys = client.get_run(run_id).data.metrics
+        return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
+
+    before = points()
+    make_report(reported["uri"], EXPERIMENT, SEARCH)
+    make_report(reported["uri"], EXPERIMENT, SEARCH)
+    assert points() == before
+    table = json.loads(client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
+    assert table.count({"path": "report/candidates.json", "type": "table"}) == 1
+
+
+def test_mlflow_conventions_of_the_store(store: dict[str, Any]) -> None:
+    tracker = store["tracker"]
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
+    parent = tracker.client.get_run(store["run_id"])
+    assert parent.data.tags["mlflow.source.name"] == "deltanas" and parent.data.tags["mlflow.user"]
+    child = tracker.children(store["run_id"])[0]
+    assert child.data.tags["mlflow.source.type"] == "LOCAL"
+    assert re.fullmatch(r"[0-9a-f]{40}", child.data.tags.get("mlflow.source.git.commit", "")), "a checkout's commit"
+    tracker.start_search("s-lists", {"datasets": ["mnist", "cifar-10"]}, {})
+    assert parent_run(tracker, "s-lists").data.params["datasets"] == "mnist,cifar-10"
 
 
 def test_report_command_prints_the_table(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,3 +233,25 @@ def test_lemur_reference_on_the_real_records() -> None:
         assert r.models > 0 and 0.2 < r.rho <= 1.0, r
     mnist5 = next(r for r in rows if (r.dataset, r.epoch) == ("mnist", 5))
     assert mnist5.models > 1000
+
+
+def test_dataset_lineage_and_system_metrics_on_a_search_run(store: dict[str, Any]) -> None:
+    from client.config import SearchConfig
+    from client.search import _lineage
+
+    tracker = store["tracker"]
+    run_id = tracker.start_search("s-lineage", {}, {})
+    cfg = SearchConfig(datasets=["mnist", "cifar-10"], baseline_names=["Base"], train_limit=300, test_limit=200)
+    tracker.log_datasets(run_id, _lineage(cfg))
+    tracker.log_datasets(run_id, _lineage(cfg))  # a resume: nothing new
+    with tracker.system_metrics(run_id, interval_s=0.2):
+        time.sleep(1.5)
+    run = tracker.client.get_run(run_id)
+    inputs = {(d.dataset.name, d.dataset.digest): d for d in run.inputs.dataset_inputs}
+    assert sorted(name for name, _ in inputs) == ["cifar-10", "mnist"]
+    mnist = next(d for (name, _), d in inputs.items() if name == "mnist")
+    assert json.loads(mnist.dataset.profile) == {"train_images": 300, "test_images": 200}
+    assert json.loads(mnist.dataset.source)["baselines"] == "Base"
+    assert {t.key: t.value for t in mnist.tags}["mlflow.data.context"] == "evaluation"
+    assert "system/cpu_utilization_percentage" in run.data.metrics and "system/system_memory_usage_megabytes" in (
+        run.data.metrics)

@@ -89,6 +89,10 @@ def test_a_resumed_search_gets_the_config_its_parent_run_recorded(mlflow_uri) ->
     run_id = tracker.start_search(cfg.search_id, {k: v for k, v in asdict(cfg).items() if k != "search_id"}, {})
     params = tracker.client.get_run(run_id).data.params
     assert build(SearchConfig, {**stored_config(params), "search_id": "s-cfg"}) == cfg
+    assert params["datasets"] == "mnist,svhn" and params["modes"] == "delta,full"  # lists as MLflow shows them
+    # A store written before lists were comma-joined holds their repr: it still resumes.
+    legacy = {**params, "datasets": "['mnist', 'svhn']", "modes": "['delta', 'full']", "baseline_names": f"['{MODEL}']"}
+    assert build(SearchConfig, {**stored_config(legacy), "search_id": "s-cfg"}) == cfg
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
     assert run_cli("--tracking-uri", mlflow_uri, "--search-id", "e2e") == 0
     out = capsys.readouterr().out
     assert "candidate" in out and "failure stage" in out and "mlflow ui --backend-store-uri" in out
+    assert f"deltanas ui e2e --tracking-uri {mlflow_uri}" in out
 
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("deltanas")
@@ -38,6 +39,17 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'")
     assert len(children) == 2
+    # The parent is the dashboard without another command: per-cycle metrics, the report, plots, table, note.
+    parent = parents[0]
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    valid = sum(c.data.tags["status"] == "valid" for c in children)
+    assert [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "delta/valid_rate")] == [
+        (0, valid / 2)]
+    assert parent.data.metrics["delta_candidates"] == 2
+    assert {"report/report.txt", "report/candidates.json", "report/validity_per_cycle.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "### deltanas search `e2e`" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.params["datasets"] == "mnist" and "evaluators" not in parent.data.params
     assert len({c.data.tags[CANDIDATE_TAG] for c in children}) == 2
     for child in children:
         assert child.data.params["baseline"] == MODEL and child.data.params["mode"] == "delta"
@@ -61,5 +73,6 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
     # Resuming a finished search records nothing twice.
     assert run_cli("--tracking-uri", mlflow_uri, "--resume", "e2e") == 0
     assert "2 already recorded" in capsys.readouterr().out
+    assert len(client.get_metric_history(parent.info.run_id, "delta/valid_rate")) == 1  # the dashboard: unchanged
     assert len(client.search_runs([experiment.experiment_id],
                                   f"tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'")) == 2

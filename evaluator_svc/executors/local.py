@@ -1,0 +1,73 @@
+"""The local executor: `slots` sandboxed worker processes of this server, sharing its cores and GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+
+import torch
+
+from evaluator_svc.config import EvaluatorConfig
+from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.job import SandboxLimits
+from evaluator_svc.pipeline import TrainTask, train_in_sandbox
+from evaluator_svc.sandbox import host_layers, missing_layers, require_sandbox
+
+log = logging.getLogger("deltanas.evaluator")
+
+
+def resolve_device(name: str) -> str:
+    """"auto" is cuda where this process sees a GPU, else cpu; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def probe_device(device: str) -> None:
+    """Health probe on the real device: a tiny matmul (and a sync on CUDA)."""
+    x = torch.ones(8, 8, device=device)
+    if float((x @ x).sum()) != 512.0:
+        raise RuntimeError(f"device {device} computed a wrong result")
+
+
+class LocalExecutor(Executor):
+    """Each candidate takes one of `slots`; a slot's worker gets cores / slots threads and 1 / slots of the GPU."""
+
+    def __init__(self, config: EvaluatorConfig) -> None:
+        super().__init__()
+        self.cfg = config
+        self.device = resolve_device(config.device)
+        self._slots = threading.BoundedSemaphore(config.slots)
+        fraction = config.gpu_memory_fraction or 1.0 / config.slots
+        threads = config.threads or max(1, (os.cpu_count() or 1) // config.slots)
+        self.limits = SandboxLimits(memory_mb=config.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads,
+                                    audit_hook=config.python_guards)
+        self.layers = check_host_sandbox(config.allow_weak_sandbox, self.limits)
+
+    def _admission(self) -> contextlib.AbstractContextManager:
+        return self._slots
+
+    def _run(self, task: TrainTask) -> Ran:
+        task.limits = self.limits
+        return Ran(train_in_sandbox(task, self.device))
+
+    def slots(self) -> int:
+        return self.cfg.slots
+
+    def probe(self) -> None:
+        probe_device(self.device)
+
+
+def check_host_sandbox(allow_weak: bool, limits: SandboxLimits) -> tuple[str, ...]:
+    """The sandbox layers of this host for `limits`; SandboxUnavailable when one is missing and weak mode is off."""
+    missing = missing_layers()
+    require_sandbox(missing, allow_weak, where="this host")
+    layers = host_layers(limits)
+    log.log(logging.WARNING if missing else logging.INFO, "evaluator sandbox layers: %s%s", ", ".join(layers),
+            f" (missing: {', '.join(missing)}; allow_weak_sandbox is set)" if missing else "")
+    return layers
+
+
+EXECUTOR = LocalExecutor

@@ -1,0 +1,112 @@
+"""The Ray executor: every candidate is a Ray task on a cluster, sandboxed on the node that runs it.
+
+    deltanas serve evaluator --executor ray --ray-address 10.0.0.5:6379 --ray-gpus 1    # join a cluster
+    deltanas serve evaluator --executor ray                                             # a local Ray instance
+
+The gRPC evaluator stays the contract (validation, extract/apply, the static checks, idempotency by request id);
+only INSTANTIATE..EVALUATE moves: a task requests `ray_cpus` CPUs and `ray_gpus` GPUs, loads the data on its
+node (each node needs the dataset root, e.g. one shared volume) and runs the same bubblewrap + seccomp worker as
+the local executor. Capacity is what the cluster's resources hold. A worker or node lost mid-candidate makes
+Ray re-run the task elsewhere (`ray_max_retries`); the gRPC call still answers once. See docs/deploy.md for
+KubeRay and Slurm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+
+from deltanas.errors import FailedPrecondition, Unavailable
+from evaluator_svc.config import EvaluatorConfig
+from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.executors.local import check_host_sandbox, probe_device
+from evaluator_svc.job import SandboxLimits
+from evaluator_svc.pipeline import TrainTask, train_in_sandbox
+from evaluator_svc.sandbox import SandboxUnavailable
+
+log = logging.getLogger("deltanas.evaluator")
+PROBE_TIMEOUT_S = 60.0  # the start-up check: a 0-CPU task answers even on a cluster whose CPUs all train
+
+
+@ray.remote
+def run_candidate(task: TrainTask, device: str, allow_weak: bool) -> Ran:
+    """On a Ray worker: the node's sandbox check (cached per process), then the sandboxed training."""
+    check_host_sandbox(allow_weak, task.limits)
+    result = train_in_sandbox(task, device)
+    return Ran(result, f"ray:{ray.util.get_node_ip_address()}/pid{os.getpid()}")
+
+
+@ray.remote(num_cpus=0)
+def node_sandbox(allow_weak: bool, limits: SandboxLimits) -> tuple[str, ...]:
+    """On a Ray worker: the layers a candidate gets there (SandboxUnavailable when the node lacks one)."""
+    probe_device("cpu")
+    return check_host_sandbox(allow_weak, limits)
+
+
+class RayExecutor(Executor):
+    """Candidates as Ray tasks; `slots()` follows the cluster's CPU and GPU totals as nodes come and go."""
+
+    def __init__(self, config: EvaluatorConfig) -> None:
+        super().__init__()
+        self.cfg = config
+        self.device = "cuda" if config.ray_gpus > 0 else "cpu"
+        fraction = config.gpu_memory_fraction or min(config.ray_gpus, 1.0) or None
+        self.limits = SandboxLimits(memory_mb=config.memory_limit_mb, gpu_memory_fraction=fraction,
+                                    threads=config.threads or max(1, math.ceil(config.ray_cpus)),
+                                    audit_hook=config.python_guards)
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=config.ray_address or None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, namespace="deltanas")
+        self._task = run_candidate.options(num_cpus=config.ray_cpus, num_gpus=config.ray_gpus,
+                                           max_retries=config.ray_max_retries, retry_exceptions=False)
+        self.layers = self._call(node_sandbox.remote(config.allow_weak_sandbox, self.limits), PROBE_TIMEOUT_S)
+        log.info("ray executor on %s: %d slot(s) of %g CPU + %g GPU, sandbox %s",
+                 config.ray_address or "a local Ray instance", self.slots(), config.ray_cpus, config.ray_gpus,
+                 ", ".join(self.layers))
+
+    def _run(self, task: TrainTask) -> Ran:
+        task.limits = self.limits
+        return self._call(self._task.remote(task, self.device, self.cfg.allow_weak_sandbox), None, task.candidate_id)
+
+    def _call(self, ref: ray.ObjectRef, timeout_s: float | None, candidate_id: str = "-"):
+        """ray.get, with Ray's failures turned into what the servicer maps to a gRPC status."""
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except RayTaskError as exc:  # raised inside the task: not a lost worker, so not retried by Ray
+            cause = exc.cause
+            if isinstance(cause, FileNotFoundError):
+                raise cause from None
+            if isinstance(cause, SandboxUnavailable):
+                raise FailedPrecondition(f"ray node: {cause}") from None
+            raise
+        except GetTimeoutError as exc:
+            raise Unavailable(f"ray: the cluster did not answer in {timeout_s:.0f} s") from exc
+        except RayError as exc:  # worker or node died (after ray_max_retries re-runs), object lost, ...
+            raise Unavailable(f"ray: candidate {candidate_id} did not finish after {self.cfg.ray_max_retries} "
+                              f"re-run(s): {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def slots(self) -> int:
+        resources = ray.cluster_resources()
+        room = resources.get("CPU", 0.0) / self.cfg.ray_cpus
+        if self.cfg.ray_gpus > 0:
+            room = min(room, resources.get("GPU", 0.0) / self.cfg.ray_gpus)
+        return int(room + 1e-9)
+
+    def probe(self) -> None:
+        """The cluster answers and has room for one candidate. No task: on a busy cluster one would start an extra
+        worker process every health interval (the nodes' sandbox is checked at start and by every candidate)."""
+        if self.slots() < 1:
+            raise RuntimeError(f"the Ray cluster has no room for one candidate ({self.cfg.ray_cpus:g} CPU, "
+                               f"{self.cfg.ray_gpus:g} GPU each; it has {ray.cluster_resources()})")
+
+    def close(self) -> None:
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+
+
+EXECUTOR = RayExecutor
