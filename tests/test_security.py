@@ -29,6 +29,7 @@ from deltanas.security import bearer
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc, generator_pb2_grpc
 from evaluator_svc.config import ENV_PREFIX, EvaluatorConfig
+from evaluator_svc.executors import make_executor
 from evaluator_svc.service import SERVICE_NAME, EvaluatorServicer
 
 TOKEN = "correct horse battery staple"
@@ -66,9 +67,10 @@ def serve() -> Iterator[Callable[..., ServiceServer]]:
     servers: list[ServiceServer] = []
 
     def start(evaluator_only: bool = False, **fields: object) -> ServiceServer:
-        config = EvaluatorConfig(port=0, **fields)
+        config = EvaluatorConfig(port=0, allow_weak_sandbox=True, **fields)  # no candidate runs here
         server = ServiceServer.from_config("evaluator", config)
-        server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, EvaluatorServicer(config), SERVICE_NAME)
+        server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server,
+                   EvaluatorServicer(config, make_executor(config)), SERVICE_NAME)
         if evaluator_only:
             servers.append(server.start())
             return server
