@@ -24,7 +24,8 @@ from typing import Any
 
 from client import lemur_fidelity
 from client.lemur_fidelity import Fidelity, spearman
-from client.tracking import CANDIDATE_TAG, SEARCH_TAG, Tracker
+from client.records import CandidateResult
+from client.tracking import SEARCH_TAG, Tracker
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
@@ -34,27 +35,6 @@ NOTE_TAG = "mlflow.note.content"  # the run page's description (markdown)
 MODE_ORDER = ("delta", "full")
 TABLE_COLUMNS = ("candidate_id", "cycle", "mode", "dataset", "baseline", "valid", "accuracy", "baseline_accuracy",
                  "failure_stage", "output_tokens", "output_lines", "novelty_jaccard", "accepted")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """What the report reads from one child run."""
-
-    mode: str
-    dataset: str
-    cycle: int
-    valid: bool
-    accuracy: float
-    output_lines: float
-    output_tokens: float
-    novelty_jaccard: float
-    accepted: bool
-    failure_stage: str
-    accuracy_long: float | None = None
-    long_epochs: int | None = None
-    candidate_id: str = ""
-    baseline: str = ""
-    baseline_accuracy: float | None = None
 
 
 @dataclass
@@ -93,28 +73,11 @@ class Report:
     reference_note: str = ""
 
 
-def candidate(run: Any) -> Candidate:
-    """A child run as a `Candidate`; a failure stage is only kept for invalid candidates."""
-    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-    valid = metrics.get("valid") == 1.0
-    stage = tags.get("failure_stage", "")
-    long_epochs = params.get("long_epochs")
-    return Candidate(
-        mode=params.get("mode", "?"), dataset=params.get("dataset", "?"), cycle=int(params.get("cycle", 0)),
-        valid=valid, accuracy=metrics.get("accuracy", 0.0), output_lines=metrics.get("output_lines", 0.0),
-        output_tokens=metrics.get("output_tokens", 0.0), novelty_jaccard=metrics.get("novelty_jaccard", 0.0),
-        accepted=metrics.get("accepted") == 1.0,
-        failure_stage="" if valid else stage if stage not in ("", "none") else "unknown",
-        accuracy_long=metrics.get("accuracy_long"), long_epochs=int(long_epochs) if long_epochs else None,
-        candidate_id=tags.get(CANDIDATE_TAG, ""), baseline=params.get("baseline", ""),
-        baseline_accuracy=metrics.get("baseline_accuracy"))
-
-
 def _mean(values: list[float]) -> float | None:
     return fmean(values) if values else None
 
 
-def summarize_mode(mode: str, group: list[Candidate]) -> ModeSummary:
+def summarize_mode(mode: str, group: list[CandidateResult]) -> ModeSummary:
     valid = [c for c in group if c.valid]
     best: dict[str, float] = {}
     for c in valid:
@@ -127,19 +90,20 @@ def summarize_mode(mode: str, group: list[Candidate]) -> ModeSummary:
         failures=dict(sorted(Counter(c.failure_stage for c in group if not c.valid).items())))
 
 
-def _modes(candidates: Iterable[Candidate]) -> list[str]:
+def _modes(candidates: Iterable[CandidateResult]) -> list[str]:
     found = {c.mode for c in candidates}
     return [m for m in MODE_ORDER if m in found] + sorted(found - set(MODE_ORDER))
 
 
-def _group(candidates: Iterable[Candidate], key: Callable[[Candidate], Any]) -> dict[Any, list[Candidate]]:
-    groups: dict[Any, list[Candidate]] = defaultdict(list)
+def _group(candidates: Iterable[CandidateResult],
+           key: Callable[[CandidateResult], Any]) -> dict[Any, list[CandidateResult]]:
+    groups: dict[Any, list[CandidateResult]] = defaultdict(list)
     for c in candidates:
         groups[key(c)].append(c)
     return groups
 
 
-def summarize_cycles(candidates: list[Candidate]) -> list[CycleSummary]:
+def summarize_cycles(candidates: list[CandidateResult]) -> list[CycleSummary]:
     groups = _group(candidates, lambda c: (c.mode, c.cycle))
     return [CycleSummary(mode, cycle, len(g), sum(c.valid for c in g) / len(g),
                          _mean([c.accuracy for c in g if c.valid]))
@@ -157,7 +121,7 @@ def reduction_pct(modes: list[ModeSummary]) -> dict[str, float]:
             for what in ("lines", "tokens") if (f := getattr(full, f"mean_output_{what}"))}
 
 
-def proxy_fidelity(candidates: list[Candidate]) -> list[Fidelity]:
+def proxy_fidelity(candidates: list[CandidateResult]) -> list[Fidelity]:
     """ρ(one-epoch accuracy, `accuracy_long`) of re-trained valid candidates: per long-run length, all
     datasets pooled ("all") and per dataset."""
     retrained = [c for c in candidates if c.valid and c.accuracy_long is not None]
@@ -169,7 +133,7 @@ def proxy_fidelity(candidates: list[Candidate]) -> list[Fidelity]:
     return out
 
 
-def build_report(search_id: str, candidates: list[Candidate], reference: bool = True) -> Report:
+def build_report(search_id: str, candidates: list[CandidateResult], reference: bool = True) -> Report:
     """The whole report; `reference` adds LEMUR's own ρ for the search's datasets."""
     groups = _group(candidates, lambda c: c.mode)
     modes = [summarize_mode(m, groups[m]) for m in _modes(candidates)]
@@ -270,7 +234,7 @@ def summary_metrics(report: Report) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
-def _boxes(ax: Any, candidates: list[Candidate], value: Callable[[Candidate], float], ylabel: str) -> None:
+def _boxes(ax: Any, candidates: list[CandidateResult], value: Callable[[CandidateResult], float], ylabel: str) -> None:
     """Box plots with the points of `value` over the valid candidates, per cycle, the modes side by side."""
     modes, cycles = _modes(candidates), sorted({c.cycle for c in candidates})
     width = 0.8 / len(modes)
@@ -299,7 +263,7 @@ def _validity(ax: Any, cycles: list[CycleSummary]) -> None:
     ax.legend()
 
 
-def figures(report: Report, candidates: list[Candidate]) -> dict[str, Any]:
+def figures(report: Report, candidates: list[CandidateResult]) -> dict[str, Any]:
     """validity_per_cycle.png, accuracy_per_cycle.png and novelty_per_cycle.png as matplotlib Figures (Agg, no
     pyplot state)."""
     from matplotlib.figure import Figure
@@ -320,7 +284,7 @@ def figures(report: Report, candidates: list[Candidate]) -> dict[str, Any]:
     return out
 
 
-def cycle_metrics(candidates: list[Candidate]) -> dict[int, dict[str, float]]:
+def cycle_metrics(candidates: list[CandidateResult]) -> dict[int, dict[str, float]]:
     """The parent's per-cycle metrics (step = cycle) as `<mode>/<name>` (the UI charts each mode as a section):
     candidates, valid rate, mean and best accuracy
     of the valid ones, the share of candidates above their baseline, mean output tokens and lines, failures."""
@@ -340,7 +304,7 @@ def cycle_metrics(candidates: list[Candidate]) -> dict[int, dict[str, float]]:
     return dict(out)
 
 
-def candidate_table(candidates: list[Candidate]) -> str:
+def candidate_table(candidates: list[CandidateResult]) -> str:
     """The candidates as MLflow's table JSON ({"columns", "data"}), one row each, in candidate-id order."""
     rows = [[getattr(c, col) for col in TABLE_COLUMNS] for c in sorted(candidates, key=lambda c: c.candidate_id)]
     return json.dumps({"columns": list(TABLE_COLUMNS), "data": rows})
@@ -366,7 +330,7 @@ def publish(tracker: Tracker, run_id: str, search_id: str, reference: bool = Tru
 
     `final=False` (after a cycle): only the per-cycle metrics. Nothing that is already there is written again.
     """
-    candidates = [candidate(run) for run in tracker.children(run_id)]
+    candidates = [CandidateResult.from_run(run) for run in tracker.children(run_id)]
     report = build_report(search_id, candidates, reference and final)
     if not final:
         tracker.log_summary(run_id, {}, {}, steps=cycle_metrics(candidates))

@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, MODES, REPAIRABLE, SearchConfig
+from client.records import CandidateResult
 from client.report import publish
 from client.scheduler import EvaluatorPool
 from client.sdk import Services
 from client.tracking import (
     BASELINE_FILE,
-    CANDIDATE_TAG,
     CODE_FILE,
     DIFF_FILE,
     FAILURE_FILE,
     PROMPT_FILE,
     RAW_OUTPUT_FILE,
-    CandidateRecord,
     Tracker,
     is_outage,
 )
@@ -51,32 +50,6 @@ from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, curator_pb2, evaluator_pb2, generator_pb2
 
 log = logging.getLogger("deltanas.search")
-
-
-@dataclass
-class CandidateResult:
-    """One evaluated candidate as the search sees it."""
-
-    candidate_id: str
-    cycle: int
-    baseline: str
-    dataset: str
-    mode: str
-    index: int
-    status: str
-    failure_stage: str
-    failure_reason: str
-    accuracy: float
-    baseline_accuracy: float
-    diff_lines: int
-    output_tokens: int
-    output_lines: int
-    generation_s: float
-    evaluation_s: float
-    novelty_jaccard: float = 0.0
-    accepted: bool = False
-    attempt: int = 0
-    repaired_from: str = ""
 
 
 @dataclass
@@ -281,8 +254,9 @@ class Search:
             raise RuntimeError(f"cycle {cycle}: fine-tune {op.id} ({mode}) ended {state}: {op.error}")
         return op.adapter_path
 
-    def _cycle_runs(self, run_id: str, cycle: int) -> list[Any]:
-        return [r for r in self.tracker.children(run_id) if r.data.params.get("cycle") == str(cycle)]
+    def _cycle_results(self, run_id: str, cycle: int) -> list[CandidateResult]:
+        """The candidates of `cycle` recorded so far, read back from the store."""
+        return [r for r in map(CandidateResult.from_run, self.tracker.children(run_id)) if r.cycle == cycle]
 
     # -- one cycle ----------------------------------------------------------------------------------------------
 
@@ -303,20 +277,19 @@ class Search:
         self._log_evaluated(wait=True)
         baselines = {(b.name, mode): b for b, mode in units}
         for attempt in range(1, cfg.repair_rounds + 1):
-            for run in sorted(self._cycle_runs(result.run_id, cycle), key=lambda r: r.data.tags[CANDIDATE_TAG]):
-                params, tags = run.data.params, run.data.tags
-                if int(tags.get("attempt", 0)) != attempt - 1 or tags.get("failure_stage") not in REPAIRABLE:
+            for done in sorted(self._cycle_results(result.run_id, cycle), key=lambda r: r.candidate_id):
+                if done.attempt != attempt - 1 or done.failure_stage not in REPAIRABLE:
                     continue
-                mode, index = params["mode"], int(params["index"])
-                first = candidate_id(cfg.search_id, cycle, params["baseline"], mode, index)
-                slot = _Slot(repair_id(first, attempt), index, attempt, tags[CANDIDATE_TAG])
+                mode, index = done.mode, done.index
+                first = candidate_id(cfg.search_id, cycle, done.baseline, mode, index)
+                slot = _Slot(repair_id(first, attempt), index, attempt, done.candidate_id)
                 self._advance(total=1)  # a repair is one more candidate
                 if self.tracker.is_logged(slot.cid):
                     self._skip(result, 1)
                     continue
                 adapters = adapters or self._adapters(cycle, result.run_id)
-                baseline = baselines[params["baseline"], mode]
-                feedback = f"{tags['failure_stage']}: {tags.get('failure_reason', '')}"
+                baseline = baselines[done.baseline, mode]
+                feedback = f"{done.failure_stage}: {done.failure_reason}"
                 self._generate(cycle, baseline, mode, adapters[mode], {0: slot}, pool, n=1,
                                seed=_seed(cfg.seed, cycle, f"{baseline.name}|{mode}|{index}|r{attempt}"),
                                feedback=feedback)
@@ -383,24 +356,12 @@ class Search:
             failure_reason=ev.failure_reason, accuracy=ev.accuracy if valid else 0.0,
             baseline_accuracy=baseline.accuracy, diff_lines=ev.diff_lines, output_tokens=gen.output_tokens,
             output_lines=gen.output_lines, generation_s=gen.latency_s, evaluation_s=ev.duration_s,
-            novelty_jaccard=jaccard, accepted=accepted, attempt=slot.attempt, repaired_from=slot.repaired_from)
-        metrics = {"valid": float(valid), "accuracy": ev.accuracy if valid else None,  # None: not logged
-                   "baseline_accuracy": baseline.accuracy,
-                   "prompt_tokens": gen.prompt_tokens, "output_tokens": gen.output_tokens,
-                   "output_lines": gen.output_lines, "diff_lines": ev.diff_lines, "generation_s": gen.latency_s,
-                   "tokens_per_second": gen.tokens_per_second, "evaluation_s": ev.duration_s,
-                   "novelty_jaccard": jaccard if valid else None, "accepted": float(accepted),
-                   "forced_tokens": gen.forced_tokens,
-                   **{f"eval_{k}": v for k, v in ev.metrics.items()}}
-        params = {"baseline": baseline.name, "dataset": baseline.dataset, "mode": mode, "model": self._model,
-                  "adapter": ctx["adapter"] or "base", "cycle": cycle, "index": slot.index, "seed": gen.seed,
-                  "batch": baseline.batch, "transform": baseline.transform, "worker": ev.worker,
-                  **({"repaired_from": slot.repaired_from} if slot.repaired_from else {}),
-                  **{f"hp_{k}": v for k, v in baseline.hyperparameters.items()}}
-        tags = {"status": res.status, "failure_stage": stage or "none",  # mode, dataset: params
-                "nearest_model": nearest, "attempt": str(slot.attempt), "finish_reason": gen.finish_reason,
-                "constrained": str(self._constrained and mode == "delta").lower(),
-                **({"failure_reason": ev.failure_reason[:1000]} if not valid else {})}
+            novelty_jaccard=jaccard, accepted=accepted, attempt=slot.attempt, repaired_from=slot.repaired_from,
+            model=self._model, adapter=ctx["adapter"] or "base", seed=gen.seed, batch=baseline.batch,
+            transform=baseline.transform, worker=ev.worker, hyperparameters=dict(baseline.hyperparameters),
+            prompt_tokens=gen.prompt_tokens, tokens_per_second=gen.tokens_per_second, forced_tokens=gen.forced_tokens,
+            finish_reason=gen.finish_reason, constrained=self._constrained and mode == "delta", nearest_model=nearest,
+            eval_metrics=dict(ev.metrics))
         prompt = render_messages(mode, Baseline.from_proto(baseline), ctx["feedback"] or None)
         artifacts = {PROMPT_FILE: "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt),
                      BASELINE_FILE: baseline.code,
@@ -412,8 +373,7 @@ class Search:
                                               accuracy=ev.accuracy)]), timeout=60)
             log.info("candidate %s: accepted into the curator's corpus (%d candidates)", cid, reply.total)
         with self._lock:
-            self.tracker.log_candidate(result.run_id, cfg.search_id,
-                                       CandidateRecord(cid, params, metrics, tags, artifacts, ctx["started_ms"]))
+            self.tracker.log_candidate(result.run_id, cfg.search_id, res.to_record(artifacts, ctx["started_ms"]))
             result.results.append(res)
         log.info("candidate %s: %s%s accuracy=%.4f diff_lines=%d", cid, res.status,
                  f" at {stage} ({ev.failure_reason[:120]})" if stage else "", res.accuracy, res.diff_lines)
@@ -425,18 +385,16 @@ class Search:
         """Re-trains the cycle's top-k valid candidates for `retrain_epochs` epochs (the patched code in full
         mode) and logs `accuracy_long` / `long_epochs` on their child runs; already re-trained ones are kept."""
         cfg = self.cfg
-        valid = [r for r in self._cycle_runs(run_id, cycle) if r.data.metrics.get("valid") == 1.0]
-        top = sorted(valid, key=lambda r: (-r.data.metrics.get("accuracy", 0.0), r.data.tags[CANDIDATE_TAG]))
+        valid = [r for r in self._cycle_results(run_id, cycle) if r.valid]
         pending = []
-        for run in top[:cfg.retrain_top_k]:
-            if "accuracy_long" in run.data.metrics:
+        for done in sorted(valid, key=lambda r: (-r.accuracy, r.candidate_id))[:cfg.retrain_top_k]:
+            if done.accuracy_long is not None:
                 continue
-            cid, params = run.data.tags[CANDIDATE_TAG], run.data.params
-            baseline = common_pb2.Baseline(
-                dataset=params["dataset"], batch=int(params["batch"]), transform=params["transform"],
-                hyperparameters={k.removeprefix("hp_"): float(v) for k, v in params.items() if k.startswith("hp_")})
+            cid = done.candidate_id
+            baseline = common_pb2.Baseline(dataset=done.dataset, batch=done.batch, transform=done.transform,
+                                           hyperparameters=done.hyperparameters)
             with tempfile.TemporaryDirectory() as tmp:
-                code = Path(self.tracker.client.download_artifacts(run.info.run_id, CODE_FILE, tmp)).read_text()
+                code = Path(self.tracker.client.download_artifacts(done.run_id, CODE_FILE, tmp)).read_text()
             log.info("candidate %s: re-training for %d epochs", cid, cfg.retrain_epochs)
             pending.append((cid, pool.submit(evaluator_pb2.EvaluateRequest(
                 request_id=f"{cfg.search_id}/{cid}/long{cfg.retrain_epochs}", candidate_id=cid, code=code,

@@ -81,11 +81,12 @@ def test_an_unknown_experiment_is_not_created(two_searches: dict[str, str], caps
     capsys.readouterr()
 
 
-def test_ui_serves_the_store_and_names_the_search_page(two_searches: dict[str, str]) -> None:
+def test_ui_serves_the_store_and_names_the_search_page(two_searches: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
+    server_log = (tmp_path / "ui.log").open("w")  # the MLflow server's own log, read if it does not come up
     proc = subprocess.Popen([sys.executable, "-m", "client.cli", "ui", two_searches["s-two"], "--port", str(port),
                              "--tracking-uri", two_searches["uri"]], cwd=Path(__file__).resolve().parents[1],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True)
     try:
         first = proc.stdout.readline()
         assert first.startswith(f"MLflow UI: http://127.0.0.1:{port}/#/experiments/")
@@ -97,7 +98,7 @@ def test_ui_serves_the_store_and_names_the_search_page(two_searches: dict[str, s
                     assert reply.read() == b"OK"
                     break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
                 time.sleep(0.5)
         query = json.dumps({"experiment_ids": [first.split("/experiments/")[1].split("/")[0]]}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=query,
@@ -108,3 +109,4 @@ def test_ui_serves_the_store_and_names_the_search_page(two_searches: dict[str, s
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+        server_log.close()

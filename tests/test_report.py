@@ -7,6 +7,7 @@ import json
 import math
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -16,7 +17,8 @@ from scipy.stats import spearmanr
 
 from client import lemur_fidelity
 from client.cli import main
-from client.report import Candidate, build_report, make_report, parent_run, render, summary_metrics
+from client.records import CandidateResult
+from client.report import build_report, make_report, parent_run, render, summary_metrics
 from client.search import candidate_id
 from client.tracking import (
     CANDIDATE_TAG,
@@ -51,22 +53,17 @@ def _record(i: int, row: tuple) -> CandidateRecord:
     """One candidate logged the way `client.search.Search._finish` logs it (plus a re-trained accuracy)."""
     mode, cycle, dataset, valid, acc, lines, tokens, jaccard, accepted, stage, acc_long = row
     baseline = f"Base-{dataset}"
-    cid = candidate_id(SEARCH, cycle, baseline, mode, i)
-    metrics = {"valid": float(valid), "accuracy": acc, "baseline_accuracy": 0.6, "prompt_tokens": 900,
-               "output_tokens": tokens, "output_lines": lines, "diff_lines": lines - 4, "generation_s": 2.5,
-               "tokens_per_second": 8.0, "evaluation_s": 4.0, "novelty_jaccard": jaccard,
-               "accepted": float(accepted), "eval_train_loss": 1.2}
-    params = {"baseline": baseline, "dataset": dataset, "mode": mode, "model": "smollm2-135m", "adapter": "base",
-              "cycle": cycle, "index": i, "seed": 7, "batch": 64, "transform": "norm_32", "worker": "w0",
-              "hp_lr": 0.01}
-    if acc_long is not None:
-        metrics["accuracy_long"] = acc_long
-        params["long_epochs"] = 5
-    tags = {"status": "valid" if valid else "invalid", "failure_stage": stage or "none", "mode": mode,
-            "dataset": dataset, "nearest_model": "Base" if valid else ""}
+    result = CandidateResult(
+        candidate_id=candidate_id(SEARCH, cycle, baseline, mode, i), cycle=cycle, baseline=baseline, dataset=dataset,
+        mode=mode, index=i, status="valid" if valid else "invalid", failure_stage=stage,
+        failure_reason="" if valid else "boom", accuracy=acc, baseline_accuracy=0.6, diff_lines=lines - 4,
+        output_tokens=tokens, output_lines=lines, generation_s=2.5, evaluation_s=4.0, novelty_jaccard=jaccard,
+        accepted=accepted, model="smollm2-135m", seed=7, batch=64, transform="norm_32", worker="w0",
+        hyperparameters={"lr": 0.01}, prompt_tokens=900, tokens_per_second=8.0, nearest_model="Base" if valid else "",
+        eval_metrics={"train_loss": 1.2}, accuracy_long=acc_long, long_epochs=5 if acc_long is not None else None)
     artifacts = {RAW_OUTPUT_FILE: "raw", DIFF_FILE: "diff", CODE_FILE: "code",
                  FAILURE_FILE: "" if valid else f"{stage}: boom"}
-    return CandidateRecord(cid, params, metrics, tags, artifacts)
+    return result.to_record(artifacts)
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +207,12 @@ def test_unknown_search_id_raises_and_empty_search_reports(store: dict[str, Any]
 
 
 def test_single_mode_without_retraining_has_no_reduction_or_spearman() -> None:
-    cands = [Candidate("delta", 0, "mnist", True, 0.9, 30, 300, 0.4, True, ""),
-             Candidate("delta", 0, "mnist", False, 0.0, 30, 300, 0.0, False, "unknown")]
+    common = {"cycle": 0, "baseline": "B", "dataset": "mnist", "mode": "delta", "failure_reason": "",
+              "baseline_accuracy": 0.5, "diff_lines": 26, "output_tokens": 300, "output_lines": 30,
+              "generation_s": 1.0, "evaluation_s": 1.0}
+    cands = [CandidateResult("a", index=0, status="valid", failure_stage="", accuracy=0.9, novelty_jaccard=0.4,
+                             accepted=True, **common),
+             CandidateResult("b", index=1, status="invalid", failure_stage="unknown", accuracy=0.0, **common)]
     report = build_report("s", cands, reference=False)
     metrics = summary_metrics(report)
     assert report.reduction_pct == {} and report.proxy == []
@@ -255,3 +256,14 @@ def test_dataset_lineage_and_system_metrics_on_a_search_run(store: dict[str, Any
     assert {t.key: t.value for t in mnist.tags}["mlflow.data.context"] == "evaluation"
     assert "system/cpu_utilization_percentage" in run.data.metrics and "system/system_memory_usage_megabytes" in (
         run.data.metrics)
+
+
+def test_a_candidate_reads_back_as_it_was_logged(store: dict[str, Any]) -> None:
+    """One shape: every field that `to_record` writes, `from_run` reads back (the records above, via the store)."""
+    children = {r.data.tags[CANDIDATE_TAG]: r for r in store["tracker"].children(store["run_id"])}
+    for i, row in enumerate(ROWS):
+        record = _record(i, row)
+        back = CandidateResult.from_run(children[record.candidate_id])
+        assert back.to_record(record.artifacts) == replace(record, start_ms=None)
+        assert back.valid == row[3] and back.hyperparameters == {"lr": 0.01} and back.eval_metrics == {
+            "train_loss": 1.2}
