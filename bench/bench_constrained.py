@@ -31,9 +31,10 @@ from client.sdk import open_channel
 from curator_svc.lemur import LemurIndex
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import default_adapter
-from deltanas.llm import DEFAULT_MODEL, load_tokenizer
+from deltanas.llm import load_tokenizer
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from deltanas.vocabulary import DEFAULT_MODEL
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.service import build_server
 from generator_svc.backends import Constraint, Sampling, create_backend

@@ -39,13 +39,13 @@ import deltadiff
 from curator_svc.dataset import TRAIN_FILE
 from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
-from deltanas.llm import DEFAULT_MODEL
 from deltanas.prompts import MODES, render_messages
+from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Backend, BackendError, Generation, Sampling, create_backend
 
 log = logging.getLogger("bench.modes")
 
-PAPER_SAMPLING = Sampling(temperature=0.35, top_k=50, top_p=0.9, max_new_tokens=1024)
+PAPER_SAMPLING = Sampling()  # its defaults are the paper's
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curator_svc.lemur import LemurIndex
-from deltanas.llm import DEFAULT_MODEL
 from deltanas.prompts import render_messages
+from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Sampling, create_backend
 from generator_svc.backends.local import LocalBackend
 
-PAPER = Sampling(temperature=0.35, top_k=50, top_p=0.9, max_new_tokens=1024)
+PAPER = Sampling()  # its defaults are the paper's
 
 
 def _sync(device: str) -> None:

@@ -37,9 +37,10 @@ from curator_svc.lemur import LemurIndex
 from deltanas.adapters import default_adapter
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
-from deltanas.llm import DEFAULT_MODEL, load_tokenizer
+from deltanas.llm import load_tokenizer
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from deltanas.vocabulary import DEFAULT_MODEL
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.service import build_server
 from generator_svc.backends import Sampling, create_backend

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltanas.config import option
-from deltanas.v1 import common_pb2
+from deltanas.vocabulary import MAX_NEW_TOKENS, MODE_VALUES, TEMPERATURE, TOP_K, TOP_P
 
-MODES = {"delta": common_pb2.MODE_DELTA, "full": common_pb2.MODE_FULL}
 DECODINGS = ("auto", "constrained", "free")
 # Failure stages whose reason is worth sending back to the LLM in a repair attempt.
 REPAIRABLE = frozenset({"extract", "apply", "syntax", "contract"})
@@ -40,10 +39,10 @@ class SearchConfig:
     candidates: int = option(3, "candidates per baseline and mode")
     modes: list[str] = option(["delta"], "delta, full, or both for an A/B search")
     cycles: int = option(1, "search cycles")
-    temperature: float = option(0.35, "sampling temperature")
-    top_k: int = option(50, "top-k sampling")
-    top_p: float = option(0.9, "nucleus sampling")
-    max_new_tokens: int = option(1024, "longest LLM answer in tokens")
+    temperature: float = option(TEMPERATURE, "sampling temperature")
+    top_k: int = option(TOP_K, "top-k sampling")
+    top_p: float = option(TOP_P, "nucleus sampling")
+    max_new_tokens: int = option(MAX_NEW_TOKENS, "longest LLM answer in tokens")
     decoding: str = option("auto", "delta mode: constrained (under a grammar built from the baseline, so that "
                                    "every diff applies; local and openai/vLLM generator backends), free, or auto "
                                    "(constrained where the generator supports it)")
@@ -76,7 +75,8 @@ class SearchConfig:
             (self.cycles >= 1, "cycles", "must be at least 1"),
             (self.baselines >= 1, "baselines", "must be at least 1"),
             (bool(self.datasets), "datasets", "must name at least one dataset"),
-            (bool(self.modes) and set(self.modes) <= set(MODES), "modes", f"must be a subset of {sorted(MODES)}"),
+            (bool(self.modes) and set(self.modes) <= set(MODE_VALUES), "modes",
+             f"must be a subset of {sorted(MODE_VALUES)}"),
             (0.0 <= self.accept_accuracy <= 1.0, "accept_accuracy", "must be within [0, 1]"),
             (self.epochs >= 1, "epochs", "must be at least 1"),
             (self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1"),

@@ -3,8 +3,9 @@
     with ProgressDisplay() as show:                 # stderr; a bar when it is a terminal
         Search(cfg, services, tracker, on_progress=show).run()
 
-Both say, per stage, how many candidates the LLM is writing, how many are being evaluated and how many are
-done (valid among them), with the rate and the ETA. Off a terminal (CI, a pipe, a log file) one line is logged
+Both say, per stage, how many candidates the LLM is writing (and the tokens it has written of them so far, as
+the generator streams them in), how many are being evaluated and how many are done (valid among them), with
+the rate and the ETA. Off a terminal (CI, a pipe, a log file) one line is logged
 per finished candidate, so the output stays line-based and greppable.
 """
 
@@ -25,8 +26,9 @@ log = logging.getLogger("deltanas.progress")
 
 def stages(p: SearchProgress) -> str:
     """The per-stage counts in words."""
-    return (f"generating {p.generating}, evaluating {p.evaluating}, done {p.done}/{p.total} ({p.valid} valid"
-            + (f", {p.skipped} already recorded" if p.skipped else "") + ")")
+    writing = f" ({p.tokens} tokens so far)" if p.generating and p.tokens else ""
+    return (f"generating {p.generating}{writing}, evaluating {p.evaluating}, done {p.done}/{p.total} "
+            f"({p.valid} valid" + (f", {p.skipped} already recorded" if p.skipped else "") + ")")
 
 
 class ProgressDisplay:
@@ -67,7 +69,7 @@ class ProgressDisplay:
         eta_text = f"{eta:.0f} s" if eta is not None else "unknown"
         if self._bar is not None:
             self._bar.update(self._task, total=p.total, completed=p.done, stages=stages(p), rate=f"{rate:.1f}/min",
-                             eta=eta_text)
+                             eta=eta_text, refresh=True)  # drawn now: every change shows, the tokens too
         elif p.done != self._last_done:
             log.info("progress: %s; %.1f candidates/min, elapsed %.0f s, ETA %s", stages(p), rate,
                      time.monotonic() - self.start, eta_text)

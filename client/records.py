@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.tracking import CANDIDATE_TAG, CandidateRecord
+from client.tracking import CandidateRecord
+from deltanas.vocabulary import CANDIDATE_TAG, TAG_PREFIX
 
 HP_PREFIX, EVAL_PREFIX = "hp_", "eval_"  # params of the baseline's hyperparameters, metrics of the evaluator
 
@@ -84,18 +85,20 @@ class CandidateResult:
                 "nearest_model": self.nearest_model, "attempt": str(self.attempt),
                 "finish_reason": self.finish_reason, "constrained": str(self.constrained).lower(),
                 **({"failure_reason": self.failure_reason[:1000]} if not valid else {})}
-        return CandidateRecord(self.candidate_id, params, {k: v for k, v in metrics.items() if v is not None}, tags,
-                               artifacts, start_ms)
+        return CandidateRecord(self.candidate_id, params, {k: v for k, v in metrics.items() if v is not None},
+                               {f"{TAG_PREFIX}{k}": v for k, v in tags.items()}, artifacts, start_ms)
 
     @classmethod
     def from_run(cls, run: Any) -> CandidateResult:
         """A child run read back (the failure reason as its tag holds it: the first 1000 characters)."""
-        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        params, metrics = run.data.params, run.data.metrics
+        # Tags by their bare name; a store written before tags were namespaced holds them without the prefix.
+        tags = {**run.data.tags, **{k.removeprefix(TAG_PREFIX): v for k, v in run.data.tags.items()}}
         valid = metrics.get("valid") == 1.0
         stage = tags.get("failure_stage", "")
         long_epochs = params.get("long_epochs")
         return cls(
-            candidate_id=tags.get(CANDIDATE_TAG, ""), cycle=int(params.get("cycle", 0)),
+            candidate_id=run.data.tags.get(CANDIDATE_TAG, ""), cycle=int(params.get("cycle", 0)),
             baseline=params.get("baseline", ""), dataset=params.get("dataset", "?"), mode=params.get("mode", "?"),
             index=int(params.get("index", 0)), status="valid" if valid else "invalid",
             failure_stage="" if valid else stage if stage not in ("", "none") else "unknown",

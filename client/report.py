@@ -25,7 +25,8 @@ from typing import Any
 from client import lemur_fidelity
 from client.lemur_fidelity import Fidelity, spearman
 from client.records import CandidateResult
-from client.tracking import SEARCH_TAG, Tracker
+from client.tracking import Tracker
+from deltanas.vocabulary import ROLE_TAG, SEARCH_TAG
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
@@ -319,7 +320,7 @@ def note(report: Report) -> str:
 
 def parent_run(tracker: Tracker, search_id: str) -> Any:
     runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`{SEARCH_TAG}` = '{search_id}' and "
-                                      "tags.`deltanas.role` = 'search'", max_results=1)
+                                      f"tags.`{ROLE_TAG}` = 'search'", max_results=1)
     if not runs:
         raise ValueError(f"search_id: no search {search_id!r} in this experiment at {tracker.tracking_uri}")
     return runs[0]

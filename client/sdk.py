@@ -25,17 +25,17 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from deltanas.security import channel_credentials, with_token
 from deltanas.server import MAX_MESSAGE_MB
 from deltanas.v1 import curator_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc, generator_pb2_grpc
+from deltanas.vocabulary import SERVICE_NAMES
 
 # Retries of UNAVAILABLE only, declared where gRPC expects them: the service config.
 _RETRY_POLICY = {
     "maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "3s", "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-SERVICE_CONFIG = json.dumps({"methodConfig": [{"name": [{"service": f"deltanas.v1.{s}"} for s in
-                                                        ("CuratorService", "GeneratorService", "EvaluatorService")],
+SERVICE_CONFIG = json.dumps({"methodConfig": [{"name": [{"service": s} for s in SERVICE_NAMES.values()],
                                                "retryPolicy": _RETRY_POLICY}]})
-ROLES = {"curator": "deltanas.v1.CuratorService", "generator": "deltanas.v1.GeneratorService",
-         "evaluators": "deltanas.v1.EvaluatorService"}
+ROLES = {"curator": SERVICE_NAMES["curator"], "generator": SERVICE_NAMES["generator"],
+         "evaluators": SERVICE_NAMES["evaluator"]}
 
 
 @dataclass

@@ -28,26 +28,26 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, MODES, REPAIRABLE, SearchConfig
+from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, REPAIRABLE, SearchConfig
 from client.records import CandidateResult
 from client.report import publish
 from client.scheduler import EvaluatorPool
 from client.sdk import Services
-from client.tracking import (
-    BASELINE_FILE,
-    CODE_FILE,
-    DIFF_FILE,
-    FAILURE_FILE,
-    PROMPT_FILE,
-    RAW_OUTPUT_FILE,
-    Tracker,
-    is_outage,
-)
+from client.tracking import Tracker, is_outage
 from deltanas.adapters import PREFIX as SHIPPED_PREFIX
 from deltanas.adapters import default_adapter
 from deltanas.baseline import Baseline
 from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, curator_pb2, evaluator_pb2, generator_pb2
+from deltanas.vocabulary import (
+    BASELINE_FILE,
+    CODE_FILE,
+    DIFF_FILE,
+    FAILURE_FILE,
+    MODE_VALUES,
+    PROMPT_FILE,
+    RAW_OUTPUT_FILE,
+)
 
 log = logging.getLogger("deltanas.search")
 
@@ -62,8 +62,9 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchProgress:
-    """Where the search stands: candidates asked of the LLM and not yet answered, answered and being evaluated,
-    done (logged, or skipped on resume: already recorded), valid among the done, of `total` planned."""
+    """Where the search stands: candidates asked of the LLM and not yet answered (with the tokens written so far,
+    where the generator reports them), answered and being evaluated, done (logged, or skipped on resume: already
+    recorded), valid among the done, of `total` planned."""
 
     total: int
     generating: int = 0
@@ -71,6 +72,7 @@ class SearchProgress:
     done: int = 0
     skipped: int = 0
     valid: int = 0
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,16 +101,20 @@ def _seed(base: int, cycle: int, baseline: str) -> int:
 
 
 class Search:
-    """One search run; `run()` is safe to call again with the same config to resume."""
+    """One search run; `run()` is safe to call again with the same config to resume. `on_result` gets each
+    candidate once logged, `on_progress` each change of the counts (the tokens of answers being written too, which
+    the generator reports every `progress_interval_s`)."""
 
     def __init__(self, config: SearchConfig, services: Services, tracker: Tracker,
                  on_result: Callable[[CandidateResult], None] | None = None,
-                 on_progress: Callable[[SearchProgress], None] | None = None) -> None:
+                 on_progress: Callable[[SearchProgress], None] | None = None,
+                 progress_interval_s: float = 2.0) -> None:
         self.cfg = config
         self.svc = services
         self.tracker = tracker
         self.on_result = on_result
         self.on_progress = on_progress
+        self.progress_interval_s = progress_interval_s if on_progress else 0.0
         self._lock = threading.Lock()
         self._progress = SearchProgress(0)
         self._model = ""
@@ -205,7 +211,7 @@ class Search:
         out = {}
         for mode in cfg.modes:
             name, tag = f"{cfg.search_id}-c{cycle}-{mode}", ADAPTER_TAG.format(cycle=cycle, mode=mode)
-            path = tags.get(tag) or self._finetune(cycle, mode)
+            path = tags.get(tag) or self._finetune(cycle, mode, run_id, name)
             self.svc.generator.LoadAdapter(generator_pb2.LoadAdapterRequest(name=name, path=path), timeout=600)
             self.tracker.client.set_tag(run_id, tag, path)
             log.info("cycle %d: generating %s candidates with adapter %s (%s)", cycle, mode, name, path)
@@ -236,10 +242,11 @@ class Search:
             out[mode] = loaded[path]
         return out
 
-    def _finetune(self, cycle: int, mode: str) -> str:
-        """Builds the dataset (LEMUR pairs + accepted candidates) and fine-tunes on it; the adapter's path."""
+    def _finetune(self, cycle: int, mode: str, run_id: str, name: str) -> str:
+        """Builds the dataset (LEMUR pairs + accepted candidates) and fine-tunes on it; the adapter's path. The
+        adapter becomes an MLflow logged model `name` of the parent run, its dataset the run's training input."""
         built = self.svc.curator.BuildDataset(curator_pb2.BuildDatasetRequest(
-            datasets=self.cfg.datasets, mode=MODES[mode], include_candidates=True), timeout=3600)
+            datasets=self.cfg.datasets, mode=MODE_VALUES[mode], include_candidates=True), timeout=3600)
         log.info("cycle %d: %s dataset %s with %d train examples", cycle, mode, built.dataset_id,
                  built.train_examples)
         op = self.svc.curator.StartFineTune(curator_pb2.StartFineTuneRequest(
@@ -252,6 +259,15 @@ class Search:
         if op.state != curator_pb2.OPERATION_STATE_SUCCEEDED:
             state = curator_pb2.OperationState.Name(op.state).removeprefix("OPERATION_STATE_")
             raise RuntimeError(f"cycle {cycle}: fine-tune {op.id} ({mode}) ended {state}: {op.error}")
+        source = {"curator_dataset": built.dataset_id, "path": built.path, "datasets": ",".join(self.cfg.datasets),
+                  "accepted_candidates": "included"}
+        self.tracker.log_adapter(
+            run_id, name, cycle, op.adapter_path, metrics={f"{mode}/finetune_loss": op.loss},
+            params={"base_model": op.model, "mode": mode, "cycle": cycle, "dataset_id": built.dataset_id,
+                    "operation_id": op.id, "steps": op.step, "adapter_path": op.adapter_path},
+            dataset={"name": f"{mode}-pairs", "digest": built.dataset_id, "source": json.dumps(source),
+                     "profile": json.dumps({"train_examples": built.train_examples,
+                                            "eval_examples": built.eval_examples})})
         return op.adapter_path
 
     def _cycle_results(self, run_id: str, cycle: int) -> list[CandidateResult]:
@@ -304,17 +320,23 @@ class Search:
         if feedback:
             request_id += f"/{slots[0].index}/r{slots[0].attempt}"
         request = generator_pb2.GenerateRequest(
-            request_id=request_id, baseline=baseline, mode=MODES[mode], n=n, adapter=adapter, seed=seed,
+            request_id=request_id, baseline=baseline, mode=MODE_VALUES[mode], n=n, adapter=adapter, seed=seed,
             feedback=feedback, constrained=self._constrained and mode == "delta",
             sampling=generator_pb2.SamplingParams(
-                temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
+                temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
+            progress_interval_s=self.progress_interval_s)
         started_ms = int(time.time() * 1000)  # every candidate's run starts with its generation
         self._advance(generating=len(slots))
+        writing: dict[int, int] = {}  # index -> tokens so far, of the answers still being written
         for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
             slot = slots.get(gen.index)
             if slot is None:
                 continue
-            self._advance(generating=-1, evaluating=1)
+            if gen.partial:
+                self._advance(tokens=gen.output_tokens - writing.get(gen.index, 0))
+                writing[gen.index] = gen.output_tokens
+                continue
+            self._advance(generating=-1, evaluating=1, tokens=-writing.pop(gen.index, 0))
             log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", slot.cid, gen.output_tokens,
                      gen.latency_s, baseline.name, mode, f", repair of {slot.repaired_from}" if feedback else "")
             change = {"delta_answer": gen.raw_text} if mode == "delta" else {"code": gen.raw_text}

@@ -66,7 +66,7 @@ def search_id_of(tracker: Tracker, ident: str) -> str:
     if RUN_ID.fullmatch(ident):
         from mlflow.exceptions import MlflowException
 
-        from client.tracking import SEARCH_TAG
+        from deltanas.vocabulary import SEARCH_TAG
 
         try:
             run = tracker.client.get_run(ident)
@@ -92,10 +92,10 @@ class SearchRow:
 
 def list_searches(uri: str, experiment: str) -> list[SearchRow]:
     """Every search of the experiment, newest first, with its candidates' valid rate and best accuracy."""
-    from client.tracking import SEARCH_TAG
+    from deltanas.vocabulary import ROLE_TAG, SEARCH_TAG
 
     tracker = reader(uri, experiment)
-    parents = tracker.client.search_runs([tracker.experiment_id], "tags.`deltanas.role` = 'search'",
+    parents = tracker.client.search_runs([tracker.experiment_id], f"tags.`{ROLE_TAG}` = 'search'",
                                          order_by=["attributes.start_time DESC"], max_results=1000)
     rows = []
     for parent in parents:

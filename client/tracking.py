@@ -25,7 +25,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,27 +41,19 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from deltanas.paths import deltanas_home
+from deltanas.vocabulary import CANDIDATE_TAG, ROLE_TAG, SEARCH_TAG
 
 log = logging.getLogger("deltanas.tracking")
 
-CANDIDATE_TAG = "deltanas.candidate_id"
-SEARCH_TAG = "deltanas.search_id"
 PARENT_TAG = "mlflow.parentRunId"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # how the UI knows an artifact is a table
 # The UI opens an experiment of this kind in its model-training view (runs, metrics), not the GenAI one (traces).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-# Artifact file names of a candidate's child run.
-RAW_OUTPUT_FILE = "llm_output.txt"
-DIFF_FILE = "candidate_diff.txt"  # .txt: the MLflow UI previews it (it has no viewer for .diff)
-CODE_FILE = "model.py"
-BASELINE_FILE = "baseline.py"
-PROMPT_FILE = "prompt.txt"
-FAILURE_FILE = "failure.txt"
 
 
 @dataclass
@@ -187,7 +181,7 @@ class Tracker:
         """Creates the search's parent run, or returns the existing one when resuming (after a journal sync)."""
         self.sync()
         existing = self.client.search_runs([self.experiment_id], f"tags.`{SEARCH_TAG}` = '{search_id}' "
-                                           f"and tags.`deltanas.role` = 'search'", max_results=1)
+                                           f"and tags.`{ROLE_TAG}` = 'search'", max_results=1)
         if existing:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
@@ -196,7 +190,7 @@ class Tracker:
                 self._logged |= {r["candidate_id"] for r in self.journal.read() if r["op"] == "candidate"}
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=search_id,
-                                     tags={**source_tags(), SEARCH_TAG: search_id, "deltanas.role": "search", **tags})
+                                     tags={**source_tags(), SEARCH_TAG: search_id, ROLE_TAG: "search", **tags})
         self._log(run.info.run_id, params, {}, {})
         return run.info.run_id
 
@@ -249,6 +243,15 @@ class Tracker:
         """Dataset lineage (the run's Datasets column): each {name, digest, source, profile, context}; MLflow keeps
         one entry per name and digest, so logging again on resume adds nothing."""
         self._write({"op": "inputs", "run_id": run_id, "datasets": datasets})
+
+    def log_adapter(self, run_id: str, name: str, step: int, path: str, metrics: dict[str, float],
+                    params: dict[str, Any], dataset: dict[str, str]) -> None:
+        """A fine-tuned LoRA adapter as an MLflow logged model: the output of `run_id` at `step` (the cycle), holding
+        the adapter's files where `path` is a directory this process can read (else only its params), with its
+        training `dataset` ({name, digest, source, profile}) as the run's input and the model's `metrics` linked to
+        that dataset. Logged once per name and run: a resumed search adds nothing."""
+        self._write({"op": "adapter", "run_id": run_id, "name": name, "step": step, "path": path,
+                     "metrics": metrics, "params": _params(params), "dataset": dataset})
 
     @contextmanager
     def system_metrics(self, run_id: str, interval_s: float = 10.0) -> Iterator[None]:
@@ -345,9 +348,9 @@ class Tracker:
         elif kind == "summary":
             self._log_dashboard(op, stamp)
         elif kind == "inputs":
-            self.client.log_inputs(op["run_id"], [
-                DatasetInput(Dataset(d["name"], d["digest"], "deltanas", d["source"], profile=d["profile"]),
-                             [InputTag("mlflow.data.context", d["context"])]) for d in op["datasets"]])
+            self.client.log_inputs(op["run_id"], [_dataset_input(d) for d in op["datasets"]])
+        elif kind == "adapter":
+            self._log_adapter(op, stamp)
         else:
             self.client.set_terminated(op["run_id"], op["status"], end_time=stamp)
         return None
@@ -361,7 +364,7 @@ class Tracker:
         for run in runs:  # a crash between create_run and set_terminated left an unfinished run: redo it
             self.client.delete_run(run.info.run_id)
         tags = {**source_tags(), PARENT_TAG: op["parent_run_id"], CANDIDATE_TAG: cid, SEARCH_TAG: op["search_id"],
-                "deltanas.role": "candidate", **op["tags"]}
+                ROLE_TAG: "candidate", **op["tags"]}
         run = self.client.create_run(self.experiment_id, run_name=cid, start_time=op.get("start_ms") or op["time_ms"],
                                      tags=tags)
         run_id = run.info.run_id
@@ -371,6 +374,28 @@ class Tracker:
                 self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, "FINISHED", end_time=op["time_ms"])  # when the evaluation ended
         return run_id
+
+    def _log_adapter(self, op: dict[str, Any], stamp: int) -> None:
+        run_id, name, step, data = op["run_id"], op["name"], op["step"], op["dataset"]
+        models = [m for m in self.client.search_logged_models([self.experiment_id], f"name = '{name}'")
+                  if m.source_run_id == run_id]
+        model = next((m for m in models if str(m.status) == "READY"), None)
+        if model is None:  # none yet, or a crash left one half-made (it stays PENDING, and is not linked)
+            model = self.client.create_logged_model(self.experiment_id, name, run_id, params=op["params"],
+                                                    tags={ROLE_TAG: "adapter"}, model_type="peft-lora")
+            files = [f for f in Path(op["path"]).iterdir() if f.is_file()] if Path(op["path"]).is_dir() else []
+            if files:  # the adapter, its config and training result; not the checkpoints
+                with tempfile.TemporaryDirectory() as tmp:
+                    for f in files:
+                        shutil.copy2(f, tmp)
+                    self.client.log_model_artifacts(model.model_id, tmp)
+            self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_inputs(run_id, [_dataset_input({**data, "context": "train"})])
+        if model.model_id not in {o.model_id for o in self.client.get_run(run_id).outputs.model_outputs}:
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
+            self.client.log_batch(run_id, metrics=[
+                Metric(k, float(v), stamp, step, model_id=model.model_id, dataset_name=data["name"],
+                       dataset_digest=data["digest"]) for k, v in op["metrics"].items()])
 
     def _child_run(self, candidate_id: str) -> str:
         runs = self.client.search_runs([self.experiment_id], f"tags.`{CANDIDATE_TAG}` = '{candidate_id}'",
@@ -416,6 +441,12 @@ class Tracker:
             params=[Param(k, v) for k, v in _params(params).items()],
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
+
+
+def _dataset_input(d: dict[str, str]) -> DatasetInput:
+    """A dataset of the run's lineage: {name, digest, source, profile, context (train, evaluation)}."""
+    return DatasetInput(Dataset(d["name"], d["digest"], "deltanas", d["source"], profile=d["profile"]),
+                        [InputTag("mlflow.data.context", d["context"])])
 
 
 def _params(params: dict[str, Any]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from deltanas.config import option
 from deltanas.paths import deltanas_home
 from deltanas.server import ServerConfig
+from deltanas.vocabulary import DEFAULT_MODEL
 
 ENV_PREFIX = "DELTANAS_CURATOR_"
 
@@ -19,7 +20,7 @@ class CuratorConfig(ServerConfig):
     port: int = option(50061, "port to bind (0: any free port)")
     state_dir: Path = option(deltanas_home() / "curator", "datasets, adapters, operations and accepted candidates")
     lemur_root: Path | None = option(None, "LEMUR's ab/nn folder (default: the installed nn-dataset package)")
-    model: str = option("qwen2.5-coder-0.5b", "base model whose tokenizer filters and which fine-tuning adapts")
+    model: str = option(DEFAULT_MODEL, "base model whose tokenizer filters and which fine-tuning adapts")
     min_gain: float = option(0.01, "accuracy a pair's improved model must gain over its baseline")
     max_diff_lines: int = option(120, "largest diff of a training pair, in lines")
     max_pairs_per_dataset: int = option(500, "pairs per dataset, for a balanced training set")

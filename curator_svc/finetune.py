@@ -37,6 +37,7 @@ import torch
 from curator_svc.dataset import TRAIN_FILE, completion_text, prompt_text
 from deltanas import llm
 from deltanas.config import option
+from deltanas.vocabulary import DEFAULT_MODEL, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _LORA_FIELDS = ("r", "lora_alpha", "target_modules")
 class FineTuneConfig:
     """One LoRA fine-tune; every field is a `--flag` of the command line and a DELTANAS_FINETUNE_ variable."""
 
-    base_model: str = option(llm.DEFAULT_MODEL, "model name or HF directory (deltanas.llm)")
+    base_model: str = option(DEFAULT_MODEL, "model name or HF directory (deltanas.llm)")
     r: int = option(32, "LoRA rank")
     lora_alpha: int = option(32, "LoRA scaling alpha")
     lora_dropout: float = option(0.05, "dropout on the LoRA input")
@@ -107,9 +108,7 @@ def encode(tokenizer: Any, record: dict[str, Any]) -> tuple[list[int], list[int]
 
 
 def _device(config: FineTuneConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
+    return torch.device(resolve_device(config.device))
 
 
 def _load_model(config: FineTuneConfig, device: torch.device) -> Any:

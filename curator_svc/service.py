@@ -24,15 +24,15 @@ from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline
 from deltanas.errors import FailedPrecondition, NotFound, require
 from deltanas.server import ServiceServer
-from deltanas.v1 import common_pb2, curator_pb2, curator_pb2_grpc
+from deltanas.v1 import curator_pb2, curator_pb2_grpc
+from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
 
 log = logging.getLogger("deltanas.curator")
 
-SERVICE_NAME = "deltanas.v1.CuratorService"
+SERVICE_NAME = SERVICE_NAMES["curator"]
 CANDIDATES_FILE = "candidates.jsonl"
 DATASETS_DIR = "datasets"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # baselines per ListBaselines reply (code makes them large)
-MODES = {common_pb2.MODE_DELTA: "delta", common_pb2.MODE_FULL: "full"}
 STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
           for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
 
@@ -186,12 +186,12 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         require(bool(request.datasets), "datasets", "name at least one dataset")
         for i, name in enumerate(request.datasets):
             self._dataset(f"datasets[{i}]", name)
-        require(request.mode in MODES, "mode", "must be MODE_DELTA or MODE_FULL")
+        require(request.mode in MODE_NAMES, "mode", "must be MODE_DELTA or MODE_FULL")
         require(request.min_gain >= 0, "min_gain", "must not be negative")
         require(request.max_diff_lines >= 0, "max_diff_lines", "must not be negative")
         require(request.max_pairs_per_dataset >= 0, "max_pairs_per_dataset", "must not be negative")
         require(request.max_tokens >= 0, "max_tokens", "must not be negative")
-        cfg, mode = self.cfg, MODES[request.mode]
+        cfg, mode = self.cfg, MODE_NAMES[request.mode]
         pairing = PairingConfig(min_gain=request.min_gain or cfg.min_gain,
                                 max_diff_lines=request.max_diff_lines or cfg.max_diff_lines,
                                 max_pairs_per_dataset=request.max_pairs_per_dataset or cfg.max_pairs_per_dataset)

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from curator_svc.operations import Cancelled
+from deltanas.vocabulary import ROLE_TAG, TAG_PREFIX
 
 if TYPE_CHECKING:
     from curator_svc.config import CuratorConfig
@@ -37,11 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("deltanas.curator.tracking")
 
 EXPERIMENT = "deltanas-curator"
-ROLE_TAG = "deltanas.role"
-DATASET_TAG = "deltanas.dataset_id"
-MODE_TAG = "deltanas.mode"
-OPERATION_TAG = "deltanas.operation_id"
-BASE_MODEL_TAG = "deltanas.base_model"
+DATASET_TAG = f"{TAG_PREFIX}dataset_id"
+MODE_TAG = f"{TAG_PREFIX}mode"
+OPERATION_TAG = f"{TAG_PREFIX}operation_id"
+BASE_MODEL_TAG = f"{TAG_PREFIX}base_model"
 URI_ENV = ("MLFLOW_TRACKING_URI",)
 _TRACKERS: dict[str, CuratorTracker] = {}
 _TRACKERS_LOCK = threading.Lock()

@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltanas.llm import DEFAULT_MODEL, file_sha256
+from deltanas.llm import file_sha256
+from deltanas.vocabulary import DEFAULT_MODEL
 
 ADAPTERS_DIR = Path(__file__).with_name("adapters")
 PREFIX = "shipped:"

@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltanas.paths import HOME_ENV, deltanas_home  # noqa: F401 - HOME_ENV is part of this module's API
+from deltanas.vocabulary import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger("deltanas.llm")
 
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 MODELS_DIR = "models"
 MARKER_FILE = ".deltanas-complete.json"
 JOINED_GGUF = "model.gguf"

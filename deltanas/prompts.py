@@ -12,11 +12,9 @@ from functools import cache
 from pathlib import Path
 
 from deltanas.baseline import Baseline
+from deltanas.vocabulary import MODES
 
 TEMPLATE_DIR = Path(__file__).with_name("prompt_templates")
-MODES = ("delta", "full")
-# Why an LLM answer ended (GenerateResponse.finish_reason): it was complete, or cut at max_new_tokens.
-FINISH_STOP, FINISH_LENGTH = "stop", "length"
 _FENCE = {"delta": "diff", "full": "python"}
 
 

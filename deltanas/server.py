@@ -1,7 +1,7 @@
 """One way to serve every deltanas service: interceptors, health, reflection, auth, TLS, graceful drain.
 
     server = ServiceServer.from_config("curator", config)    # config: a ServerConfig (host, port, token, TLS...)
-    server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, "deltanas.v1.CuratorService")
+    server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAMES["curator"])
     server.start(); server.wait()          # SIGTERM/SIGINT: stop accepting, drain in-flight calls, exit
 """
 

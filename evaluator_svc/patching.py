@@ -15,7 +15,7 @@ import ast
 from dataclasses import dataclass
 
 import deltadiff
-from deltanas.prompts import FINISH_LENGTH
+from deltanas.vocabulary import FINISH_LENGTH
 from evaluator_svc.stages import EvalResult, Stage
 
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deltanas.vocabulary import resolve_device
 from evaluator_svc.datasets import DATASETS, load_dataset
 from evaluator_svc.job import Job, SandboxLimits
 from evaluator_svc.sandbox import run_job
@@ -54,7 +55,8 @@ def static_failure(code: str, candidate_id: str = "-") -> EvalResult | None:
 
 
 def train_in_sandbox(task: TrainTask, device: str) -> EvalResult:
-    """INSTANTIATE..EVALUATE of `task` in a sandboxed worker on `device`; the data is loaded on this host.
+    """INSTANTIATE..EVALUATE of `task` in a sandboxed worker on `device` (auto: resolved on this host, where the
+    worker runs); the data is loaded on this host.
 
     Raises FileNotFoundError when the dataset root is missing here.
     """
@@ -62,8 +64,8 @@ def train_in_sandbox(task: TrainTask, device: str) -> EvalResult:
                         data_root=task.data_root)
     job = Job(candidate_id=task.candidate_id, code=task.code, num_classes=data.num_classes, mean=data.mean,
               std=data.std, transform=task.transform, prm=dict(task.prm), batch=min(task.batch, len(data.train.labels)),
-              epochs=task.epochs, device=device, limits=task.limits, timeout_s=task.timeout_s, bf16=task.bf16,
-              channels_last=task.channels_last, seed=task.seed)
+              epochs=task.epochs, device=resolve_device(device), limits=task.limits, timeout_s=task.timeout_s,
+              bf16=task.bf16, channels_last=task.channels_last, seed=task.seed)
     return run_job(job, data, timeout_s=task.timeout_s)
 
 

@@ -15,9 +15,9 @@ from collections import OrderedDict
 
 import deltadiff
 from deltanas.errors import FailedPrecondition, InvalidArgument, require
-from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
 from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, SERVICE_NAMES
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
 from evaluator_svc.executors import make_executor
@@ -30,7 +30,7 @@ from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger("deltanas.evaluator")
 
-SERVICE_NAME = "deltanas.v1.EvaluatorService"
+SERVICE_NAME = SERVICE_NAMES["evaluator"]
 MAX_REQUEST_ID_CHARS = 256
 CANDIDATE_ID = re.compile(r"[A-Za-z0-9._:/@+-]{0,128}")
 MAX_NAME_CHARS = 64  # transform and hyperparameter names

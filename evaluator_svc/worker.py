@@ -37,9 +37,7 @@ def main(argv: list[str]) -> None:
 
     set_stage(scratch, Stage.INSTANTIATE)
     torch.set_num_threads(job.limits.threads)
-    device = job.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = job.device  # resolved by the host (evaluator_svc.pipeline); the worker imports no deltanas code
     if device.startswith("cuda"):
         torch.zeros(1, device=device)  # create the CUDA context before the memory limit is measured and set
         if job.limits.gpu_memory_fraction:

@@ -16,7 +16,8 @@ from deltanas.baseline import Baseline
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
 from deltanas.prompts import render_messages
 from deltanas.server import ServiceServer
-from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from deltanas.v1 import generator_pb2, generator_pb2_grpc
+from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
 from generator_svc.backends import BACKENDS, backend_options, create_backend
 from generator_svc.backends.base import (
     Backend,
@@ -33,8 +34,7 @@ from generator_svc.config import GeneratorConfig
 
 log = logging.getLogger("deltanas.generator")
 
-SERVICE_NAME = "deltanas.v1.GeneratorService"
-MODES = {common_pb2.MODE_DELTA: "delta", common_pb2.MODE_FULL: "full"}
+SERVICE_NAME = SERVICE_NAMES["generator"]
 
 
 @contextmanager
@@ -70,16 +70,18 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new)
 
     def Generate(self, request: generator_pb2.GenerateRequest, context):
-        require(request.mode in MODES, "mode", "must be MODE_DELTA or MODE_FULL")
+        require(request.mode in MODE_NAMES, "mode", "must be MODE_DELTA or MODE_FULL")
         require(request.HasField("baseline") and bool(request.baseline.code.strip()), "baseline.code", "is empty")
         require(1 <= request.n <= self.cfg.max_n, "n", f"must be in [1, {self.cfg.max_n}], got {request.n}")
         sampling = self._sampling(request)
-        mode = MODES[request.mode]
+        mode = MODE_NAMES[request.mode]
         baseline = Baseline.from_proto(request.baseline)
         messages = render_messages(mode, baseline, request.feedback or None)
         seeds = [request.seed + i for i in range(request.n)]
         adapter = request.adapter or None
         require(not request.constrained or mode == "delta", "constrained", "only delta mode has a grammar")
+        require(0 <= request.progress_interval_s <= 3600, "progress_interval_s",
+                f"must be in [0, 3600] seconds, got {request.progress_interval_s}")
         constraint = Constraint(diff_grammar(baseline.code), close=FENCE_CLOSE) if request.constrained else None
         log.info(
             "request %s: %d %s candidate(s) for %s (adapter %s, %s)",
@@ -92,8 +94,11 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         )
         with backend_errors():
             for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds,
-                                             constraint=constraint):
+                                             constraint=constraint, progress_s=request.progress_interval_s):
                 reply = self._response(mode, baseline, gen, adapter)
+                if gen.partial:
+                    yield reply
+                    continue
                 log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
                          "tokens_per_s=%.1f forced_tokens=%d finish=%s", request.request_id or "-",
                          gen.index, reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
@@ -116,6 +121,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             adapter=adapter or "",
             finish_reason=gen.finish_reason,
             forced_tokens=gen.forced_tokens,
+            partial=gen.partial,
         )
 
     def ListAdapters(self, request, context) -> generator_pb2.ListAdaptersResponse:

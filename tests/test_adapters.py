@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from deltanas import adapters
 from deltanas.adapters import CONFIG_FILE, SHIPPED, WEIGHTS_FILE, AdapterError, default_adapter, resolve_adapter
 from deltanas.heldout import is_held_out
-from deltanas.llm import DEFAULT_MODEL
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
+from deltanas.vocabulary import DEFAULT_MODEL
 
 DELTA = default_adapter(DEFAULT_MODEL, "delta")
 

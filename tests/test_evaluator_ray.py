@@ -27,9 +27,10 @@ from bench.bench_workers import EvaluatorProcess, RayCluster, candidates
 from client.config import SearchConfig
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
-from client.tracking import CANDIDATE_TAG, Tracker
+from client.tracking import Tracker
 from deltanas.config import ConfigError
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from deltanas.vocabulary import CANDIDATE_TAG
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors import make_executor
 from evaluator_svc.sandbox import missing_layers
@@ -142,7 +143,7 @@ def test_a_search_through_the_ray_executor_records_one_child_run_per_candidate(
     assert len(children) == cfg.candidates == len(result.results)
     assert len({child.data.tags[CANDIDATE_TAG] for child in children}) == cfg.candidates
     for child in children:  # whatever trained, trained on the cluster
-        if child.data.tags["status"] == "valid":
+        if child.data.tags["deltanas.status"] == "valid":
             assert " via ray:" in child.data.params["worker"]
 
 

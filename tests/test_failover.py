@@ -23,8 +23,9 @@ from client.config import SearchConfig
 from client.scheduler import EvaluatorPool, NoWorkerLeft
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
-from client.tracking import CANDIDATE_TAG, Tracker
+from client.tracking import Tracker
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from deltanas.vocabulary import CANDIDATE_TAG
 
 NOT_APPLYING = "```diff\n@@ -1,2 +1,2 @@\n-import numpy\n+import numpy as np\n x = 1\n```"  # fails fast at APPLY
 

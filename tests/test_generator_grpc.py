@@ -54,6 +54,26 @@ def test_constrained_delta_answers_all_apply_to_their_baseline(stub) -> None:
         assert r.finish_reason in ("stop", "length")
 
 
+@pytest.mark.parametrize("constrained", [False, True])
+def test_progress_messages_stream_the_tokens_so_far_before_each_answer(stub, constrained: bool) -> None:
+    """Asked for progress, the stream also carries partial messages: per candidate, rising token counts and no
+    text, all before its answer; the answers are those of a request without progress (same seeds)."""
+    sampling = generator_pb2.SamplingParams(max_new_tokens=32)
+    plain = {r.index: r for r in stub.Generate(request(constrained=constrained, sampling=sampling), timeout=600)}
+    replies = list(stub.Generate(request(constrained=constrained, sampling=sampling, progress_interval_s=0.001),
+                                 timeout=600))
+    answers = {r.index: r for r in replies if not r.partial}
+    assert {i: (r.raw_text, r.output_tokens) for i, r in answers.items()} == {
+        i: (r.raw_text, r.output_tokens) for i, r in plain.items()}
+    for index, answer in answers.items():
+        position = replies.index(answer)
+        partial = [r for r in replies if r.partial and r.index == index]
+        assert partial and all(replies.index(r) < position for r in partial)
+        counts = [r.output_tokens for r in partial]
+        assert counts == sorted(counts) and 0 < counts[-1] < answer.output_tokens
+        assert all(r.raw_text == "" and r.finish_reason == "" and r.seed == answer.seed for r in partial)
+
+
 def test_full_mode_uses_its_own_template(stub) -> None:
     (reply,) = stub.Generate(request(mode=common_pb2.MODE_FULL, n=1), timeout=300)
     assert reply.output_tokens > 0
@@ -67,6 +87,7 @@ def test_full_mode_uses_its_own_template(stub) -> None:
     ({"sampling": generator_pb2.SamplingParams(top_p=1.5)}, "sampling.top_p"),
     ({"sampling": generator_pb2.SamplingParams(max_new_tokens=40_000)}, "baseline.code"),  # prompt + 40k > context
     ({"mode": common_pb2.MODE_FULL, "constrained": True}, "constrained"),  # only delta mode has a grammar
+    ({"progress_interval_s": -1.0}, "progress_interval_s"),
 ])
 def test_bad_input_is_invalid_argument_naming_the_field(stub, overrides: dict, field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:

@@ -11,8 +11,10 @@ import pytest
 from client.progress import ProgressDisplay, stages
 from client.search import SearchProgress
 
-# A search of 4 candidates: two asked of the LLM, one answered and evaluated, both done, then two more.
-STEPS = [SearchProgress(4, generating=2), SearchProgress(4, generating=1, evaluating=1),
+# A search of 4 candidates: two asked of the LLM (their tokens streaming in), one answered and evaluated, both
+# done, then two more.
+STEPS = [SearchProgress(4, generating=2), SearchProgress(4, generating=2, tokens=40),
+         SearchProgress(4, generating=2, tokens=95), SearchProgress(4, generating=1, evaluating=1, tokens=30),
          SearchProgress(4, generating=0, evaluating=2), SearchProgress(4, evaluating=1, done=1, valid=1),
          SearchProgress(4, done=2, valid=1), SearchProgress(4, generating=2, done=2, valid=1),
          SearchProgress(4, evaluating=2, done=2, valid=1), SearchProgress(4, done=4, valid=2)]
@@ -41,6 +43,12 @@ def test_on_a_terminal_a_live_bar_with_the_stage_counts() -> None:
     assert "\x1b[" in out  # drawn with terminal control sequences
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
     assert "4/4" in plain and "done 4/4 (2 valid)" in plain and "/min" in plain
+    assert "generating 2 (95 tokens so far)" in plain  # the tokens stream in on the bar
+
+
+def test_stage_words_count_the_tokens_written_so_far() -> None:
+    assert stages(SearchProgress(3, generating=2, tokens=412)).startswith("generating 2 (412 tokens so far), ")
+    assert stages(SearchProgress(3, generating=2)).startswith("generating 2, ")  # no report yet
 
 
 def test_stage_words_name_skipped_candidates_on_resume() -> None:

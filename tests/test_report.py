@@ -20,15 +20,8 @@ from client.cli import main
 from client.records import CandidateResult
 from client.report import build_report, make_report, parent_run, render, summary_metrics
 from client.search import candidate_id
-from client.tracking import (
-    CANDIDATE_TAG,
-    CODE_FILE,
-    DIFF_FILE,
-    FAILURE_FILE,
-    RAW_OUTPUT_FILE,
-    CandidateRecord,
-    Tracker,
-)
+from client.tracking import CandidateRecord, Tracker
+from deltanas.vocabulary import CANDIDATE_TAG, CODE_FILE, DIFF_FILE, FAILURE_FILE, RAW_OUTPUT_FILE
 
 SEARCH = "s-report"
 EXPERIMENT = "deltanas"

@@ -13,7 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_evaluator_grpc import MODEL
 
-from client.tracking import CANDIDATE_TAG, PARENT_TAG, SEARCH_TAG
+from client.tracking import PARENT_TAG
+from deltanas.vocabulary import CANDIDATE_TAG, SEARCH_TAG
 
 pytestmark = pytest.mark.slow
 

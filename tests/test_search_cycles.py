@@ -27,9 +27,10 @@ from client.embedded import EmbeddedServices
 from client.report import make_report
 from client.sdk import Endpoints, Services
 from client.search import Search, repair_id
-from client.tracking import CANDIDATE_TAG, Tracker
+from client.tracking import Tracker
 from curator_svc.lemur import DATASETS
 from deltanas.config import build
+from deltanas.vocabulary import CANDIDATE_TAG
 
 
 def _no_services(*args: object) -> None:
@@ -115,10 +116,10 @@ def test_two_cycle_ab_search_report_agrees_with_child_runs(tmp_path: Path, mlflo
     assert set(by_mode) == {"delta", "full"}
     for mode, summary in by_mode.items():
         mine = [c for c in children if c.data.params["mode"] == mode]
-        valid = [c for c in mine if c.data.tags["status"] == "valid"]
+        valid = [c for c in mine if c.data.tags["deltanas.status"] == "valid"]
         assert summary.candidates == len(mine) == 4
         assert summary.valid == len(valid) and summary.valid_rate == len(valid) / 4
-        assert summary.failures == dict(Counter(c.data.tags["failure_stage"] for c in mine if c not in valid))
+        assert summary.failures == dict(Counter(c.data.tags["deltanas.failure_stage"] for c in mine if c not in valid))
     assert sorted((c.mode, c.cycle, c.candidates) for c in report.cycles) == [
         ("delta", 0, 2), ("delta", 1, 2), ("full", 0, 2), ("full", 1, 2)]
     assert parent.data.metrics["delta_candidates"] == 4.0
@@ -180,12 +181,25 @@ def test_closed_loop_finetunes_repairs_and_retrains(curator_server, evaluator_se
         parent = tracker.client.get_run(result.run_id)
         adapter = Path(parent.data.tags["deltanas.adapter.c1.delta"])
         assert ScriptedLLM.adapters == {"loop-c1-delta": str(adapter)} and (adapter / "adapter_config.json").exists()
+        # ... and is an MLflow logged model: the parent run's output at step 1, its files, its dataset as input.
+        (model,) = tracker.client.search_logged_models([tracker.experiment_id])
+        assert (model.name, model.source_run_id, str(model.status)) == ("loop-c1-delta", result.run_id, "READY")
+        assert model.params["mode"] == "delta" and model.params["cycle"] == "1"
+        logged = {f.path for f in tracker.client.list_logged_model_artifacts(model.model_id)}
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= logged and not any("/" in f for f in logged)
+        assert [(o.model_id, o.step) for o in parent.outputs.model_outputs] == [(model.model_id, 1)]
+        trained_on = [d.dataset for d in parent.inputs.dataset_inputs
+                      if {t.value for t in d.tags} == {"train"}]
+        assert [(d.name, d.digest) for d in trained_on] == [("delta-pairs", model.params["dataset_id"])]
+        (loss,) = tracker.client.get_logged_model(model.model_id).metrics  # the model page: loss on that dataset
+        assert (loss.key, loss.step, loss.dataset_name, loss.dataset_digest) == (
+            "delta/finetune_loss", 1, "delta-pairs", model.params["dataset_id"])
 
         children = tracker.children(result.run_id)
         assert len(children) == 6
         for run in children:
             tags, params = run.data.tags, run.data.params
-            assert tags["attempt"] == ("1" if "repaired_from" in params else "0")
+            assert tags["deltanas.attempt"] == ("1" if "repaired_from" in params else "0")
             assert params["adapter"] == ("base" if params["cycle"] == "0" else "loop-c1-delta")
         retrained = [r for r in children if "accuracy_long" in r.data.metrics]
         assert len(retrained) == 2 and {r.data.params["long_epochs"] for r in retrained} == {"2"}
@@ -193,13 +207,14 @@ def test_closed_loop_finetunes_repairs_and_retrains(curator_server, evaluator_se
         for run in retrained:  # the cycle's most accurate valid candidate
             cycle = [r for r in children if r.data.params["cycle"] == run.data.params["cycle"]]
             assert run.data.metrics["accuracy"] == max(r.data.metrics.get("accuracy", 0.0) for r in cycle)
-        invalid = [r for r in children if r.data.tags["status"] == "invalid"]
+        invalid = [r for r in children if r.data.tags["deltanas.status"] == "invalid"]
         assert invalid and not any({"accuracy", "novelty_jaccard"} & r.data.metrics.keys() for r in invalid)
 
         # Run again: everything is recorded, nothing is generated, trained or re-trained twice.
         calls = len(ScriptedLLM.requests)
         again = Search(cfg, services, tracker).run()
         assert (again.skipped, again.results, len(ScriptedLLM.requests)) == (6, [], calls)
+        assert len(tracker.client.search_logged_models([tracker.experiment_id])) == 1
     assert len(tracker.children(result.run_id)) == 6
     for run in retrained:
         assert len(tracker.client.get_metric_history(run.info.run_id, "accuracy_long")) == 1

@@ -7,15 +7,8 @@ from mlflow.tracking import MlflowClient
 from test_evaluator_grpc import MODEL
 
 from client.cli import main
-from client.tracking import (
-    BASELINE_FILE,
-    CANDIDATE_TAG,
-    CODE_FILE,
-    PARENT_TAG,
-    PROMPT_FILE,
-    RAW_OUTPUT_FILE,
-    SEARCH_TAG,
-)
+from client.tracking import PARENT_TAG
+from deltanas.vocabulary import BASELINE_FILE, CANDIDATE_TAG, CODE_FILE, PROMPT_FILE, RAW_OUTPUT_FILE, SEARCH_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +35,7 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
     # The parent is the dashboard without another command: per-cycle metrics, the report, plots, table, note.
     parent = parents[0]
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    valid = sum(c.data.tags["status"] == "valid" for c in children)
+    valid = sum(c.data.tags["deltanas.status"] == "valid" for c in children)
     assert [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "delta/valid_rate")] == [
         (0, valid / 2)]
     assert parent.data.metrics["delta_candidates"] == 2
@@ -55,19 +48,20 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
         assert child.data.params["baseline"] == MODEL and child.data.params["mode"] == "delta"
         assert child.data.params["model"] and child.data.params["adapter"] == "base"
         assert {"valid", "output_tokens", "output_lines", "generation_s", "evaluation_s"} <= child.data.metrics.keys()
-        assert ("accuracy" in child.data.metrics) == (child.data.tags["status"] == "valid")
+        assert ("accuracy" in child.data.metrics) == (child.data.tags["deltanas.status"] == "valid")
         assert child.data.metrics["output_tokens"] > 0
-        assert child.data.tags["status"] in ("valid", "invalid")
+        tags = child.data.tags
+        assert tags["deltanas.status"] in ("valid", "invalid")
         # Constrained by default: the untuned SmolLM2 still writes a diff that applies, and forced text is counted.
-        assert child.data.tags["constrained"] == "true" and child.data.tags["finish_reason"] in ("stop", "length")
+        assert tags["deltanas.constrained"] == "true" and tags["deltanas.finish_reason"] in ("stop", "length")
         assert child.data.metrics["forced_tokens"] > 0
-        assert child.data.tags["failure_stage"] not in ("extract", "apply"), child.data.tags.get("failure_reason")
+        assert tags["deltanas.failure_stage"] not in ("extract", "apply"), tags.get("deltanas.failure_reason")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {RAW_OUTPUT_FILE, PROMPT_FILE, BASELINE_FILE} <= artifacts
         # The run spans the candidate's generation and evaluation, not the moment it was logged.
         span_s = (child.info.end_time - child.info.start_time) / 1000
         assert span_s >= child.data.metrics["generation_s"] - 0.5
-        if child.data.tags["status"] == "valid":
+        if child.data.tags["deltanas.status"] == "valid":
             assert CODE_FILE in artifacts
 
     # Resuming a finished search records nothing twice.

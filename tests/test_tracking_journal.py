@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from client.tracking import CANDIDATE_TAG, RAW_OUTPUT_FILE, CandidateRecord, Tracker
+from client.tracking import CandidateRecord, Tracker
+from deltanas.vocabulary import CANDIDATE_TAG, RAW_OUTPUT_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,7 @@ from deltanas import llm
 from deltanas.adapters import SHIPPED, default_adapter
 from deltanas.heldout import is_held_out
 from deltanas.prompts import render_messages
+from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Sampling, create_backend
 
 pytestmark = [
@@ -28,17 +29,17 @@ pytestmark = [
 
 
 def test_vllm_serves_the_shipped_delta_adapter(tmp_path: Path) -> None:
-    adapter = default_adapter(llm.DEFAULT_MODEL, "delta")
+    adapter = default_adapter(DEFAULT_MODEL, "delta")
     assert adapter is not None and adapter.name in SHIPPED
     path = adapter.verified_path()
     baseline = next(b for b in LemurIndex.load(datasets=("mnist",)).baselines("mnist")
                     if b.name == "rag-5ade978e0153718fa4c0b4ceb533ce32")
     assert is_held_out(baseline.name)
-    server = VllmServer(llm.prepare(llm.DEFAULT_MODEL), path, tmp_path / "serve.log", served=llm.DEFAULT_MODEL,
+    server = VllmServer(llm.prepare(DEFAULT_MODEL), path, tmp_path / "serve.log", served=DEFAULT_MODEL,
                         adapter_name="delta")
     try:
         server.wait_ready()
-        backend = create_backend("openai", url=server.url, model=llm.DEFAULT_MODEL)
+        backend = create_backend("openai", url=server.url, model=DEFAULT_MODEL)
         assert backend.list_adapters() == ["delta"]
         messages = render_messages("delta", baseline)
         greedy = Sampling(temperature=0, max_new_tokens=24)

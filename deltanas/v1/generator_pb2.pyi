@@ -20,7 +20,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "baseline", "mode", "n", "sampling", "adapter", "seed", "feedback", "constrained")
+    __slots__ = ("request_id", "baseline", "mode", "n", "sampling", "adapter", "seed", "feedback", "constrained", "progress_interval_s")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     baseline: _common_pb2.Baseline
     mode: _common_pb2.Mode
@@ -39,10 +40,11 @@ class GenerateRequest(_message.Message):
     seed: int
     feedback: str
     constrained: bool
-    def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ...) -> None: ...
+    progress_interval_s: float
+    def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ..., progress_interval_s: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("index", "seed", "raw_text", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "finish_reason", "forced_tokens")
+    __slots__ = ("index", "seed", "raw_text", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "finish_reason", "forced_tokens", "partial")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     RAW_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +57,7 @@ class GenerateResponse(_message.Message):
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     FORCED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     index: int
     seed: int
     raw_text: str
@@ -67,7 +70,8 @@ class GenerateResponse(_message.Message):
     adapter: str
     finish_reason: str
     forced_tokens: int
-    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., raw_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_lines: _Optional[int] = ..., latency_s: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., finish_reason: _Optional[str] = ..., forced_tokens: _Optional[int] = ...) -> None: ...
+    partial: bool
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., raw_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_lines: _Optional[int] = ..., latency_s: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., finish_reason: _Optional[str] = ..., forced_tokens: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()

@@ -9,6 +9,7 @@ import threading
 
 import torch
 
+from deltanas.vocabulary import resolve_device
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.job import SandboxLimits
@@ -16,13 +17,6 @@ from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import host_layers, missing_layers, require_sandbox
 
 log = logging.getLogger("deltanas.evaluator")
-
-
-def resolve_device(name: str) -> str:
-    """"auto" is cuda where this process sees a GPU, else cpu; other names pass through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def probe_device(device: str) -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
-from deltanas.prompts import FINISH_STOP
+from deltanas.vocabulary import FINISH_STOP, MAX_NEW_TOKENS, TEMPERATURE, TOP_K, TOP_P
 
 T = TypeVar("T")
 Messages = Sequence[dict[str, str]]
@@ -55,10 +55,10 @@ class BackendUnavailable(BackendError):
 class Sampling:
     """Decoding settings of one request; ``temperature`` 0 means greedy (seeds are then irrelevant)."""
 
-    temperature: float = field(default=0.35, metadata={"help": "softmax temperature; 0 = greedy decoding"})
-    top_k: int = field(default=50, metadata={"help": "sample among the k most likely tokens; 0 = no limit"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling mass in (0, 1]; 1 = no limit"})
-    max_new_tokens: int = field(default=1024, metadata={"help": "most tokens generated per candidate"})
+    temperature: float = field(default=TEMPERATURE, metadata={"help": "softmax temperature; 0 = greedy decoding"})
+    top_k: int = field(default=TOP_K, metadata={"help": "sample among the k most likely tokens; 0 = no limit"})
+    top_p: float = field(default=TOP_P, metadata={"help": "nucleus sampling mass in (0, 1]; 1 = no limit"})
+    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "most tokens generated per candidate"})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
@@ -81,7 +81,8 @@ class Constraint:
 
 @dataclass(frozen=True)
 class Generation:
-    """One finished candidate. ``output_tokens`` counts generated tokens including the end-of-turn token."""
+    """One finished candidate (or, ``partial``, one still being written). ``output_tokens`` counts generated tokens
+    including the end-of-turn token."""
 
     index: int
     seed: int
@@ -91,6 +92,7 @@ class Generation:
     latency_s: float
     finish_reason: str = FINISH_STOP
     forced_tokens: int = 0  # of output_tokens, those a grammar forced (appended without sampling)
+    partial: bool = False  # progress of a candidate still being written: no text, the tokens so far
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,12 @@ class Backend(ABC):
     @abstractmethod
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None,
+        constraint: Constraint | None = None, progress_s: float = 0.0,
     ) -> Iterator[Generation]:
         """Candidates in the order they finish. Request errors (UnknownAdapter, PromptTooLong, GrammarRefused) are
         raised by this call itself, before any iteration; ``seeds`` has one seed per candidate. ``constraint``:
-        the grammar every answer must follow."""
+        the grammar every answer must follow. ``progress_s`` > 0: a backend that can also yields ``partial``
+        Generations of the candidates still being written, at most one per candidate every ``progress_s``."""
 
     @abstractmethod
     def list_adapters(self) -> list[str]: ...

@@ -87,9 +87,11 @@ class GrammarDecoder:
         on_finish: Callable[[int, list[int], str, int], None],
         cancel: threading.Event,
         device: str,
+        on_step: Callable[[dict[int, int]], None] = lambda tokens: None,
     ) -> None:
         """Decodes len(seeds) rows from `prompt` (1 x P); `on_finish(row, ids, reason, forced)` as rows end,
-        where `forced` counts the ids that were appended by jump-forward rather than sampled."""
+        where `forced` counts the ids that were appended by jump-forward rather than sampled; `on_step` gets the
+        rows still going after each step (row -> tokens so far)."""
         xgr = self.xgr
         compiled = self.compile(grammar)
         rows = len(seeds)
@@ -151,6 +153,7 @@ class GrammarDecoder:
                     on_finish(row, generated[row], "length", forced_count[row])
             if not alive:
                 break
+            on_step({row: len(generated[row]) for row in alive})
             width = max(len(s) for s in steps)
             chunk = torch.full((rows, width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((rows, width), dtype=attention.dtype)

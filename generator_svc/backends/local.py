@@ -31,7 +31,7 @@ from transformers import (
 
 from deltanas import llm
 from deltanas.adapters import AdapterError, resolve_adapter
-from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
+from deltanas.vocabulary import DEFAULT_MODEL, FINISH_LENGTH, FINISH_STOP, resolve_device
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -53,7 +53,7 @@ log = logging.getLogger("generator_svc.backends.local")
 @dataclass(frozen=True)
 class LocalOptions:
     model: str = field(
-        default=llm.DEFAULT_MODEL,
+        default=DEFAULT_MODEL,
         metadata={"help": "model source: a deltanas.llm name, a HF model directory, or hub:<repo_id>"},
     )
     device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
@@ -157,15 +157,16 @@ class NoOpEditGuard(LogitsProcessor):
 
 
 class FinishWatcher(StoppingCriteria):
-    """Reports each row the step it ends (end-of-turn token or length limit); stops every row once `cancel` is set
-    (the consumer went away), so no decoding outlives its request."""
+    """Reports each row the step it ends (end-of-turn token or length limit), and the rows still going to
+    `on_step` (row -> tokens so far); stops every row once `cancel` is set (the consumer went away), so no
+    decoding outlives its request."""
 
     def __init__(
         self, prompt_len: int, eos_ids: set[int], max_new: int, on_finish: Callable[[int, list[int], str], None],
-        cancel: threading.Event,
+        cancel: threading.Event, on_step: Callable[[dict[int, int]], None],
     ) -> None:
         self.prompt_len, self.eos_ids, self.max_new, self.on_finish = prompt_len, eos_ids, max_new, on_finish
-        self.cancel = cancel
+        self.cancel, self.on_step = cancel, on_step
         self.finished: set[int] = set()
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
@@ -177,7 +178,22 @@ class FinishWatcher(StoppingCriteria):
             if reason:
                 self.finished.add(row)
                 self.on_finish(row, input_ids[row, self.prompt_len :].tolist(), reason)
+        self.on_step({row: new for row in range(input_ids.shape[0]) if row not in self.finished})
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class ProgressReporter:
+    """`on_step` of a decoding batch: puts `("progress", {index: tokens so far})` on `results` at most every
+    `interval_s` (never, when it is 0)."""
+
+    def __init__(self, results: queue.Queue[Any], offset: int, interval_s: float) -> None:
+        self.results, self.offset, self.interval_s = results, offset, interval_s
+        self._next = time.monotonic() + interval_s
+
+    def __call__(self, tokens: dict[int, int]) -> None:
+        if self.interval_s > 0 and tokens and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.interval_s
+            self.results.put(("progress", {self.offset + row: n for row, n in tokens.items()}))
 
 
 _DONE = object()
@@ -191,9 +207,7 @@ class LocalBackend(Backend):
 
     def __init__(self, **options: Any) -> None:
         self.options = LocalOptions(**options)
-        self.device = self.options.device
-        if self.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = resolve_device(self.options.device)
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
         dtype = resolve_dtype(self.options.dtype, self.device)
@@ -268,7 +282,7 @@ class LocalBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None,
+        constraint: Constraint | None = None, progress_s: float = 0.0,
     ) -> Iterator[Generation]:
         check_request(n, seeds)
         if adapter is not None and adapter not in self.list_adapters():
@@ -277,7 +291,7 @@ class LocalBackend(Backend):
         check_fits(prompt.shape[1], sampling, self.context_length)
         if constraint is not None:
             self.grammar_decoder().compile(constraint.grammar)  # a refused grammar fails here, not in the stream
-        return self._stream(prompt, sampling, adapter, list(seeds), constraint)
+        return self._stream(prompt, sampling, adapter, list(seeds), constraint, progress_s)
 
     def grammar_decoder(self) -> GrammarDecoder:
         """The xgrammar decoder (created on first use: it reads the whole vocabulary once)."""
@@ -288,7 +302,7 @@ class LocalBackend(Backend):
 
     def _stream(
         self, prompt: torch.Tensor, sampling: Sampling, adapter: str | None, seeds: list[int],
-        constraint: Constraint | None,
+        constraint: Constraint | None, progress_s: float,
     ) -> Iterator[Generation]:
         start = time.monotonic()
         for offset in range(0, len(seeds), self.options.max_batch):
@@ -297,7 +311,8 @@ class LocalBackend(Backend):
             cancel = threading.Event()
             worker = threading.Thread(
                 target=self._run_batch,
-                args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel, constraint),
+                args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel, constraint,
+                      ProgressReporter(results, offset, progress_s)),
                 daemon=True,
             )
             worker.start()
@@ -305,6 +320,11 @@ class LocalBackend(Backend):
                 while (item := results.get()) is not _DONE:
                     if isinstance(item, BaseException):
                         raise item
+                    if item[0] == "progress":
+                        for index, tokens in item[1].items():
+                            yield Generation(index, seeds[index], "", prompt.shape[1], tokens,
+                                             time.monotonic() - start, finish_reason="", partial=True)
+                        continue
                     index, ids, reason, forced = item
                     yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
             finally:  # also when the consumer stops early: end the decoding instead of leaving it running
@@ -321,8 +341,10 @@ class LocalBackend(Backend):
         results: queue.Queue[Any],
         cancel: threading.Event,
         constraint: Constraint | None,
+        on_step: ProgressReporter,
     ) -> None:
-        """Decode one batch, putting ``(index, token ids, finish reason)`` on ``results`` as rows end."""
+        """Decode one batch, putting ``(index, token ids, finish reason, forced)`` on ``results`` as rows end (and
+        what `on_step` reports while they go)."""
 
         def on_finish(row: int, ids: list[int], reason: str, forced: int = 0) -> None:
             results.put((offset + row, ids, reason, forced))
@@ -334,7 +356,7 @@ class LocalBackend(Backend):
                 with self._lock, self._use_adapter(adapter):
                     self.grammar_decoder().decode(prompt, constraint.grammar, sampling.max_new_tokens,
                                                   constraint.close, seeds, LogitsProcessorList(guard + sampler),
-                                                  on_finish, cancel, self.device)
+                                                  on_finish, cancel, self.device, on_step)
                 return
             config = GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
@@ -345,7 +367,8 @@ class LocalBackend(Backend):
             guard = [NoOpEditGuard(self.tokenizer, prompt.shape[1], self.eos_ids)]
             guard = guard if self.options.forbid_noop_edits else []
             processors = LogitsProcessorList(guard + ([] if sampling.greedy else [SeededSampler(sampling, seeds)]))
-            watcher = FinishWatcher(prompt.shape[1], self.eos_ids, sampling.max_new_tokens, on_finish, cancel)
+            watcher = FinishWatcher(prompt.shape[1], self.eos_ids, sampling.max_new_tokens, on_finish, cancel,
+                                    on_step)
             inputs = prompt.to(self.device).repeat(len(seeds), 1)
             with self._lock, self._use_adapter(adapter), torch.inference_mode():
                 self.model.generate(

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -132,8 +132,9 @@ class OpenAIBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None,
+        constraint: Constraint | None = None, progress_s: float = 0.0,
     ) -> Iterator[Generation]:
+        """Finished answers only (one HTTP request per candidate): no progress, whatever ``progress_s`` says."""
         check_request(n, seeds)
         if adapter is not None and adapter not in (known := self.list_adapters()):
             raise UnknownAdapter(adapter, known)

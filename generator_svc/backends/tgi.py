@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from deltanas import llm
-from deltanas.prompts import FINISH_LENGTH, FINISH_STOP
+from deltanas.vocabulary import DEFAULT_MODEL, FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -44,7 +44,7 @@ log = logging.getLogger("generator_svc.backends.tgi")
 class TgiOptions:
     url: str = field(default="http://127.0.0.1:8080", metadata={"help": "TGI base URL"})
     model: str = field(
-        default=llm.DEFAULT_MODEL,
+        default=DEFAULT_MODEL,
         metadata={"help": "model source (deltanas.llm) of the served model: its tokenizer and chat template"},
     )
     adapters: Mapping[str, str] = field(
@@ -133,8 +133,9 @@ class TgiBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None,
+        constraint: Constraint | None = None, progress_s: float = 0.0,
     ) -> Iterator[Generation]:
+        """Finished answers only (one HTTP request per candidate): no progress, whatever ``progress_s`` says."""
         check_request(n, seeds)
         if constraint is not None:
             raise GrammarRefused("the tgi backend takes only a regex or a JSON schema as grammar, and "
