@@ -97,7 +97,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        if hints[f.name] is bool:
+        if hints[f.name] in (bool, bool | None):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f.metadata.get("help"))
         else:

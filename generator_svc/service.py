@@ -18,7 +18,7 @@ from deltanas.prompts import render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
 from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
-from generator_svc.backends import BACKENDS, backend_options, create_backend
+from generator_svc.backends import create_backend
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -160,13 +160,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 
 
 def build_server(config: GeneratorConfig) -> ServiceServer:
-    if config.backend not in BACKENDS:
-        raise ValueError(f"backend: unknown {config.backend!r}; known: {', '.join(BACKENDS)}")
-    offered = {"model": config.model or None, "device": config.device, "dtype": config.dtype, "url": config.url,
-               "threads": config.threads or None, "max_batch": config.max_batch,
-               "adapters": dict(item.partition("=")[::2] for item in config.adapters)}
-    accepted = backend_options(config.backend)
-    backend = create_backend(config.backend, **{k: v for k, v in offered.items() if k in accepted})
+    backend = create_backend(config.backend, **config.backend_options())  # both checked when the config loaded
     servicer = GeneratorServicer(config, backend)
     server = ServiceServer.from_config("generator", config, probe=backend.probe)
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)

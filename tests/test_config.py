@@ -52,3 +52,43 @@ def test_presets_load() -> None:
 
         cfg = build(SearchConfig, tomllib.loads(preset.read_text()), str(preset))
         assert cfg.candidates >= 1 and cfg.search_id
+
+
+def test_generator_backend_fields_come_from_the_backends_options() -> None:
+    """Each backend option is declared once, in its Options dataclass; the generator's config derives a field
+    (None: the backend's default) whose help names every backend that takes it."""
+    from dataclasses import fields
+
+    from generator_svc.backends import BACKENDS
+    from generator_svc.config import BACKEND_FIELDS, GeneratorConfig
+
+    options = {f.name for entry in BACKENDS.values() for f in fields(entry.options)}
+    assert set(BACKEND_FIELDS) == options and options <= {f.name for f in fields(GeneratorConfig)}
+    helps = {name: text for name, _, text in describe(GeneratorConfig)}
+    assert all(helps[name] for name in helps)
+    assert helps["url"].startswith("tgi: TGI base URL (default 'http://127.0.0.1:8080'); openai: ")
+    defaults = GeneratorConfig()
+    assert all(getattr(defaults, name) is None for name in BACKEND_FIELDS) and defaults.backend_options() == {}
+
+
+def test_generator_options_load_from_env_and_are_checked_against_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from generator_svc.config import ENV_PREFIX as GENERATOR
+    from generator_svc.config import GeneratorConfig
+
+    monkeypatch.setenv("DELTANAS_GENERATOR_BACKEND", "openai")
+    monkeypatch.setenv("DELTANAS_GENERATOR_URL", "http://vllm:8000")
+    monkeypatch.setenv("DELTANAS_GENERATOR_CONCURRENCY", "4")
+    cfg = load_config(GeneratorConfig, None, GENERATOR)
+    assert cfg.backend_options() == {"url": "http://vllm:8000", "concurrency": 4}
+    monkeypatch.setenv("DELTANAS_GENERATOR_BACKEND", "local")  # the local backend reads no URL: refused at load
+    with pytest.raises(ConfigError, match=r"^url: the local backend takes no url \(it takes model, "):
+        load_config(GeneratorConfig, None, GENERATOR)
+    monkeypatch.delenv("DELTANAS_GENERATOR_URL")
+    monkeypatch.delenv("DELTANAS_GENERATOR_CONCURRENCY")
+    monkeypatch.setenv("DELTANAS_GENERATOR_ADAPTERS", "delta=/a/delta,full=/a/full")
+    monkeypatch.setenv("DELTANAS_GENERATOR_FORBID_NOOP_EDITS", "false")
+    assert load_config(GeneratorConfig, None, GENERATOR).backend_options() == {
+        "adapters": {"delta": "/a/delta", "full": "/a/full"}, "forbid_noop_edits": False}
+    monkeypatch.setenv("DELTANAS_GENERATOR_ADAPTERS", "delta")
+    with pytest.raises(ConfigError, match=r"^adapters: 'delta' is not name=value"):
+        load_config(GeneratorConfig, None, GENERATOR)

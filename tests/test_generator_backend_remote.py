@@ -264,15 +264,22 @@ def test_options_are_checked_per_backend(server: str) -> None:
         create_backend("openai", url=server, model="qwen2.5-coder-0.5b")
 
 
-def test_a_backend_name_is_registered_once() -> None:
+def test_a_backend_name_is_registered_once_with_its_options() -> None:
+    openai, tgi = BACKENDS["openai"], BACKENDS["tgi"]
     with pytest.raises(ValueError, match="'openai' is already registered"):
-        register_backend("openai", "my_pkg.backend:Mine")
+        register_backend("openai", "my_pkg.backend:Mine", openai.options)
     with pytest.raises(ValueError, match="module:Class"):
-        register_backend("mine", "my_pkg.backend")
-    register_backend("openai-again", BACKENDS["openai"])
+        register_backend("mine", "my_pkg.backend", openai.options)
+    with pytest.raises(ValueError, match="must be a dataclass"):
+        register_backend("mine", "my_pkg.backend:Mine", dict)
+    register_backend("openai-again", openai.target, openai.options)
     try:
         assert backend_class("openai-again") is backend_class("openai")
-        register_backend("openai-again", BACKENDS["tgi"], replace=True)
+        assert backend_options("openai-again") == backend_options("openai")
+        register_backend("openai-again", tgi.target, tgi.options, replace=True)
         assert backend_class("openai-again") is backend_class("tgi")
+        register_backend("openai-again", tgi.target, openai.options, replace=True)  # a class with other options
+        with pytest.raises(ValueError, match="takes TgiOptions, registered with OpenAIOptions"):
+            backend_class("openai-again")
     finally:
         del BACKENDS["openai-again"]

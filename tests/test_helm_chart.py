@@ -43,6 +43,7 @@ CASES: dict[str, dict[str, Any]] = {
         "curator": {"persistence": {"existingClaim": "my-state"}},
         "data": {"existingClaim": "my-data"},
     },
+    "local-generator": {"generator": {"backend": "local", "model": "qwen2.5-coder-0.5b"}},  # it gets no LLM URL
     "ray-executor": {"evaluator": {  # one replica hands its candidates to a KubeRay cluster (docs/deploy.md)
         "image": "deltanas-evaluator-ray", "gpus": 0, "device": "auto", "replicas": 1,
         "env": {"DELTANAS_EVALUATOR_EXECUTOR": "ray", "DELTANAS_EVALUATOR_RAY_ADDRESS": "deltanas-head-svc:6379"},
@@ -111,13 +112,15 @@ def test_every_manifest_validates_against_the_kubernetes_schemas(case: str, vers
 
 @pytest.mark.parametrize("case", CASES)
 def test_service_environment_is_real_config(case: str) -> None:
-    """Every DELTANAS_<SERVICE>_<FIELD> names a field of that service's config, and a literal value parses."""
+    """Every DELTANAS_<SERVICE>_<FIELD> names a field of that service's config, and the literal values parse
+    together (a generator option its backend does not take is refused, say)."""
     docs = manifests(CASES[case])
     for name in GRPC_SERVICES:
         variables = env(container(one(docs, "Deployment", name)))
         assert variables["DELTANAS_SERVICE"] == name
         spec = SERVICES[name]
         fields = {f.name for f in spec.config_type().__dataclass_fields__.values()}
+        literal = {}
         for key, value in variables.items():
             if key == "DELTANAS_SERVICE":
                 continue
@@ -125,7 +128,8 @@ def test_service_environment_is_real_config(case: str) -> None:
             field = key.removeprefix(spec.env_prefix()).lower()
             assert field in fields, f"{name}: {key} is not a config field"
             if isinstance(value, str):
-                build(spec.config_type(), {field: value}, key)
+                literal[field] = value
+        build(spec.config_type(), literal, f"{name}'s environment")
 
 
 def test_grpc_probes_are_native_on_the_configured_port_and_tcp_under_tls() -> None:

@@ -1,13 +1,14 @@
 """Pluggable LLM backends, created by name: ``create_backend("local", model="smollm2-135m")``.
 
-Each entry maps a name to ``module:Class``; the module is imported on first use, so a service talking to a
-remote server never imports torch.
+Each entry maps a name to ``module:Class`` and the dataclass of the options the class takes (its ``Options``,
+declared once in generator_svc.backends.options for the built-in ones). The module is imported on first use, so
+a service talking to a remote server never imports torch, and reading a backend's options imports none.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from generator_svc.backends.base import (
@@ -22,34 +23,52 @@ from generator_svc.backends.base import (
     Sampling,
     UnknownAdapter,
 )
+from generator_svc.backends.options import LocalOptions, OpenAIOptions, TgiOptions
 
-BACKENDS: dict[str, str] = {
-    "local": "generator_svc.backends.local:LocalBackend",
-    "tgi": "generator_svc.backends.tgi:TgiBackend",
-    "openai": "generator_svc.backends.openai:OpenAIBackend",
+
+@dataclass(frozen=True)
+class BackendEntry:
+    target: str  # module:Class, implementing Backend, whose Options is `options`
+    options: type  # dataclass of the keyword options the class takes
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "local": BackendEntry("generator_svc.backends.local:LocalBackend", LocalOptions),
+    "tgi": BackendEntry("generator_svc.backends.tgi:TgiBackend", TgiOptions),
+    "openai": BackendEntry("generator_svc.backends.openai:OpenAIBackend", OpenAIOptions),
 }
 
 
-def register_backend(name: str, target: str, *, replace: bool = False) -> None:
-    """Add a backend as ``module:Class``; the class takes keyword options and implements ``Backend``. A name
-    already registered is refused unless ``replace``."""
+def register_backend(name: str, target: str, options: type, *, replace: bool = False) -> None:
+    """Add a backend as ``module:Class`` with the dataclass of its keyword ``options``; the class implements
+    ``Backend``. A name already registered is refused unless ``replace``. (The generator's config reads the
+    built-in backends' options; pass a registered backend's options to ``create_backend``.)"""
     if name in BACKENDS and not replace:
-        raise ValueError(f"backend {name!r} is already registered (as {BACKENDS[name]}); pass replace=True")
+        raise ValueError(f"backend {name!r} is already registered (as {BACKENDS[name].target}); pass replace=True")
     if not name or ":" not in target:
         raise ValueError(f"register_backend: need a name and a 'module:Class' target, got {name!r}, {target!r}")
-    BACKENDS[name] = target
+    if not is_dataclass(options):
+        raise ValueError(f"register_backend: options of {name!r} must be a dataclass, got {options!r}")
+    BACKENDS[name] = BackendEntry(target, options)
 
 
 def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    module, _, cls = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    entry = BACKENDS[name]
+    module, _, attr = entry.target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if cls.Options is not entry.options:
+        raise ValueError(f"backend {name!r}: {entry.target} takes {cls.Options.__name__}, registered with "
+                         f"{entry.options.__name__}")
+    return cls
 
 
 def backend_options(name: str) -> list[str]:
-    """The keyword options backend ``name`` accepts (the fields of its ``Options`` dataclass)."""
-    return [f.name for f in fields(backend_class(name).Options)]
+    """The keyword options backend ``name`` accepts (the fields of its ``Options`` dataclass); imports no backend."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    return [f.name for f in fields(BACKENDS[name].options)]
 
 
 def create_backend(name: str, **options: Any) -> Backend:
@@ -62,6 +81,7 @@ def create_backend(name: str, **options: Any) -> Backend:
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendEntry",
     "BackendError",
     "BackendInfo",
     "BackendUnavailable",

@@ -15,9 +15,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,7 +30,7 @@ from transformers import (
 
 from deltanas import llm
 from deltanas.adapters import AdapterError, resolve_adapter
-from deltanas.vocabulary import DEFAULT_MODEL, FINISH_LENGTH, FINISH_STOP, resolve_device
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, resolve_device
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -46,31 +45,9 @@ from generator_svc.backends.base import (
     check_request,
 )
 from generator_svc.backends.grammar_decoding import GrammarDecoder
+from generator_svc.backends.options import LocalOptions
 
 log = logging.getLogger("generator_svc.backends.local")
-
-
-@dataclass(frozen=True)
-class LocalOptions:
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model source: a deltanas.llm name, a HF model directory, or hub:<repo_id>"},
-    )
-    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
-    dtype: str = field(default="auto", metadata={
-        "help": "torch dtype: auto (bfloat16 on CUDA, the stored dtype elsewhere) or a name: float32, bfloat16, ..."})
-    adapters: Mapping[str, str] = field(
-        default_factory=dict, metadata={"help": "LoRA adapters to load at start: name -> directory"}
-    )
-    max_batch: int = field(default=8, metadata={"help": "most candidates decoded together in one batch"})
-    threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads for this process (set_num_threads); default: torch's"}
-    )
-    forbid_noop_edits: bool = field(default=True, metadata={
-        "help": "never end a diff's added line equal to the removed line it replaces (NoOpEditGuard)"})
-    context_length: int | None = field(
-        default=None, metadata={"help": "override the model's context length (max_position_embeddings)"}
-    )
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -35,6 +34,7 @@ from generator_svc.backends.base import (
     check_request,
     fan_out,
 )
+from generator_svc.backends.options import OpenAIOptions
 
 log = logging.getLogger("generator_svc.backends.openai")
 
@@ -49,15 +49,6 @@ def _route_missing(response: requests.Response) -> bool:
         return response.status_code == 404 and response.json() == {"detail": "Not Found"}
     except ValueError:
         return False
-
-
-@dataclass(frozen=True)
-class OpenAIOptions:
-    url: str = field(default="http://127.0.0.1:8000", metadata={"help": "server base URL (without /v1)"})
-    model: str | None = field(default=None, metadata={"help": "served base model; default: the server's first"})
-    api_key: str | None = field(default=None, metadata={"help": "bearer token, if the server wants one"})
-    concurrency: int = field(default=8, metadata={"help": "candidate requests in flight at once"})
-    timeout_s: float = field(default=600.0, metadata={"help": "HTTP timeout per request"})
 
 
 class OpenAIBackend(Backend):

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
 
 from deltanas import llm
-from deltanas.vocabulary import DEFAULT_MODEL, FINISH_LENGTH, FINISH_STOP
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -36,22 +35,9 @@ from generator_svc.backends.base import (
     check_request,
     fan_out,
 )
+from generator_svc.backends.options import TgiOptions
 
 log = logging.getLogger("generator_svc.backends.tgi")
-
-
-@dataclass(frozen=True)
-class TgiOptions:
-    url: str = field(default="http://127.0.0.1:8080", metadata={"help": "TGI base URL"})
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model source (deltanas.llm) of the served model: its tokenizer and chat template"},
-    )
-    adapters: Mapping[str, str] = field(
-        default_factory=dict, metadata={"help": "adapter name -> adapter id the server was launched with"}
-    )
-    concurrency: int = field(default=8, metadata={"help": "candidate requests in flight at once"})
-    timeout_s: float = field(default=600.0, metadata={"help": "HTTP timeout per request"})
 
 
 class TgiBackend(Backend):
