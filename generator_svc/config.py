@@ -97,8 +97,11 @@ def _backend_fields() -> list[tuple[str, Any, Any]]:
         for backend, f, _ in owners:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             helps.append(f"{backend}: {f.metadata.get('help', '')} (default {default!r})")
-        kind = _field_type(name, [k for _, _, k in owners])
-        out.append((name, kind | None, dataclasses.field(default=None, metadata={"help": "; ".join(helps)})))
+        kinds = [k for _, _, k in owners]
+        if any(_is_mapping(k) for k in kinds):
+            helps.append("given as name=value items, comma-separated")
+        out.append((name, _field_type(name, kinds) | None,
+                    dataclasses.field(default=None, metadata={"help": "; ".join(helps)})))
     return out
 
 

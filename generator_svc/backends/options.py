@@ -54,6 +54,7 @@ class TgiOptions:
 class OpenAIOptions:
     url: str = field(default="http://127.0.0.1:8000", metadata={"help": "server base URL (without /v1)"})
     model: str | None = field(default=None, metadata={"help": "served base model; default: the server's first"})
-    api_key: str | None = field(default=None, metadata={"help": "bearer token, if the server wants one"})
+    api_key: str | None = field(default=None, metadata={
+        "help": "bearer token, if the server wants one (prefer the environment variable: flags show in ps)"})
     concurrency: int = field(default=8, metadata={"help": "candidate requests in flight at once"})
     timeout_s: float = field(default=600.0, metadata={"help": "HTTP timeout per request"})
