@@ -176,3 +176,47 @@ def test_no_op_edit_guard_forbids_restoring_the_removed_line() -> None:
     assert scores_after(hunk + "+    x = conv(32, 64)\n+    y = 2\n+    z = 3")[newline] == 10.0  # an addition
     assert scores_after("```diff\n@@ -1 +1 @@\n     x = conv(32, 64)")[newline] == 10.0  # context
     assert scores_after("```diff\n--- a/model.py\n+++ b/model.py")[newline] == 10.0  # file headers
+
+
+def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBackend) -> None:
+    """Under a grammar, rows advance by different numbers of tokens per step (jump-forward), right-padded into one
+    cached forward pass whose head runs only at each row's last token: the scores a row samples from must be the
+    model's next-token logits for exactly that row's text so far (a fresh forward pass of prompt + tokens so far,
+    compared where the grammar allows a token)."""
+    import threading
+
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from deltadiff.grammar import FENCE_CLOSE, diff_grammar
+    from generator_svc.backends.local import SeededSampler
+
+    code = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y * {i}\n\n\n" for i in range(8))
+    seeds, hot = [3, 4, 5], Sampling(temperature=1.5, top_k=0, top_p=1.0)  # rows that part ways early
+    scores_seen: list[torch.Tensor] = []
+    lengths_seen: list[dict[int, int]] = [{}]  # row -> tokens so far before each scoring; unknown for the first
+    finished: dict[int, list[int]] = {}
+
+    class Record(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            scores_seen.append(scores.clone())
+            return scores
+
+    decoder = backend.grammar_decoder()
+    prompt = backend._encode(MESSAGES)
+    decoder.decode(prompt, diff_grammar(code), 40, FENCE_CLOSE, seeds,
+                   LogitsProcessorList([Record(), SeededSampler(hot, seeds)]),
+                   lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(), "cpu",
+                   lambda tokens: lengths_seen.append(dict(tokens)))
+    checked, ragged = 0, False
+    for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
+        widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}
+        ragged |= len(set(widths.values())) > 1  # rows appended different numbers of tokens in the last pass
+        for row, n in lengths.items():
+            sequence = torch.cat([prompt[0], torch.tensor(finished[row][:n])])[None]
+            with torch.inference_mode():
+                expected = decoder.model(input_ids=sequence).logits[0, -1].float()
+            allowed = torch.isfinite(scores[row])
+            assert allowed.any()
+            torch.testing.assert_close(scores[row][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
+            checked += 1
+    assert checked >= 10 and ragged and len(finished) == len(seeds)

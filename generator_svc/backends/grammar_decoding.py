@@ -115,7 +115,8 @@ class GrammarDecoder:
         attention = torch.ones_like(inputs)
         lengths = [inputs.shape[1]] * rows
         out = self.model(input_ids=inputs, attention_mask=attention, cache=cache, use_cache=True,
-                         position_ids=torch.arange(inputs.shape[1], device=device).repeat(rows, 1))
+                         position_ids=torch.arange(inputs.shape[1], device=device).repeat(rows, 1),
+                         logits_to_keep=1)  # only the last position goes through the (vocabulary-wide) head
         logits = out.logits[:, -1, :].float()
         alive = set(range(rows))
         while alive and not cancel.is_set():
@@ -165,7 +166,7 @@ class GrammarDecoder:
                 positions[row] = torch.arange(lengths[row], lengths[row] + width)
                 lengths[row] += len(step) if row in alive else 0
             attention = torch.cat([attention, mask.to(device)], 1)
+            last = torch.tensor([[max(len(s), 1) - 1] for s in steps], device=device)
             out = self.model(input_ids=chunk.to(device), attention_mask=attention, cache=cache,
-                             use_cache=True, position_ids=positions.to(device))
-            last = torch.tensor([max(len(s), 1) - 1 for s in steps], device=device)
-            logits = out.logits[torch.arange(rows, device=device), last, :].float()
+                             use_cache=True, position_ids=positions.to(device), logits_to_keep=last)
+            logits = out.logits[:, 0, :].float()  # each row's last appended position only
