@@ -45,6 +45,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from deltanas.adapters import adapter_files
 from deltanas.paths import deltanas_home
 from deltanas.vocabulary import CANDIDATE_TAG, ROLE_TAG, SEARCH_TAG
 
@@ -383,8 +384,8 @@ class Tracker:
         if model is None:  # none yet, or a crash left one half-made (it stays PENDING, and is not linked)
             model = self.client.create_logged_model(self.experiment_id, name, run_id, params=op["params"],
                                                     tags={ROLE_TAG: "adapter"}, model_type="peft-lora")
-            files = [f for f in Path(op["path"]).iterdir() if f.is_file()] if Path(op["path"]).is_dir() else []
-            if files:  # the adapter, its config and training result; not the checkpoints
+            files = adapter_files(op["path"])
+            if files:
                 with tempfile.TemporaryDirectory() as tmp:
                     for f in files:
                         shutil.copy2(f, tmp)

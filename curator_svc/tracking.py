@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from curator_svc.operations import Cancelled
+from deltanas.adapters import adapter_files
 from deltanas.vocabulary import ROLE_TAG, TAG_PREFIX
 
 if TYPE_CHECKING:
@@ -205,9 +206,8 @@ class FineTuneRun:
 
         def end(run_id: str) -> None:
             client = self.tracker._client
-            for path in sorted(Path(adapter).iterdir()) if adapter else ():
-                if path.is_file():  # the adapter, its config and the training result; not the checkpoints
-                    client.log_artifact(run_id, str(path), "adapter")
+            for path in adapter_files(adapter or ""):
+                client.log_artifact(run_id, str(path), "adapter")
             client.set_terminated(run_id, status)
             log.info("operation %s logged to MLflow run %s (%s)", self.operation_id, run_id, status)
 

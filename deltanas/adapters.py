@@ -88,6 +88,14 @@ def default_adapter(base_model: str, mode: str) -> ShippedAdapter | None:
     return next((a for a in SHIPPED.values() if a.base_model == base_model and a.mode == mode), None)
 
 
+def adapter_files(directory: str | Path) -> list[Path]:
+    """The files of a fine-tuned adapter directory (the adapter, its config, the training result), not its
+    checkpoint folders; none when it is not a directory here."""
+    if not directory or not Path(directory).is_dir():
+        return []
+    return sorted(f for f in Path(directory).iterdir() if f.is_file())
+
+
 def resolve_adapter(path_or_ref: str) -> str:
     """A directory to load: `shipped:<name>` becomes the verified shipped directory; anything else as given."""
     if not path_or_ref.startswith(PREFIX):

@@ -52,10 +52,14 @@ def register_backend(name: str, target: str, options: type, *, replace: bool = F
     BACKENDS[name] = BackendEntry(target, options)
 
 
-def backend_class(name: str) -> type[Backend]:
+def _entry(name: str) -> BackendEntry:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    entry = BACKENDS[name]
+    return BACKENDS[name]
+
+
+def backend_class(name: str) -> type[Backend]:
+    entry = _entry(name)
     module, _, attr = entry.target.partition(":")
     cls = getattr(importlib.import_module(module), attr)
     if cls.Options is not entry.options:
@@ -66,9 +70,7 @@ def backend_class(name: str) -> type[Backend]:
 
 def backend_options(name: str) -> list[str]:
     """The keyword options backend ``name`` accepts (the fields of its ``Options`` dataclass); imports no backend."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    return [f.name for f in fields(BACKENDS[name].options)]
+    return [f.name for f in fields(_entry(name).options)]
 
 
 def create_backend(name: str, **options: Any) -> Backend:
