@@ -70,11 +70,33 @@ def _tracking(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def _print_table(results) -> None:
-    rows = [("candidate", "mode", "status", "failure stage", "accuracy", "diff lines", "out tokens")]
-    for r in sorted(results, key=lambda r: (r.cycle, r.baseline, r.mode, r.index)):
-        rows.append((r.candidate_id, r.mode, r.status, r.failure_stage or "-",
-                     f"{r.accuracy:.4f}" if r.status == "valid" else "-", str(r.diff_lines), str(r.output_tokens)))
+    """One row per candidate: what it changed, its outcome against its parent's same-budget reference, the gain."""
+    rows = [("candidate", "parent", "outcome", "accuracy", "reference", "gain", "change")]
+    for r in sorted(results, key=lambda r: (r.cycle, r.baseline, r.mode, r.index, r.attempt)):
+        outcome = r.outcome.replace("_", " ") + (f" ({r.failure_stage})" if r.failure_stage else "")
+        reference = f"{r.reference_accuracy:.4f} ± {r.reference_spread:.4f}" if r.reference_accuracy is not None \
+            else "-"
+        rows.append((r.candidate_id, r.baseline[:28], outcome, f"{r.accuracy:.4f}" if r.valid else "-", reference,
+                     f"{r.gain:+.2f}" if r.gain is not None else "-", (r.change or "-")[:60]))
     _print_rows(rows)
+
+
+def _verdict(result) -> str:
+    """The search's last line: what it found against the same-budget references, and nothing else."""
+    from client.report import best_gain, effective_rate, improvements
+
+    found = improvements(result.results)
+    if found:
+        return f"{len(found)} improved: " + "; ".join(found)
+    valid = [r for r in result.results if r.valid]
+    effective, gain = effective_rate(result.results), best_gain(result.results)
+    details = [f"{len(valid)} valid"]
+    if effective is not None:
+        details.append(f"{100 * effective:.0f}% of them effective")
+    if gain is not None:
+        details.append(f"best gain {gain:+.2f} points")
+    return (f"no improvement: none of {len(result.results)} candidate(s) beat its same-budget reference beyond the "
+            f"seed spread ({', '.join(details)})")
 
 
 def _print_rows(rows: list[tuple[str, ...]]) -> None:
@@ -120,9 +142,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             embedded.stop()
     print()
     _print_table(result.results)
-    valid = [r for r in result.results if r.status == "valid"]
-    print(f"\n{len(valid)}/{len(result.results)} valid" + (f", {result.skipped} already recorded (resumed)"
-                                                         if result.skipped else ""))
+    print()
+    for skipped in result.skipped_baselines:
+        print(f"skipped, does not learn under this budget: {skipped}")
+    if result.skipped:
+        print(f"{result.skipped} candidate(s) already recorded (resumed): `deltanas report {cfg.search_id}` shows all")
+    print(_verdict(result))
     print(f"MLflow: search {cfg.search_id}, parent run {result.run_id} in experiment {cfg.experiment!r}")
     print(f"Open the UI with: deltanas ui {cfg.search_id}" + ("" if uri == default_uri() else
                                                                   f" --tracking-uri {uri}"))
@@ -180,9 +205,11 @@ def cmd_searches(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no search in experiment {args.experiment!r}")
         return 0
-    _print_rows([("search", "started", "status", "model", "modes", "candidates", "valid", "best accuracy")] + [
+    _print_rows([("search", "started", "status", "model", "modes", "candidates", "valid", "improved", "best gain",
+                  "best accuracy")] + [
         (r.search_id, r.started, r.status, r.model, r.modes, str(r.candidates),
-         "-" if r.valid_rate is None else f"{100 * r.valid_rate:.0f} %",
+         "-" if r.valid_rate is None else f"{100 * r.valid_rate:.0f} %", str(r.improved),
+         "-" if r.best_gain is None else f"{r.best_gain:+.2f}",
          "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}") for r in rows])
     return 0
 

@@ -57,7 +57,27 @@ class SearchConfig:
     train_limit: int = option(0, "train images per candidate (0: the whole split)")
     test_limit: int = option(0, "test images per candidate (0: the whole split)")
     eval_timeout_s: float = option(900.0, "wall-clock limit of one candidate's sandboxed run")
-    accept_accuracy: float = option(0.0, "accuracy a valid candidate needs to be accepted, in [0, 1]")
+    accept_accuracy: float = option(0.0, "accuracy an improved, novel candidate also needs to be accepted into the "
+                                         "curator's corpus, in [0, 1]")
+    selection: str = option("paging", "how each cycle picks the programs to change: paging (the next LEMUR baselines "
+                                      "every cycle, the paper's protocol) or evolve (parents drawn from the archive of "
+                                      "evaluated programs by fitness and novelty, one island per dataset)")
+    reference_seeds: int = option(3, "seeds each baseline, and each improved candidate before it becomes a parent, "
+                                     "trains with under the candidates' settings: its same-budget reference")
+    improve_spread: float = option(2.0, "a candidate is improved when its gain over the reference's mean exceeds "
+                                        "this many seed spreads (standard deviations) and improve_min_points")
+    improve_min_points: float = option(1.0, "the smallest gain, in accuracy points, that counts as improved")
+    skip_non_learning: bool = option(True, "skip a baseline that does not beat chance with every reference seed "
+                                           "(no candidate of it could count); false: generate for it anyway")
+    resample_limit: int = option(2, "new answers asked for a candidate whose program was already evaluated on the "
+                                    "same parent (or is the parent itself)")
+    history: int = option(8, "changes already tried on a parent that its prompt lists with their outcome (0: none)")
+    evolve_exploration: float = option(0.2, "evolve: chance that a parent draw takes a fresh LEMUR baseline")
+    evolve_novelty: float = option(0.5, "evolve: weight of novelty (1 - MinHash-Jaccard to known models) in a "
+                                        "program's draw weight")
+    evolve_decay: float = option(0.5, "evolve: factor on a program's draw weight per visit without an improvement")
+    evolve_patience: int = option(2, "evolve: the island's best program is a parent of every cycle until it had "
+                                     "this many visits without an improvement")
     experiment: str = option("deltanas", "MLflow experiment")
     finetune: bool = option(False, "before every cycle after the first, rebuild the dataset with the accepted "
                                    "candidates and fine-tune a fresh adapter per mode to generate with")
@@ -88,10 +108,23 @@ class SearchConfig:
             (self.retrain_epochs >= 1, "retrain_epochs", "must be at least 1"),
             (self.eval_timeout_s > 0, "eval_timeout_s", "must be positive"),
             (self.retrain_timeout_s > 0, "retrain_timeout_s", "must be positive"),
+            (self.reference_seeds >= 1, "reference_seeds", "must be at least 1"),
+            (self.improve_spread >= 0, "improve_spread", "must not be negative"),
+            (self.improve_min_points >= 0, "improve_min_points", "must not be negative"),
+            (self.resample_limit >= 0, "resample_limit", "must not be negative"),
+            (0 <= self.history <= 16, "history", "must be within [0, 16]"),
+            (0 <= self.evolve_exploration <= 1, "evolve_exploration", "must be within [0, 1]"),
+            (self.evolve_novelty >= 0, "evolve_novelty", "must not be negative"),
+            (0 < self.evolve_decay <= 1, "evolve_decay", "must be within (0, 1]"),
+            (self.evolve_patience >= 0, "evolve_patience", "must not be negative"),
         ]
         for ok, name, problem in checks:
             if not ok:
                 raise ValueError(f"{name}: {problem} (got {getattr(self, name)!r})")
+        from client.search.selection import SELECTIONS  # the registry (imports no I/O)
+
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection: must be one of {', '.join(SELECTIONS)} (got {self.selection!r})")
         if not self.search_id:
             self.search_id = time.strftime("s%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 

@@ -19,7 +19,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from client.search import SearchProgress
+from client.records import SearchProgress
 
 log = logging.getLogger("deltanas.progress")
 

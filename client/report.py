@@ -34,8 +34,11 @@ REPORT_TEXT_FILE = "report.txt"
 TABLE_FILE = "candidates.json"  # MLflow's table format (pandas "split" orient), shown in the run's artifacts
 NOTE_TAG = "mlflow.note.content"  # the run page's description (markdown)
 MODE_ORDER = ("delta", "full")
-TABLE_COLUMNS = ("candidate_id", "cycle", "mode", "dataset", "baseline", "valid", "accuracy", "baseline_accuracy",
-                 "failure_stage", "output_tokens", "output_lines", "novelty_jaccard", "accepted")
+LINEAGE_FILE = "lineage.json"  # the programs and which one each candidate changed
+TABLE_COLUMNS = ("candidate_id", "cycle", "mode", "dataset", "baseline", "generation", "outcome", "accuracy",
+                 "reference_accuracy", "reference_spread", "gain", "confirmed_gain", "failure_stage", "change",
+                 "output_tokens", "output_lines", "novelty_jaccard", "accepted", "lemur_accuracy")
+OUTCOMES = ("improved", "within_noise", "worse", "no_effect", "invalid", "duplicate")
 
 
 @dataclass
@@ -52,6 +55,10 @@ class ModeSummary:
     mean_output_tokens: float
     accepted: int
     failures: dict[str, int]
+    outcomes: dict[str, int] = field(default_factory=dict)  # OUTCOMES -> count
+    effective_rate: float | None = None  # share of the valid ones that changed the predictions
+    best_gain: float | None = None  # points over the same-budget reference
+    improved: list[str] = field(default_factory=list)  # "cid +4.3 points over parent", best first
 
 
 @dataclass
@@ -61,6 +68,8 @@ class CycleSummary:
     candidates: int
     valid_rate: float
     mean_accuracy: float | None
+    improved: int = 0
+    best_gain: float | None = None
 
 
 @dataclass
@@ -78,17 +87,38 @@ def _mean(values: list[float]) -> float | None:
     return fmean(values) if values else None
 
 
+def effective_rate(candidates: list[CandidateResult]) -> float | None:
+    """Of the valid candidates judged against a reference, the share that changed the predictions."""
+    judged = [c for c in candidates if c.valid and c.outcome]
+    return sum(c.outcome != "no_effect" for c in judged) / len(judged) if judged else None
+
+
+def best_gain(candidates: Iterable[CandidateResult]) -> float | None:
+    return max((c.gain for c in candidates if c.valid and c.gain is not None), default=None)
+
+
+def improvements(candidates: Iterable[CandidateResult]) -> list[str]:
+    """The improved candidates in words, best first: "c1-delta-0-... +4.3 points over rag-5ade... (confirmed)"."""
+    found = sorted((c for c in candidates if c.improved), key=lambda c: (-(c.gain or 0.0), c.candidate_id))
+    return [f"{c.candidate_id} {c.gain:+.1f} points over {c.baseline}" + (
+        "" if c.confirmed_gain is None else f" ({'confirmed' if c.confirmed else 'not confirmed'} over the seeds: "
+        f"{c.confirmed_gain:+.1f})") for c in found]
+
+
 def summarize_mode(mode: str, group: list[CandidateResult]) -> ModeSummary:
     valid = [c for c in group if c.valid]
     best: dict[str, float] = {}
     for c in valid:
         best[c.dataset] = max(best.get(c.dataset, -math.inf), c.accuracy)
+    outcomes = Counter(c.outcome for c in group if c.outcome)
     return ModeSummary(
         mode=mode, candidates=len(group), valid=len(valid), valid_rate=len(valid) / len(group),
         mean_accuracy=_mean([c.accuracy for c in valid]), best_accuracy=dict(sorted(best.items())),
         mean_output_lines=fmean(c.output_lines for c in group),
         mean_output_tokens=fmean(c.output_tokens for c in group), accepted=sum(c.accepted for c in group),
-        failures=dict(sorted(Counter(c.failure_stage for c in group if not c.valid).items())))
+        failures=dict(sorted(Counter(c.failure_stage for c in group if c.status == "invalid").items())),
+        outcomes={o: outcomes[o] for o in OUTCOMES if outcomes[o]}, effective_rate=effective_rate(group),
+        best_gain=best_gain(group), improved=improvements(group))
 
 
 def _modes(candidates: Iterable[CandidateResult]) -> list[str]:
@@ -107,7 +137,7 @@ def _group(candidates: Iterable[CandidateResult],
 def summarize_cycles(candidates: list[CandidateResult]) -> list[CycleSummary]:
     groups = _group(candidates, lambda c: (c.mode, c.cycle))
     return [CycleSummary(mode, cycle, len(g), sum(c.valid for c in g) / len(g),
-                         _mean([c.accuracy for c in g if c.valid]))
+                         _mean([c.accuracy for c in g if c.valid]), sum(c.improved for c in g), best_gain(g))
             for mode in _modes(candidates) for cycle in sorted({c.cycle for c in candidates})
             if (g := groups.get((mode, cycle)))]
 
@@ -153,6 +183,12 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
 
 def _mode_rows(modes: list[ModeSummary]) -> list[tuple[str, list[str]]]:
     rows = [("candidates", [str(m.candidates) for m in modes]),
+            ("improved (beyond the seed spread)", [str(m.outcomes.get("improved", 0)) for m in modes]),
+            ("best gain over reference (points)", [_fmt(m.best_gain, "+.2f") for m in modes]),
+            *((f"  {o.replace('_', ' ')}", [str(m.outcomes.get(o, 0)) for m in modes])
+              for o in OUTCOMES[1:] if any(o in m.outcomes for m in modes)),
+            ("effective (of the valid)", [_fmt(None if m.effective_rate is None else 100 * m.effective_rate, ".1f")
+                                          + ("%" if m.effective_rate is not None else "") for m in modes]),
             ("valid rate", [f"{100 * m.valid_rate:.1f}%" for m in modes]),
             ("mean accuracy (valid)", [_fmt(m.mean_accuracy) for m in modes])]
     for ds in sorted({ds for m in modes for ds in m.best_accuracy}):
@@ -193,8 +229,11 @@ def render(report: Report) -> str:
     total = sum(m.candidates for m in report.modes)
     lines = [f"search {report.search_id}: {total} candidates, {len({c.cycle for c in report.cycles})} cycle(s)", "",
              *_table(["", *(m.mode for m in report.modes)], _mode_rows(report.modes)), "",
-             "per cycle: valid rate / mean accuracy (valid)",
+             "per cycle: improved / best gain (points) / valid rate",
              *_table(["cycle", *(m.mode for m in report.modes)], _cycle_rows(report))]
+    for m in report.modes:
+        lines += ["", f"{m.mode}: " + (f"{len(m.improved)} improved: " + "; ".join(m.improved) if m.improved else
+                                       "no candidate beat its same-budget reference beyond the seed spread")]
     if report.reduction_pct:
         lines += ["", "delta vs full: " + ", ".join(f"output {what} {pct:.1f}% shorter"
                                                    for what, pct in report.reduction_pct.items())]
@@ -208,7 +247,7 @@ def render(report: Report) -> str:
 
 def _cycle_rows(report: Report) -> list[tuple[str, list[str]]]:
     by_key = {(c.mode, c.cycle): c for c in report.cycles}
-    return [(str(cycle), [f"{100 * c.valid_rate:.1f}% / {_fmt(c.mean_accuracy)}"
+    return [(str(cycle), [f"{c.improved} / {_fmt(c.best_gain, '+.2f')} / {100 * c.valid_rate:.1f}%"
                           if (c := by_key.get((m.mode, cycle))) else "-" for m in report.modes])
             for cycle in sorted({c.cycle for c in report.cycles})]
 
@@ -218,6 +257,9 @@ def summary_metrics(report: Report) -> dict[str, float]:
     out: dict[str, float] = {}
     for m in report.modes:
         out |= {f"{m.mode}_candidates": m.candidates, f"{m.mode}_valid_rate": m.valid_rate,
+                f"{m.mode}_improved": m.outcomes.get("improved", 0), f"{m.mode}_best_gain": m.best_gain,
+                f"{m.mode}_effective_rate": m.effective_rate,
+                **{f"{m.mode}_outcome_{o}": n for o, n in m.outcomes.items()},
                 f"{m.mode}_mean_accuracy": m.mean_accuracy, f"{m.mode}_accepted": m.accepted,
                 f"{m.mode}_mean_output_lines": m.mean_output_lines,
                 f"{m.mode}_mean_output_tokens": m.mean_output_tokens,
@@ -287,22 +329,42 @@ def figures(report: Report, candidates: list[CandidateResult]) -> dict[str, Any]
 
 def cycle_metrics(candidates: list[CandidateResult]) -> dict[int, dict[str, float]]:
     """The parent's per-cycle metrics (step = cycle) as `<mode>/<name>` (the UI charts each mode as a section):
-    candidates, valid rate, mean and best accuracy
-    of the valid ones, the share of candidates above their baseline, mean output tokens and lines, failures."""
+    candidates, improved, best gain (this cycle's) and best so far (the best gain up to this cycle), the effective
+    rate (valid ones that changed the predictions), valid rate, mean and best accuracy of the valid ones, mean
+    output tokens and lines, failures."""
     out: dict[int, dict[str, float]] = defaultdict(dict)
+    so_far: dict[str, float] = {}
     for (mode, cycle), group in sorted(_group(candidates, lambda c: (c.mode, c.cycle)).items()):
         valid = [c for c in group if c.valid]
-        above = [c for c in valid if c.baseline_accuracy is not None and c.accuracy > c.baseline_accuracy]
-        values = {"candidates": len(group), "valid_rate": len(valid) / len(group),
-                  "mean_accuracy": _mean([c.accuracy for c in valid]),
+        gain = best_gain(group)
+        if gain is not None:
+            so_far[mode] = max(so_far.get(mode, gain), gain)
+        values = {"candidates": len(group), "improved": sum(c.improved for c in group), "best_gain": gain,
+                  "best_so_far": so_far.get(mode), "effective_rate": effective_rate(group),
+                  "valid_rate": len(valid) / len(group), "mean_accuracy": _mean([c.accuracy for c in valid]),
                   "best_accuracy": max((c.accuracy for c in valid), default=None),
-                  "above_baseline_share": len(above) / len(group),
                   "mean_output_tokens": fmean(c.output_tokens for c in group),
                   "mean_output_lines": fmean(c.output_lines for c in group),
+                  **{f"outcome_{o}": n for o, n in Counter(c.outcome for c in group if c.outcome).items()},
                   **{f"failed_{stage}": n for stage, n in Counter(c.failure_stage for c in group
-                                                                  if not c.valid).items()}}
+                                                                  if c.status == "invalid").items()}}
         out[cycle] |= {f"{mode}/{k}": float(v) for k, v in values.items() if v is not None}
     return dict(out)
+
+
+def lineage(candidates: list[CandidateResult]) -> dict[str, Any]:
+    """The search's lineage graph: every program (LEMUR roots and candidates) with its outcome, and an edge from
+    each candidate's parent (the program its change applies to) to it."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for c in sorted(candidates, key=lambda c: (c.cycle, c.candidate_id)):
+        nodes.setdefault(c.baseline, {"id": c.baseline, "kind": "root" if c.generation <= 1 else "candidate",
+                                      "accuracy": c.reference_accuracy, "spread": c.reference_spread})
+        nodes[c.candidate_id] = {"id": c.candidate_id, "kind": "candidate", "cycle": c.cycle, "outcome": c.outcome,
+                                 "accuracy": c.accuracy if c.valid else None, "gain": c.gain,
+                                 "confirmed_gain": c.confirmed_gain, "generation": c.generation, "root": c.root,
+                                 "change": c.change}
+    edges = [[c.baseline, c.candidate_id] for c in sorted(candidates, key=lambda c: (c.cycle, c.candidate_id))]
+    return {"nodes": list(nodes.values()), "edges": edges}
 
 
 def candidate_table(candidates: list[CandidateResult]) -> str:
@@ -340,6 +402,7 @@ def publish(tracker: Tracker, run_id: str, search_id: str, reference: bool = Tru
     tracker.log_summary(run_id, summary_metrics(report), {
         f"{REPORT_DIR}/{REPORT_TEXT_FILE}": render(report),
         f"{REPORT_DIR}/{REPORT_FILE}": json.dumps(asdict(report), indent=2),
+        f"{REPORT_DIR}/{LINEAGE_FILE}": json.dumps(lineage(candidates), indent=1),
         **({table: candidate_table(candidates)} if candidates else {})},
         steps=cycle_metrics(candidates), tags={NOTE_TAG: note(report)},
         tables=[table] if candidates else [])

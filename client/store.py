@@ -88,10 +88,13 @@ class SearchRow:
     candidates: int
     valid_rate: float | None
     best_accuracy: float | None
+    improved: int = 0  # candidates beyond their same-budget reference's seed spread
+    best_gain: float | None = None  # points over the same-budget reference
 
 
 def list_searches(uri: str, experiment: str) -> list[SearchRow]:
-    """Every search of the experiment, newest first, with its candidates' valid rate and best accuracy."""
+    """Every search of the experiment, newest first: its candidates' valid rate, how many improved on their
+    same-budget reference, the best gain and the best accuracy."""
     from deltanas.vocabulary import ROLE_TAG, SEARCH_TAG
 
     tracker = reader(uri, experiment)
@@ -106,5 +109,7 @@ def list_searches(uri: str, experiment: str) -> list[SearchRow]:
             parent.data.tags[SEARCH_TAG], parent.info.run_id, started, parent.info.status,
             parent.data.params.get("model", ""), parent.data.params.get("modes", ""), len(children),
             len(valid) / len(children) if children else None,
-            max((c.data.metrics.get("accuracy", 0.0) for c in valid), default=None)))
+            max((c.data.metrics.get("accuracy", 0.0) for c in valid), default=None),
+            sum(c.data.metrics.get("improved") == 1.0 for c in children),
+            max((c.data.metrics["gain"] for c in valid if "gain" in c.data.metrics), default=None)))
     return rows

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +44,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from client.records import CandidateRecord, ReferenceRecord
 from deltanas.adapters import adapter_files
 from deltanas.paths import deltanas_home
-from deltanas.vocabulary import CANDIDATE_TAG, ROLE_TAG, SEARCH_TAG
+from deltanas.vocabulary import CANDIDATE_TAG, REFERENCE_TAG, ROLE_TAG, SEARCH_TAG
 
 log = logging.getLogger("deltanas.tracking")
 
@@ -55,18 +55,6 @@ PARENT_TAG = "mlflow.parentRunId"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # how the UI knows an artifact is a table
 # The UI opens an experiment of this kind in its model-training view (runs, metrics), not the GenAI one (traces).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-
-
-@dataclass
-class CandidateRecord:
-    """Everything logged for one candidate."""
-
-    candidate_id: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    artifacts: dict[str, str]
-    start_ms: int | None = None  # when its generation started (the run's start time); None: when it is logged
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -177,6 +165,7 @@ class Tracker:
         self._next_try = 0.0
         self._lock = threading.RLock()
         self._logged: set[str] = set()
+        self._references: dict[str, ReferenceRecord] = {}
 
     def start_search(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Creates the search's parent run, or returns the existing one when resuming (after a journal sync)."""
@@ -199,8 +188,8 @@ class Tracker:
         """Finished child runs of a search, one per logged candidate."""
         runs, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                                           f"tags.`{ROLE_TAG}` = 'candidate'", max_results=1000, page_token=token)
             runs.extend(r for r in page if r.info.status == "FINISHED")
             token = page.token
             if not token:
@@ -221,6 +210,55 @@ class Tracker:
                                   "start_ms": record.start_ms})
             self._logged.add(record.candidate_id)
             return run_id
+
+    def log_reference(self, record: ReferenceRecord) -> None:
+        """Keeps a same-budget reference as a run of its own (role `reference`, tag `deltanas.reference_key`): once
+        per key, journaled through outages like every write."""
+        with self._lock:
+            if record.key in self._references:
+                return
+            self._write({"op": "reference", "key": record.key, "name": record.name, "params": _params(record.params),
+                         "metrics": record.metrics, "tags": record.tags, "artifacts": record.artifacts})
+            self._references[record.key] = record
+
+    def find_reference(self, key: str) -> ReferenceRecord | None:
+        """The reference kept under `key`: logged by this tracker, waiting in the journal, or in the store."""
+        with self._lock:
+            if key in self._references:
+                return self._references[key]
+            for op in self.journal.read():
+                if op["op"] == "reference" and op["key"] == key:
+                    return self._remember(ReferenceRecord(key, op["name"], op["params"], op["metrics"], op["tags"],
+                                                          op["artifacts"]))
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{REFERENCE_TAG}` = '{key}' and "
+                                       f"tags.`{ROLE_TAG}` = 'reference'", max_results=10)
+        run = next((r for r in runs if r.info.status == "FINISHED"), None)
+        if run is None:
+            return None
+        with self._lock:
+            return self._remember(ReferenceRecord(key, run.info.run_name, dict(run.data.params),
+                                                  dict(run.data.metrics), dict(run.data.tags), {}))
+
+    def _remember(self, record: ReferenceRecord) -> ReferenceRecord:
+        self._references[record.key] = record
+        return record
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags on a run (the search's parent run, say), journaled through outages."""
+        self._write({"op": "tags", "run_id": run_id, "tags": tags})
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """A run's tags as the store holds them, with the tag writes still waiting in the journal on top."""
+        tags = dict(self.client.get_run(run_id).data.tags)
+        for op in self.journal.read():
+            if op["op"] == "tags" and op["run_id"] == run_id:
+                tags.update(op["tags"])
+        return tags
+
+    def read_artifact(self, run_id: str, path: str) -> str:
+        """A text artifact of a run (read-only)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id, path, tmp)).read_text()
 
     def update_candidate(self, candidate_id: str, metrics: dict[str, float],
                          params: dict[str, object] | None = None) -> None:
@@ -316,7 +354,8 @@ class Tracker:
 
     def _journal(self, op: dict[str, Any], why: str) -> None:
         waiting = self.journal.append(op)
-        subject = f"candidate {op['candidate_id']}" if "candidate_id" in op else f"{op['op']} of run {op['run_id']}"
+        subject = (f"candidate {op['candidate_id']}" if "candidate_id" in op else f"reference {op['key']}"
+                   if op["op"] == "reference" else f"{op['op']} of run {op['run_id']}")
         log.warning("MLflow at %s is unreachable (%s): %s journaled to %s (%d record(s) waiting; synced when the "
                     "store answers again)", self.tracking_uri, why, subject, self.journal.path, waiting)
 
@@ -352,6 +391,10 @@ class Tracker:
             self.client.log_inputs(op["run_id"], [_dataset_input(d) for d in op["datasets"]])
         elif kind == "adapter":
             self._log_adapter(op, stamp)
+        elif kind == "reference":
+            self._create_reference(op)
+        elif kind == "tags":
+            self._log(op["run_id"], {}, {}, op["tags"], stamp)
         else:
             self.client.set_terminated(op["run_id"], op["status"], end_time=stamp)
         return None
@@ -375,6 +418,21 @@ class Tracker:
                 self.client.log_text(run_id, text, name)
         self.client.set_terminated(run_id, "FINISHED", end_time=op["time_ms"])  # when the evaluation ended
         return run_id
+
+    def _create_reference(self, op: dict[str, Any]) -> None:
+        key = op["key"]
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{REFERENCE_TAG}` = '{key}' and "
+                                       f"tags.`{ROLE_TAG}` = 'reference'", max_results=10)
+        if any(r.info.status == "FINISHED" for r in runs):
+            return
+        for run in runs:  # a crash mid-write left an unfinished one: redo it
+            self.client.delete_run(run.info.run_id)
+        run = self.client.create_run(self.experiment_id, run_name=op["name"], start_time=op["time_ms"],
+                                     tags={**source_tags(), ROLE_TAG: "reference", REFERENCE_TAG: key, **op["tags"]})
+        self._log(run.info.run_id, op["params"], op["metrics"], {}, op["time_ms"])
+        for name, text in op["artifacts"].items():
+            self.client.log_text(run.info.run_id, text, name)
+        self.client.set_terminated(run.info.run_id, "FINISHED", end_time=op["time_ms"])
 
     def _log_adapter(self, op: dict[str, Any], stamp: int) -> None:
         run_id, name, step, data = op["run_id"], op["name"], op["step"], op["dataset"]

@@ -11,6 +11,7 @@ from deltadiff.apply import apply_diff
 from deltadiff.errors import ApplyError, DiffError, ExtractError
 from deltadiff.extract import extract_code, extract_diff
 from deltadiff.grammar import diff_grammar
+from deltadiff.identity import answer_program, change_summary, code_fingerprint, complete_lines, same_code
 from deltadiff.make import make_diff
 from deltadiff.measure import DiffStats, measure
 from deltadiff.normalize import normalize_diff
@@ -20,11 +21,16 @@ __all__ = [
     "DiffError",
     "DiffStats",
     "ExtractError",
+    "answer_program",
     "apply_diff",
+    "change_summary",
+    "code_fingerprint",
+    "complete_lines",
     "diff_grammar",
     "extract_code",
     "extract_diff",
     "make_diff",
     "measure",
     "normalize_diff",
+    "same_code",
 ]

@@ -2,12 +2,19 @@
 
 Training and inference must see byte-identical prompts, so both render through this module:
 
-    >>> msgs = render_messages("delta", baseline)            # system + user chat messages
-    >>> target = render_target("delta", diff_text)           # what the assistant should answer
+    >>> msgs = render_messages("delta", baseline)                    # the LEMUR record's accuracy
+    >>> msgs = render_messages("delta", baseline, budget=Budget(...), tried=[Tried("-a | +b", "no effect")])
+    >>> target = render_target("delta", diff_text)                   # what the assistant should answer
+
+A prompt states the model's situation: the accuracy LEMUR recorded (under LEMUR's own budget), or, when the caller
+measured it, the `Budget` facts (accuracy and seed spread under the search's budget, parameters, training time).
+`tried` lists changes already evaluated on this model and what came of them, so the LLM does not repeat them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -15,12 +22,33 @@ from deltanas.baseline import Baseline
 from deltanas.vocabulary import MODES
 
 TEMPLATE_DIR = Path(__file__).with_name("prompt_templates")
+COMMON = "common"  # the parts both modes share
 _FENCE = {"delta": "diff", "full": "python"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a search measured of a model under its budget (the same settings its candidates train with)."""
+
+    accuracy: float  # mean over the seeds
+    spread: float  # standard deviation over the seeds
+    seeds: int
+    train_images: int
+    num_params: int
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class Tried:
+    """A change already evaluated on the model (deltadiff.change_summary) and what came of it, in words."""
+
+    change: str
+    outcome: str
 
 
 @cache
 def _template(mode: str, part: str) -> str:
-    if mode not in MODES:
+    if mode not in (*MODES, COMMON):
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return (TEMPLATE_DIR / mode / f"{part}.txt").read_text()
 
@@ -30,16 +58,26 @@ def _format_hyperparameters(baseline: Baseline) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(items.items()))
 
 
-def render_messages(mode: str, baseline: Baseline, feedback: str | None = None) -> list[dict[str, str]]:
-    """Chat messages asking for an improvement of `baseline` in `mode`; `feedback` adds a repair request."""
-    user = _template(mode, "user").format(
-        dataset=baseline.dataset,
-        task=baseline.task,
-        epoch=baseline.epoch,
-        accuracy=f"{baseline.accuracy:.4f}",
-        hyperparameters=_format_hyperparameters(baseline),
-        code=baseline.code.rstrip("\n"),
-    )
+def _situation(baseline: Baseline, budget: Budget | None) -> str:
+    facts = {"task": baseline.task, "dataset": baseline.dataset, "epoch": baseline.epoch,
+             "hyperparameters": _format_hyperparameters(baseline)}
+    if budget is None:
+        return _template(COMMON, "record").format(accuracy=f"{baseline.accuracy:.4f}", **facts).rstrip("\n")
+    return _template(COMMON, "budget").format(
+        accuracy=f"{budget.accuracy:.4f}", spread=f"{budget.spread:.4f}", seeds=budget.seeds,
+        train_images=budget.train_images, num_params=f"{budget.num_params:,}",
+        train_seconds=f"{budget.train_seconds:.1f}", **facts).rstrip("\n")
+
+
+def render_messages(mode: str, baseline: Baseline, feedback: str | None = None, budget: Budget | None = None,
+                    tried: Sequence[Tried] = ()) -> list[dict[str, str]]:
+    """Chat messages asking for an improvement of `baseline` in `mode`; `budget` states what was measured of it,
+    `tried` what was already tried on it, `feedback` adds a repair request."""
+    user = _template(mode, "user").format(situation=_situation(baseline, budget), epoch=baseline.epoch,
+                                          code=baseline.code.rstrip("\n"))
+    if tried:
+        items = "\n".join(f"- {t.change}: {t.outcome}" for t in tried)
+        user = user.rstrip("\n") + "\n\n" + _template(COMMON, "tried").format(items=items).rstrip("\n")
     if feedback:
         user += "\n\n" + _template(mode, "feedback").format(feedback=feedback.strip())
     return [{"role": "system", "content": _template(mode, "system").strip()}, {"role": "user", "content": user}]

@@ -41,9 +41,10 @@ SERVICE_NAMES: dict[str, str] = {
 
 # MLflow: deltanas's own tags carry this prefix (mlflow.* are MLflow's); the ones every run kind shares.
 TAG_PREFIX = "deltanas."
-ROLE_TAG = f"{TAG_PREFIX}role"  # search | candidate (client); dataset | finetune (curator)
+ROLE_TAG = f"{TAG_PREFIX}role"  # search | candidate | reference (client); dataset | finetune (curator)
 SEARCH_TAG = f"{TAG_PREFIX}search_id"
 CANDIDATE_TAG = f"{TAG_PREFIX}candidate_id"
+REFERENCE_TAG = f"{TAG_PREFIX}reference_key"  # a same-budget reference run (role reference)
 
 # Artifact file names of a candidate's child run (constant, so that what is logged is what is read back).
 RAW_OUTPUT_FILE = "llm_output.txt"

@@ -11,7 +11,6 @@ such an answer says that it was cut.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 
 import deltadiff
@@ -26,19 +25,10 @@ class Patched:
     failure: EvalResult | None  # None: go on to the sandboxed stages
 
 
-def same_code(a: str, b: str) -> bool:
-    """The same program but for comments and layout (equal ASTs): a candidate that is no new model. Text that
-    does not parse (the syntax stage says why later) is compared without trailing whitespace and blank lines."""
-    try:
-        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return [x.rstrip() for x in a.splitlines() if x.strip()] == [x.rstrip() for x in b.splitlines() if x.strip()]
-
-
 def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: str = "") -> Patched:
     """`kind` "delta_answer" (`answer` holds a diff against `baseline_code`) or "code" (a whole model)."""
-    if finish_reason == FINISH_LENGTH and kind == "delta_answer" and "\n" in answer and not answer.endswith("\n"):
-        answer = answer[: answer.rindex("\n") + 1]  # the unfinished line of a cut answer
+    if finish_reason == FINISH_LENGTH and kind == "delta_answer":
+        answer = deltadiff.complete_lines(answer)  # the unfinished line of a cut answer
     patched = _extract_apply(kind, answer, baseline_code)
     if patched.failure is not None and finish_reason == FINISH_LENGTH:
         return Patched(patched.code, patched.diff, EvalResult.failure(
@@ -53,7 +43,7 @@ def _extract_apply(kind: str, answer: str, baseline_code: str) -> Patched:
             code = deltadiff.extract_code(answer)
         except deltadiff.ExtractError as exc:
             return Patched("", "", EvalResult.failure(Stage.EXTRACT, str(exc)))
-        if baseline_code and same_code(code, baseline_code):
+        if baseline_code and deltadiff.same_code(code, baseline_code):
             return Patched(code, "", EvalResult.failure(Stage.EXTRACT, "the model is the baseline unchanged"))
         return Patched(code, "", None)
     try:
@@ -64,7 +54,7 @@ def _extract_apply(kind: str, answer: str, baseline_code: str) -> Patched:
         code = deltadiff.apply_diff(baseline_code, diff_text)
     except deltadiff.ApplyError as exc:
         return Patched("", diff_text, EvalResult.failure(Stage.APPLY, str(exc)))
-    if same_code(code, baseline_code):
+    if deltadiff.same_code(code, baseline_code):
         return Patched(code, diff_text, EvalResult.failure(
             Stage.APPLY, "the diff changes nothing: its added lines only restore what it removed (up to comments "
             "and layout)"))

@@ -2,7 +2,8 @@
 
     data = report.encode()                                              # worker: one frame down a pipe
     report = WorkerReport.decode(data, count=len(labels), num_classes=10)  # parent; MalformedReport if off
-    result = score(report, labels, num_classes=10)                      # parent: accuracy from its labels
+    result = score(report, labels, num_classes=10)                      # parent: accuracy (and the predictions'
+                                                                        # digest) from its labels
 
 Frame: one line of JSON ``{"failure": null | {"stage", "reason"}, "metrics": {...}, "predictions": N}``,
 then N little-endian int64 class indices. Everything in it is untrusted: the candidate runs in the same
@@ -13,6 +14,7 @@ anything else is a failure at the EVALUATE stage with the reason, never an excep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -113,4 +115,10 @@ def score(report: WorkerReport, labels: np.ndarray, num_classes: int) -> EvalRes
     if not accuracy > chance:
         return EvalResult.failure(Stage.EVALUATE, f"accuracy {accuracy:.4f} not above chance {chance:.4f}",
                                   metrics=report.metrics)
-    return EvalResult(valid=True, accuracy=accuracy, metrics=report.metrics)
+    return EvalResult(valid=True, accuracy=accuracy, metrics=report.metrics,
+                      predictions_digest=predictions_digest(report.predictions))
+
+
+def predictions_digest(predictions: np.ndarray) -> str:
+    """sha256 of the predicted classes as little-endian int64: equal digests, equal predictions."""
+    return hashlib.sha256(np.asarray(predictions, PREDICTION_DTYPE).tobytes()).hexdigest()

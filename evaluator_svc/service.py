@@ -73,6 +73,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 raise InvalidArgument("transform", str(exc)) from exc
         require(req.finish_reason in FINISH_REASONS, "finish_reason",
                 f"must be one of {', '.join(map(repr, FINISH_REASONS))}, got {req.finish_reason[:40]!r}")
+        require(0 <= req.seed < 2**31, "seed", f"must be in [0, 2^31), got {req.seed}")
         require(req.train_limit >= 0, "train_limit", "must not be negative")
         require(req.test_limit >= 0, "test_limit", "must not be negative")
         require(0 <= req.timeout_s <= self.cfg.max_timeout_s, "timeout_s",
@@ -143,16 +144,18 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             failure_reason=result.failure_reason, accuracy=result.accuracy or 0.0, patched_code=code,
             applied_diff=diff_text, diff_lines=deltadiff.measure(diff_text).lines if diff_text else 0,
             duration_s=duration, metrics={k: float(v) for k, v in result.metrics.items()}, logs=result.logs,
-            worker=f"{self.worker} via {ran.where}" if ran.where else self.worker)
+            worker=f"{self.worker} via {ran.where}" if ran.where else self.worker,
+            predictions_digest=result.predictions_digest)
 
     def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str) -> Ran:
         prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
         task = TrainTask(code=code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform,
                          timeout_s=req.timeout_s or self.cfg.default_timeout_s, epochs=req.epochs,
                          train_limit=req.train_limit or None, test_limit=req.test_limit or None, candidate_id=cid,
-                         data_root=self.cfg.data_root, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
-        log.info("candidate %s: training on %s (%s executor, %s, batch %d)", cid, req.dataset, self.cfg.executor,
-                 self.executor.device, req.batch)
+                         data_root=self.cfg.data_root, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last,
+                         seed=req.seed)
+        log.info("candidate %s: training on %s (%s executor, %s, batch %d, seed %d)", cid, req.dataset,
+                 self.cfg.executor, self.executor.device, req.batch, req.seed)
         try:
             return self.executor.run(task)
         except FileNotFoundError as exc:

@@ -48,6 +48,7 @@ class EvalResult:
     failure_reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     logs: str = ""
+    predictions_digest: str = ""  # sha256 of the predicted classes (valid results, computed by the parent)
 
     def __post_init__(self) -> None:
         self.failure_reason = truncate(self.failure_reason, MAX_REASON_CHARS)

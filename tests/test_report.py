@@ -46,10 +46,15 @@ def _record(i: int, row: tuple) -> CandidateRecord:
     """One candidate logged the way `client.search.Search._finish` logs it (plus a re-trained accuracy)."""
     mode, cycle, dataset, valid, acc, lines, tokens, jaccard, accepted, stage, acc_long = row
     baseline = f"Base-{dataset}"
+    # Every parent's same-budget reference: 0.6 ± 0.01, so the improved threshold is max(2 x 1, 1) = 2 points.
+    gain = 100 * (acc - 0.6) if valid else None
+    outcome = "invalid" if not valid else "improved" if gain > 2 else "worse" if gain < -2 else "within_noise"
     result = CandidateResult(
         candidate_id=candidate_id(SEARCH, cycle, baseline, mode, i), cycle=cycle, baseline=baseline, dataset=dataset,
         mode=mode, index=i, status="valid" if valid else "invalid", failure_stage=stage,
-        failure_reason="" if valid else "boom", accuracy=acc, baseline_accuracy=0.6, diff_lines=lines - 4,
+        failure_reason="" if valid else "boom", accuracy=acc, lemur_accuracy=0.8, diff_lines=lines - 4,
+        outcome=outcome, gain=gain, threshold=2.0 if valid else None, reference_accuracy=0.6, reference_spread=0.01,
+        root=baseline, change=f"-a | +b{i}", code_key=f"k{i}", predictions_digest=f"d{i}" if valid else "",
         output_tokens=tokens, output_lines=lines, generation_s=2.5, evaluation_s=4.0, novelty_jaccard=jaccard,
         accepted=accepted, model="smollm2-135m", seed=7, batch=64, transform="norm_32", worker="w0",
         hyperparameters={"lr": 0.01}, prompt_tokens=900, tokens_per_second=8.0, nearest_model="Base" if valid else "",
@@ -94,6 +99,11 @@ def test_mode_table_matches_hand_computed_values(reported: dict[str, Any]) -> No
     assert full.failures == {"apply": 1, "static": 2, "train": 1}
     assert reported["report"].reduction_pct == pytest.approx(
         {"lines": 100 * (1 - 35 / (1220 / 6)), "tokens": 100 * (1 - (2020 / 6) / 2000)})
+    # Against the same-budget reference (0.6 ± 0.01): delta 0.90, 0.92 improved, 0.50, 0.55 worse; full 0.80, 0.45.
+    assert delta.outcomes == {"improved": 2, "worse": 2, "invalid": 2} and delta.effective_rate == 1.0
+    assert full.outcomes == {"improved": 1, "worse": 1, "invalid": 4}
+    assert delta.best_gain == pytest.approx(32.0) and full.best_gain == pytest.approx(20.0)
+    assert [x.split()[1] for x in delta.improved] == ["+32.0", "+30.0"]
 
 
 def test_cycles_and_proxy_spearman(reported: dict[str, Any]) -> None:
@@ -127,8 +137,12 @@ def test_parent_metrics_agree_exactly_with_child_runs(reported: dict[str, Any]) 
 def test_plots_and_report_files_are_parent_artifacts(reported: dict[str, Any], tmp_path: Path) -> None:
     client = reported["tracker"].client
     names = {Path(f.path).name for f in client.list_artifacts(reported["run_id"], "report")}
-    assert names == {"report.txt", "report.json", "candidates.json", "validity_per_cycle.png",
+    assert names == {"report.txt", "report.json", "candidates.json", "lineage.json", "validity_per_cycle.png",
                      "accuracy_per_cycle.png", "novelty_per_cycle.png"}
+    graph = json.loads(Path(client.download_artifacts(reported["run_id"], "report/lineage.json", str(tmp_path)))
+                       .read_text())
+    assert len(graph["edges"]) == len(ROWS) and {e[0] for e in graph["edges"]} == {"Base-mnist", "Base-cifar-10"}
+    assert {n["id"] for n in graph["nodes"]} == {e[1] for e in graph["edges"]} | {"Base-mnist", "Base-cifar-10"}
     png = Path(client.download_artifacts(reported["run_id"], "report/accuracy_per_cycle.png", str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
@@ -141,8 +155,15 @@ def test_the_parent_is_a_dashboard_with_per_cycle_metrics_a_table_and_a_note(rep
     # cycle 1 of delta: mnist 0.92 and cifar-10 0.55 valid, both against a baseline at 0.6; one train failure
     assert {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/best_accuracy")} == {(0, 0.9),
                                                                                                     (1, 0.92)}
-    assert {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/above_baseline_share")} == {
-        (0, 1 / 3), (1, 1 / 3)}
+    # ... and every outcome against the same-budget reference (0.6): delta 0.90 and 0.92 improved, 0.50 and 0.55 worse
+    assert {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/improved")} == {(0, 1), (1, 1)}
+    assert {(m.step, round(m.value, 6)) for m in client.get_metric_history(run_id, "delta/best_gain")} == {
+        (0, 30.0), (1, 32.0)}
+    assert {(m.step, round(m.value, 6)) for m in client.get_metric_history(run_id, "delta/best_so_far")} == {
+        (0, 30.0), (1, 32.0)}
+    assert {(m.step, m.value) for m in client.get_metric_history(run_id, "delta/effective_rate")} == {(0, 1.0),
+                                                                                                      (1, 1.0)}
+    assert not any("above_baseline" in k or "lemur_accuracy" in k for k in client.get_run(run_id).data.metrics)
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "full/failed_static")] == [(0, 2.0)]
     table = json.loads(Path(client.download_artifacts(run_id, "report/candidates.json", str(tmp_path))).read_text())
     assert len(table["data"]) == len(ROWS) and table["columns"][:3] == ["candidate_id", "cycle", "mode"]
@@ -185,7 +206,8 @@ def test_mlflow_conventions_of_the_store(store: dict[str, Any]) -> None:
 def test_report_command_prints_the_table(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", SEARCH, "--tracking-uri", store["uri"]]) == 0
     out = capsys.readouterr().out
-    for needle in ("valid rate", "66.7%", "33.3%", "0.7175", "0.6250", "best accuracy cifar-10", "failed at static",
+    for needle in ("improved (beyond the seed spread)", "+32.00", "delta: 2 improved: ", "full: 1 improved: ",
+                   "valid rate", "66.7%", "33.3%", "0.7175", "0.6250", "best accuracy cifar-10", "failed at static",
                    "output lines 82.8% shorter", "output tokens 83.2% shorter", "0.943 (6)", "LEMUR reference"):
         assert needle in out, needle
 
@@ -201,7 +223,7 @@ def test_unknown_search_id_raises_and_empty_search_reports(store: dict[str, Any]
 
 def test_single_mode_without_retraining_has_no_reduction_or_spearman() -> None:
     common = {"cycle": 0, "baseline": "B", "dataset": "mnist", "mode": "delta", "failure_reason": "",
-              "baseline_accuracy": 0.5, "diff_lines": 26, "output_tokens": 300, "output_lines": 30,
+              "lemur_accuracy": 0.5, "diff_lines": 26, "output_tokens": 300, "output_lines": 30,
               "generation_s": 1.0, "evaluation_s": 1.0}
     cands = [CandidateResult("a", index=0, status="valid", failure_stage="", accuracy=0.9, novelty_jaccard=0.4,
                              accepted=True, **common),
@@ -231,7 +253,7 @@ def test_lemur_reference_on_the_real_records() -> None:
 
 def test_dataset_lineage_and_system_metrics_on_a_search_run(store: dict[str, Any]) -> None:
     from client.config import SearchConfig
-    from client.search import _lineage
+    from client.search.loop import _lineage
 
     tracker = store["tracker"]
     run_id = tracker.start_search("s-lineage", {}, {})

@@ -40,7 +40,7 @@ CANDIDATE_STATUS_VALID: CandidateStatus
 CANDIDATE_STATUS_INVALID: CandidateStatus
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("request_id", "candidate_id", "baseline_code", "delta_answer", "code", "dataset", "hyperparameters", "batch", "transform", "epochs", "train_limit", "test_limit", "timeout_s", "finish_reason")
+    __slots__ = ("request_id", "candidate_id", "baseline_code", "delta_answer", "code", "dataset", "hyperparameters", "batch", "transform", "epochs", "train_limit", "test_limit", "timeout_s", "finish_reason", "seed")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class EvaluateRequest(_message.Message):
     TEST_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     candidate_id: str
     baseline_code: str
@@ -76,10 +77,11 @@ class EvaluateRequest(_message.Message):
     test_limit: int
     timeout_s: float
     finish_reason: str
-    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., delta_answer: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    seed: int
+    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., delta_answer: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("candidate_id", "status", "failure_stage", "failure_reason", "accuracy", "patched_code", "applied_diff", "diff_lines", "duration_s", "metrics", "logs", "worker")
+    __slots__ = ("candidate_id", "status", "failure_stage", "failure_reason", "accuracy", "patched_code", "applied_diff", "diff_lines", "duration_s", "metrics", "logs", "worker", "predictions_digest")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +101,7 @@ class EvaluateResponse(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     candidate_id: str
     status: CandidateStatus
     failure_stage: FailureStage
@@ -111,7 +114,8 @@ class EvaluateResponse(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     logs: str
     worker: str
-    def __init__(self, candidate_id: _Optional[str] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., failure_stage: _Optional[_Union[FailureStage, str]] = ..., failure_reason: _Optional[str] = ..., accuracy: _Optional[float] = ..., patched_code: _Optional[str] = ..., applied_diff: _Optional[str] = ..., diff_lines: _Optional[int] = ..., duration_s: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., logs: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
+    predictions_digest: str
+    def __init__(self, candidate_id: _Optional[str] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., failure_stage: _Optional[_Union[FailureStage, str]] = ..., failure_reason: _Optional[str] = ..., accuracy: _Optional[float] = ..., patched_code: _Optional[str] = ..., applied_diff: _Optional[str] = ..., diff_lines: _Optional[int] = ..., duration_s: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., logs: _Optional[str] = ..., worker: _Optional[str] = ..., predictions_digest: _Optional[str] = ...) -> None: ...
 
 class GetCapacityRequest(_message.Message):
     __slots__ = ()

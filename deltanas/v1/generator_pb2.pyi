@@ -20,7 +20,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "baseline", "mode", "n", "sampling", "adapter", "seed", "feedback", "constrained", "progress_interval_s")
+    __slots__ = ("request_id", "baseline", "mode", "n", "sampling", "adapter", "seed", "feedback", "constrained", "progress_interval_s", "budget", "tried")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class GenerateRequest(_message.Message):
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    TRIED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     baseline: _common_pb2.Baseline
     mode: _common_pb2.Mode
@@ -41,7 +43,33 @@ class GenerateRequest(_message.Message):
     feedback: str
     constrained: bool
     progress_interval_s: float
-    def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ..., progress_interval_s: _Optional[float] = ...) -> None: ...
+    budget: BudgetFacts
+    tried: _containers.RepeatedCompositeFieldContainer[TriedChange]
+    def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ..., progress_interval_s: _Optional[float] = ..., budget: _Optional[_Union[BudgetFacts, _Mapping]] = ..., tried: _Optional[_Iterable[_Union[TriedChange, _Mapping]]] = ...) -> None: ...
+
+class BudgetFacts(_message.Message):
+    __slots__ = ("accuracy", "spread", "seeds", "train_images", "num_params", "train_seconds")
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    accuracy: float
+    spread: float
+    seeds: int
+    train_images: int
+    num_params: int
+    train_seconds: float
+    def __init__(self, accuracy: _Optional[float] = ..., spread: _Optional[float] = ..., seeds: _Optional[int] = ..., train_images: _Optional[int] = ..., num_params: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
+
+class TriedChange(_message.Message):
+    __slots__ = ("change", "outcome")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    change: str
+    outcome: str
+    def __init__(self, change: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("index", "seed", "raw_text", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "finish_reason", "forced_tokens", "partial")
