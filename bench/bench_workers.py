@@ -5,7 +5,7 @@ Run: `.venv/bin/python bench/bench_workers.py [--candidates N] [--workers 1,2] [
 worker is a real `python -m evaluator_svc` process on loopback with one slot; a Ray worker is one CPU of a real
 local Ray cluster (`ray start --head`) behind one `--executor ray` evaluator. Both train with one thread, in the
 same sandbox; the candidates are the small LEMUR model of tests/test_evaluator_grpc.py with a widening diff,
-trained one epoch on `digits`, scheduled by client.scheduler.EvaluatorPool. One warm-up candidate per worker
+trained one epoch on `digits`, scheduled by deltanas.evaluator_pool.EvaluatorPool. One warm-up candidate per worker
 is not timed.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from client.scheduler import EvaluatorPool  # noqa: E402
+from deltanas.evaluator_pool import EvaluatorPool  # noqa: E402
 from client.sdk import open_channel  # noqa: E402
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc  # noqa: E402
 

@@ -18,7 +18,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from deltanas.baseline import Baseline
 from deltanas.config import option
+from deltanas.training import Settings
 from deltanas.vocabulary import MAX_NEW_TOKENS, MODE_VALUES, TEMPERATURE, TOP_K, TOP_P
 
 DECODINGS = ("auto", "constrained", "free")
@@ -127,6 +129,11 @@ class SearchConfig:
             raise ValueError(f"selection: must be one of {', '.join(SELECTIONS)} (got {self.selection!r})")
         if not self.search_id:
             self.search_id = time.strftime("s%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+    def settings(self, baseline: Baseline, epochs: int | None = None) -> Settings:
+        """How a candidate of `baseline` (and its reference) trains in this search."""
+        return Settings.of(baseline, train_limit=self.train_limit, test_limit=self.test_limit,
+                           epochs=epochs or self.epochs)
 
 
 def stored_config(params: dict[str, str]) -> dict[str, Any]:

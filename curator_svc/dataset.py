@@ -102,10 +102,16 @@ def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
+def messages_for(mode: str, pair: Pair) -> list[dict[str, str]]:
+    """The prompt of a pair: the LEMUR record's accuracy, or the baseline's measured facts (a measured pair)."""
+    return render_messages(mode, pair.baseline, budget=pair.budget)
+
+
 def _record(mode: str, pair: Pair) -> dict[str, Any]:
     b, improved = pair.baseline, pair.improved
+    measured = {} if pair.budget is None else {"measured_gain": pair.measured_gain, "budget": asdict(pair.budget)}
     return {
-        "messages": render_messages(mode, b),
+        "messages": messages_for(mode, pair),
         "target": target_for(mode, pair),
         "meta": {
             "key": pair_key(pair),
@@ -115,6 +121,7 @@ def _record(mode: str, pair: Pair) -> dict[str, Any]:
             "baseline_accuracy": b.accuracy,
             "improved_accuracy": improved.accuracy,
             "diff_lines": pair.diff_lines,
+            **measured,
         },
     }
 
@@ -139,7 +146,7 @@ def _filter(
     longest = [0] * len(kept)
     for mode in config.modes:
         prompts = _token_lengths(
-            tokenizer, [prompt_text(tokenizer, render_messages(mode, p.baseline)) for p in kept]
+            tokenizer, [prompt_text(tokenizer, messages_for(mode, p)) for p in kept]
         )
         targets = _token_lengths(tokenizer, [completion_text(tokenizer, target_for(mode, p)) for p in kept])
         longest = [max(n, a + b) for n, a, b in zip(longest, prompts, targets, strict=True)]

@@ -193,6 +193,19 @@ class LemurIndex:
             self.no_trials[key] = len(usable) - len(self._by_epoch[key])
         return self._by_epoch[key]
 
+    def trial_seconds(self, dataset: str, epoch: int, model: str) -> float | None:
+        """How long LEMUR's best recorded trial of `model` on `dataset` took (its own hardware and budget): a cost
+        estimate for ordering re-trainings cheapest first; None when not recorded."""
+        run_dir = next((d for m, d in self._runs.get(dataset, []) if m == model), None)
+        try:
+            trials = json.loads((run_dir / f"{epoch}.json").read_bytes()) if run_dir else []
+        except FileNotFoundError:
+            return None
+        scored = [t for t in trials if isinstance(t.get("accuracy"), int | float) and math.isfinite(t["accuracy"])]
+        best = max(scored, key=lambda t: t["accuracy"], default={})
+        duration = best.get("duration")
+        return duration / 1e9 if isinstance(duration, int | float) and duration > 0 else None
+
     def all_baselines(self, epoch: int = 1) -> list[Baseline]:
         return [b for d in self.datasets() for b in self.baselines(d, epoch)]
 

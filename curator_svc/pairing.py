@@ -40,6 +40,7 @@ import numpy as np
 from deltadiff import make_diff
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
+from deltanas.prompts import Budget
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Pair:
     improved: Baseline
     diff: str
     diff_lines: int
+    budget: Budget | None = None  # measured pairs (curator_svc.measured): the baseline's facts under the budget
+    measured_gain: float | None = None  # and the improved side's mean gain there, in points
 
     @property
     def gain(self) -> float:

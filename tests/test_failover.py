@@ -20,7 +20,7 @@ from test_evaluator_grpc import MODEL, request
 
 from bench.bench_workers import EvaluatorProcess, candidates
 from client.config import SearchConfig
-from client.scheduler import EvaluatorPool, NoWorkerLeft
+from deltanas.evaluator_pool import EvaluatorPool, NoWorkerLeft
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker

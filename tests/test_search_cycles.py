@@ -8,6 +8,7 @@ runs, and the whole loop (fine-tune, repair, re-train, resume) with a scripted L
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import tomllib
 from collections import Counter
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from test_evaluator_grpc import ANSWER, MODEL
+from test_evaluator_grpc import ANSWER, BASE, MODEL
 from test_generator_backend_remote import FakeServer
 
+import deltadiff
 from client.cli import PRESET_DIR, main
 from client.config import SearchConfig, stored_config
 from client.embedded import EmbeddedServices
@@ -220,3 +222,38 @@ def test_closed_loop_finetunes_repairs_and_retrains(curator_server, evaluator_se
         assert len(tracker.client.get_metric_history(run.info.run_id, "accuracy_long")) == 1
     report = make_report(mlflow_uri, "deltanas", "loop", reference=False)
     assert [(p.dataset, p.epoch, p.models) for p in report.proxy] == [("all", 2, 2), ("mnist", 2, 2)]
+
+
+def test_duplicates_are_resampled_not_evaluated_and_a_resume_trains_nothing(
+        curator_server, evaluator_server, scripted_generator, mlflow_uri, caplog) -> None:
+    """The scripted LLM answers the same diff for every even seed: one parent never gets that program evaluated
+    twice (in a cycle or across cycles); the search's reference is measured once, and a resumed search trains
+    nothing at all (no candidate, no reference: the store holds them)."""
+    cfg = SearchConfig(search_id="dedup", baseline_names=[MODEL], candidates=4, cycles=2, selection="evolve",
+                       reference_seeds=2, resample_limit=1, train_limit=500, test_limit=200, eval_timeout_s=300)
+    tracker = Tracker(mlflow_uri, "deltanas")
+    endpoints = Endpoints(curator_server.address, scripted_generator, [evaluator_server.address])
+    wider = deltadiff.code_fingerprint(deltadiff.answer_program(ANSWER, BASE, delta=True))
+    with Services(endpoints) as services, caplog.at_level(logging.INFO, logger="deltanas.evaluator"):
+        result = Search(cfg, services, tracker).run()
+        evaluated = [r for r in result.results if r.status != "duplicate"]
+        assert [r.code_key for r in evaluated].count(wider) == 1
+        duplicates = [r for r in result.results if r.status == "duplicate"]
+        assert duplicates and all(r.resamples == 1 and r.outcome == "duplicate" for r in duplicates)
+        assert all("the same program as" in r.failure_reason for r in duplicates)
+        assert len(result.results) == 8 and all(r.reference_accuracy is not None for r in result.results)
+        for run in tracker.children(result.run_id):  # lineage as tags
+            tags = run.data.tags
+            assert tags["deltanas.root"] == MODEL and tags["deltanas.parent"] == run.data.params["baseline"]
+            assert tags["deltanas.generation"] == ("1" if tags["deltanas.parent"] == MODEL else "2")
+        references = tracker.client.search_runs([tracker.experiment_id], "tags.`deltanas.role` = 'reference'")
+        assert MODEL in {r.data.tags["deltanas.program"] for r in references}
+
+        caplog.clear()
+        calls = len(ScriptedLLM.requests)
+        again = Search(cfg, services, tracker).run()
+        assert (again.skipped, again.results, len(ScriptedLLM.requests)) == (8, [], calls)
+        trained = [m for m in caplog.messages if "training on" in m or "repeated request" in m]
+        assert trained == []  # neither trained again nor even asked: the references came from the store
+        assert len(tracker.client.search_runs([tracker.experiment_id], "tags.`deltanas.role` = 'reference'")) == \
+            len(references)

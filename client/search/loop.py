@@ -26,7 +26,6 @@ import deltadiff
 from client.config import REPAIRABLE, SearchConfig
 from client.records import CandidateResult, SearchProgress, SearchResult
 from client.report import publish
-from client.scheduler import EvaluatorPool
 from client.sdk import Services
 from client.search.adapters import Adapters
 from client.search.archive import Archive, Program
@@ -35,9 +34,9 @@ from client.search.outcomes import NoiseRule, Outcome, judge
 from client.search.references import Reference, References
 from client.search.roots import LemurRoots
 from client.search.selection import make_selection
-from client.search.settings import Settings
 from client.tracking import Tracker, is_outage
 from deltanas.baseline import Baseline
+from deltanas.evaluator_pool import EvaluatorPool
 from deltanas.prompts import render_messages
 from deltanas.v1 import curator_pb2, evaluator_pb2, generator_pb2
 from deltanas.vocabulary import (
@@ -311,7 +310,7 @@ class Search:
         cfg, parent = self.cfg, sub.parent
         answer = {"delta_answer": sub.gen.raw_text, "baseline_code": parent.baseline.code} \
             if sub.mode == "delta" else {"code": sub.gen.raw_text}
-        request = Settings.of(parent.baseline, cfg).request(
+        request = cfg.settings(parent.baseline).request(
             f"{cfg.search_id}/{sub.slot.cid}", sub.slot.cid, seed=0, timeout_s=cfg.eval_timeout_s,
             finish_reason=sub.gen.finish_reason, **answer)
         self._pending.append((pool.submit(request), sub))
@@ -420,7 +419,7 @@ class Search:
             parent = self.archive.programs[r.baseline]
             ev = self._evaluated.get(r.candidate_id)
             code = ev.patched_code if ev else self.tracker.read_artifact(r.run_id, CODE_FILE)
-            settings = Settings.of(parent.baseline, self.cfg)
+            settings = self.cfg.settings(parent.baseline)
             if ev is not None:
                 seed0[self.references.key(settings, code)] = ev
             todo.append((r, parent, code, settings))
@@ -454,8 +453,9 @@ class Search:
             if done.accuracy_long is not None:
                 continue
             cid = done.candidate_id
-            settings = Settings(done.dataset, done.transform, done.batch, tuple(sorted(done.hyperparameters.items())),
-                                cfg.train_limit, cfg.test_limit, cfg.retrain_epochs)
+            trained = Baseline(cid, done.dataset, "", 0.0, hyperparameters=done.hyperparameters, batch=done.batch,
+                               transform=done.transform)
+            settings = cfg.settings(trained, epochs=cfg.retrain_epochs)
             code = self.tracker.read_artifact(done.run_id, CODE_FILE)
             log.info("candidate %s: re-training for %d epochs", cid, cfg.retrain_epochs)
             pending.append((cid, pool.submit(settings.request(

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from client.records import ReferenceRecord
-from client.search.settings import Settings
 from deltanas.prompts import Budget
+from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
 from deltanas.vocabulary import CODE_FILE, TAG_PREFIX
 
 if TYPE_CHECKING:
-    from client.scheduler import EvaluatorPool
     from client.tracking import Tracker
+    from deltanas.evaluator_pool import EvaluatorPool
 
 log = logging.getLogger("deltanas.search.references")
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from client.config import SearchConfig
 from client.search.archive import Archive, Program
 from client.search.references import Reference, References
-from client.search.settings import Settings
 from deltanas.baseline import Baseline
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
 
@@ -41,7 +40,7 @@ class LemurRoots:
                 continue
             if (known := self.archive.programs.get(baseline.name)) is not None and not known.reference.learns:
                 continue  # measured before: it does not learn
-            settings = Settings.of(baseline, self.cfg)
+            settings = self.cfg.settings(baseline)
             key = self.references.key(settings, baseline.code)
             reference = self.references.prepare([(baseline.name, baseline.code, settings)])[key]
             program = Program.root_of(baseline, reference, cycle)

@@ -28,7 +28,7 @@ import grpc
 
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 
-log = logging.getLogger("deltanas.scheduler")
+log = logging.getLogger(__name__)
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 

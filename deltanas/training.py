@@ -1,11 +1,12 @@
-"""How a program trains under a search's budget, and the one place an EvaluateRequest is built.
+"""How a program trains under a budget, and the one place an EvaluateRequest is built (the search's candidates and
+references, the curator's measured pairs).
 
-    settings = Settings.of(baseline, cfg)                       # dataset, transform, batch, hyperparameters, limits
+    settings = Settings.of(baseline, train_limit=4000, test_limit=1000)   # + the trial's transform, batch, prm
     request = settings.request("rid", "cid", seed=0, timeout_s=300, code=model_code)
     request = settings.request("rid", "cid", seed=0, timeout_s=300, delta_answer=text, baseline_code=parent_code)
 
-A candidate trains under its root baseline's settings (the LEMUR trial's hyperparameters, batch and transform) and
-the search's limits and epochs; so does every reference it is judged against.
+A search's candidate trains under its root baseline's settings (the LEMUR trial's hyperparameters, batch and
+transform) and the search's limits and epochs; so does every reference it is judged against.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from deltadiff import code_fingerprint
+from deltanas.baseline import Baseline
 from deltanas.v1 import evaluator_pb2
-
-if TYPE_CHECKING:
-    from client.config import SearchConfig
-    from deltanas.baseline import Baseline
 
 
 @dataclass(frozen=True)
@@ -34,10 +31,11 @@ class Settings:
     epochs: int
 
     @classmethod
-    def of(cls, baseline: Baseline, cfg: SearchConfig, epochs: int | None = None) -> Settings:
+    def of(cls, baseline: Baseline, *, train_limit: int, test_limit: int, epochs: int = 1) -> Settings:
+        """`baseline`'s trial (dataset, transform, batch, hyperparameters) under these limits (0: the whole split)."""
         return cls(dataset=baseline.dataset, transform=baseline.transform, batch=baseline.batch,
-                   hyperparameters=tuple(sorted(baseline.hyperparameters.items())), train_limit=cfg.train_limit,
-                   test_limit=cfg.test_limit, epochs=epochs or cfg.epochs)
+                   hyperparameters=tuple(sorted(baseline.hyperparameters.items())), train_limit=train_limit,
+                   test_limit=test_limit, epochs=epochs)
 
     def key(self, code: str) -> str:
         """Names `code` trained under these settings: programs that differ only in comments and layout share it."""
