@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from deltanas.evaluator_pool import EvaluatorPool  # noqa: E402
 from client.sdk import open_channel  # noqa: E402
+from deltanas.evaluator_pool import EvaluatorPool  # noqa: E402
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc  # noqa: E402
 
 

@@ -27,8 +27,10 @@ log = logging.getLogger("deltanas.progress")
 def stages(p: SearchProgress) -> str:
     """The per-stage counts in words."""
     writing = f" ({p.tokens} tokens so far)" if p.generating and p.tokens else ""
+    best = f", best {p.best_gain:+.1f} points" if p.best_gain is not None else ""
     return (f"generating {p.generating}{writing}, evaluating {p.evaluating}, done {p.done}/{p.total} "
-            f"({p.valid} valid" + (f", {p.skipped} already recorded" if p.skipped else "") + ")")
+            f"({p.valid} valid, {p.improved} improved{best}" + (f", {p.skipped} already recorded" if p.skipped
+                                                                else "") + ")")
 
 
 class ProgressDisplay:

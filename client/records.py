@@ -197,7 +197,8 @@ class SearchResult:
 class SearchProgress:
     """Where the search stands: candidates asked of the LLM and not yet answered (with the tokens written so far,
     where the generator reports them), answered and being evaluated, done (logged, or skipped on resume: already
-    recorded), valid among the done, of `total` planned."""
+    recorded), valid and improved among the done, of `total` planned; the best gain so far (accuracy points over
+    the same-budget reference; None before a valid candidate)."""
 
     total: int
     generating: int = 0
@@ -206,3 +207,5 @@ class SearchProgress:
     skipped: int = 0
     valid: int = 0
     tokens: int = 0
+    improved: int = 0
+    best_gain: float | None = None

@@ -26,7 +26,7 @@ from client import lemur_fidelity
 from client.lemur_fidelity import Fidelity, spearman
 from client.records import CandidateResult
 from client.tracking import Tracker
-from deltanas.vocabulary import ROLE_TAG, SEARCH_TAG
+from deltanas.vocabulary import ROLE_TAG, SEARCH_TAG, SKIPPED_TAG
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
@@ -81,6 +81,7 @@ class Report:
     proxy: list[Fidelity]
     reference: list[Fidelity] = field(default_factory=list)
     reference_note: str = ""
+    skipped_baselines: list[str] = field(default_factory=list)  # "name: why", they do not learn under the budget
 
 
 def _mean(values: list[float]) -> float | None:
@@ -225,7 +226,8 @@ def _fidelity_lines(title: str, rows: list[Fidelity], count: str) -> list[str]:
 
 def render(report: Report) -> str:
     if not report.modes:
-        return f"search {report.search_id}: no candidates logged yet"
+        return "\n".join([f"search {report.search_id}: no candidates logged yet",
+                          *(f"skipped, does not learn under this budget: {s}" for s in report.skipped_baselines)])
     total = sum(m.candidates for m in report.modes)
     lines = [f"search {report.search_id}: {total} candidates, {len({c.cycle for c in report.cycles})} cycle(s)", "",
              *_table(["", *(m.mode for m in report.modes)], _mode_rows(report.modes)), "",
@@ -234,6 +236,7 @@ def render(report: Report) -> str:
     for m in report.modes:
         lines += ["", f"{m.mode}: " + (f"{len(m.improved)} improved: " + "; ".join(m.improved) if m.improved else
                                        "no candidate beat its same-budget reference beyond the seed spread")]
+    lines += [f"skipped, does not learn under this budget: {s}" for s in report.skipped_baselines]
     if report.reduction_pct:
         lines += ["", "delta vs full: " + ", ".join(f"output {what} {pct:.1f}% shorter"
                                                    for what, pct in report.reduction_pct.items())]
@@ -395,6 +398,7 @@ def publish(tracker: Tracker, run_id: str, search_id: str, reference: bool = Tru
     """
     candidates = [CandidateResult.from_run(run) for run in tracker.children(run_id)]
     report = build_report(search_id, candidates, reference and final)
+    report.skipped_baselines = json.loads(tracker.run_tags(run_id).get(SKIPPED_TAG, "[]"))
     if not final:
         tracker.log_summary(run_id, {}, {}, steps=cycle_metrics(candidates))
         return report

@@ -166,6 +166,7 @@ class Tracker:
         self._lock = threading.RLock()
         self._logged: set[str] = set()
         self._references: dict[str, ReferenceRecord] = {}
+        self._tags: dict[str, dict[str, str]] = {}  # run id -> tags this tracker set
 
     def start_search(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Creates the search's parent run, or returns the existing one when resuming (after a journal sync)."""
@@ -246,14 +247,23 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Tags on a run (the search's parent run, say), journaled through outages."""
         self._write({"op": "tags", "run_id": run_id, "tags": tags})
+        with self._lock:
+            self._tags.setdefault(run_id, {}).update(tags)
 
     def run_tags(self, run_id: str) -> dict[str, str]:
-        """A run's tags as the store holds them, with the tag writes still waiting in the journal on top."""
-        tags = dict(self.client.get_run(run_id).data.tags)
+        """A run's tags as the store holds them, with what this tracker set and what waits in the journal on top;
+        while the store is down, only those."""
+        try:
+            tags = dict(self.client.get_run(run_id).data.tags)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            tags = {}
         for op in self.journal.read():
             if op["op"] == "tags" and op["run_id"] == run_id:
                 tags.update(op["tags"])
-        return tags
+        with self._lock:
+            return {**tags, **self._tags.get(run_id, {})}
 
     def read_artifact(self, run_id: str, path: str) -> str:
         """A text artifact of a run (read-only)."""

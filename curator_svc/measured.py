@@ -5,12 +5,13 @@ the budget's limits and epochs) and seeds; a pair is kept only where the improve
     .venv/bin/python -m curator_svc.measured OUT --datasets mnist --max-pairs 150    # an embedded evaluator
     .venv/bin/python -m curator_svc.measured OUT --evaluators gpu1:50063,gpu2:50063  # GPU workers
 
-A cascade spends the budget where it can pay: seed 0 of both sides first, and only a pair whose improved side wins
-there by more than `min_points` gets the other seeds. Every training is appended (fsynced) to
-OUT/measurements.jsonl under the program's fingerprint, settings and seed, so a restart re-measures nothing.
-OUT/pairs.jsonl holds every measured pair with its verdict; the kept ones become the training data of
-`curator_svc.dataset` with their measured gain and the budget (the prompt states the baseline's measured facts, as
-a search's prompt does). Held-out models (deltanas.heldout) are never measured.
+A cascade spends the budget where it can pay: seed 0 of both sides first, and only a pair whose sides differ there
+by more than `min_points` gets the other seeds. A pair is kept either way round: when LEMUR's baseline wins beyond
+the spread, the reversed change is the training example (LEMUR's records compare trials of other budgets).
+Every training is appended (fsynced) to OUT/measurements.jsonl under the program's fingerprint, settings and seed,
+so a restart re-measures nothing. OUT/pairs.jsonl holds every measured pair with its verdict; the kept ones become
+the training data of `curator_svc.dataset` with their measured gain and the budget (the prompt states the
+baseline's measured facts, as a search's prompt does). Held-out models (deltanas.heldout) are never measured.
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from curator_svc.pairing import Pair
-from deltanas.baseline import Baseline
+from curator_svc.pairing import Pair, make_pair
+from deltanas.baseline import Baseline, Budget
 from deltanas.config import option
 from deltanas.evaluator_pool import EvaluatorPool
 from deltanas.heldout import is_held_out
-from deltanas.prompts import Budget
 from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
 
@@ -58,6 +58,10 @@ class MeasureConfig:
     min_points: float = option(1.0, "and at least this many accuracy points; also the seed-0 cascade's bar")
     max_pairs: int = option(150, "pairs measured per dataset, cheapest first (LEMUR's recorded trial time)")
     max_image_size: int = option(64, "skip pairs whose transform resizes images beyond this many pixels (CPU time)")
+    batch_range: list[int] = option([8, 32], "the baseline trial's batch size must be within [min, max]: a large "
+                                             "batch leaves a small budget few steps to learn in, a tiny one is slow")
+    min_lemur_accuracy: float = option(0.9, "skip pairs with a side whose best LEMUR trial reached less (a model "
+                                            "that learns slowly stays at chance under a small budget)")
     max_trial_seconds: float = option(60.0, "skip pairs with a side whose best LEMUR trial took longer (on LEMUR's "
                                             "hardware and budget: a cost estimate)")
     max_diff_lines: int = option(60, "longest diff of a pair, in lines")
@@ -101,11 +105,12 @@ class MeasuredPair:
     improved: Side
     gain: float | None  # mean accuracy points of the improved side over the baseline
     threshold: float | None
-    verdict: str  # kept | within_spread | worse | cascade (lost at seed 0) | failed
+    verdict: str  # kept | reversed (the LEMUR baseline won) | within_spread | cascade (lost at seed 0) | failed
 
     @property
     def kept(self) -> bool:
-        return self.verdict == "kept"
+        """A training pair either way round: the side that won beyond the spread is the improved one."""
+        return self.verdict in ("kept", "reversed")
 
     def row(self, settings: Settings) -> dict[str, Any]:
         return {"baseline": self.pair.baseline.name, "improved": self.pair.improved.name,
@@ -151,8 +156,9 @@ class Measurements:
 
 def measurable(pairs: Iterable[Pair], cfg: MeasureConfig, seconds: Mapping[str, float | None]) -> list[Pair]:
     """The pairs worth a measurement: of the configured datasets, no held-out model, a transform no larger than
-    max_image_size, both sides' LEMUR trial time (`seconds`, by model name) known and within max_trial_seconds;
-    cheapest first (the slower side), at most max_pairs per dataset."""
+    max_image_size, a batch size within batch_range, both sides' LEMUR trial time (`seconds`, by model name) known
+    and within max_trial_seconds and their LEMUR accuracy at least min_lemur_accuracy; cheapest first (the slower
+    side), at most max_pairs per dataset."""
     out: list[Pair] = []
 
     def cost(p: Pair) -> float:
@@ -162,7 +168,8 @@ def measurable(pairs: Iterable[Pair], cfg: MeasureConfig, seconds: Mapping[str, 
         group = [p for p in pairs if p.baseline.dataset == dataset and p.diff_lines <= cfg.max_diff_lines
                  and not (is_held_out(p.baseline.name) or is_held_out(p.improved.name))
                  and all(int(n) <= cfg.max_image_size for n in _SIZE.findall(p.baseline.transform))
-                 and cost(p) <= cfg.max_trial_seconds]
+                 and cost(p) <= cfg.max_trial_seconds and cfg.batch_range[0] <= p.baseline.batch <= cfg.batch_range[-1]
+                 and min(p.baseline.accuracy, p.improved.accuracy) >= cfg.min_lemur_accuracy]
         out += sorted(group, key=lambda p: (cost(p), p.baseline.name))[: cfg.max_pairs]
     return out
 
@@ -225,9 +232,10 @@ class PairMeasurer:
                     first.get("train_seconds", 0.0), failed)
 
     def _seed0_win(self, pair: Pair) -> bool:
+        """One side beats the other at seed 0 by more than min_points (either way round)."""
         b, i = (self.measurements.get(self._key(pair, s, 0)) for s in ("baseline", "improved"))
         return bool(b and i and b["valid"] and i["valid"] and b["digest"] != i["digest"]
-                    and 100 * (i["accuracy"] - b["accuracy"]) > self.cfg.min_points)
+                    and 100 * abs(i["accuracy"] - b["accuracy"]) > self.cfg.min_points)
 
     def _judge(self, pair: Pair, promising: bool) -> MeasuredPair:
         seeds = self.cfg.seeds if promising else 1
@@ -238,14 +246,26 @@ class PairMeasurer:
         if not promising:
             return MeasuredPair(pair, base, better, gain, None, "cascade")
         threshold = max(self.cfg.spread_factor * 100 * max(base.spread, better.spread), self.cfg.min_points)
-        verdict = "kept" if gain > threshold else "worse" if gain < -threshold else "within_spread"
+        verdict = "kept" if gain > threshold else "reversed" if gain < -threshold else "within_spread"
         return MeasuredPair(pair, base, better, gain, threshold, verdict)
 
 
 def measured_pairs(results: Iterable[MeasuredPair], cfg: MeasureConfig) -> list[Pair]:
-    """The kept pairs as training pairs: the baseline states its measured facts, the gain is the measured one."""
-    return [replace(m.pair, budget=m.baseline.budget(cfg.train_limit or 0), measured_gain=m.gain)
-            for m in results if m.kept]
+    """The kept pairs as training pairs, the winner as the improved side (a reversed pair trains the change back,
+    under the same settings: the LEMUR baseline's trial), the loser's measured facts in the prompt and the
+    measured gain."""
+    out = []
+    for m in results:
+        if not m.kept:
+            continue
+        pair, loser, gain = m.pair, m.baseline, m.gain
+        if m.verdict == "reversed":
+            trial = {"hyperparameters": pair.baseline.hyperparameters, "batch": pair.baseline.batch,
+                     "transform": pair.baseline.transform}
+            pair = make_pair(replace(pair.improved, **trial), replace(pair.baseline, **trial))
+            loser, gain = m.improved, -gain
+        out.append(replace(pair, budget=loser.budget(cfg.train_limit or 0), measured_gain=gain))
+    return out
 
 
 def main() -> None:

@@ -38,9 +38,8 @@ from itertools import groupby
 import numpy as np
 
 from deltadiff import make_diff
-from deltanas.baseline import Baseline
+from deltanas.baseline import Baseline, Budget
 from deltanas.heldout import is_held_out
-from deltanas.prompts import Budget
 
 log = logging.getLogger(__name__)
 

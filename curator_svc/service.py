@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from curator_svc.config import CuratorConfig
@@ -21,7 +21,7 @@ from curator_svc.novelty import NoveltyConfig, NoveltyIndex
 from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
 from curator_svc.pairing import PairingConfig, make_pair, pair_baselines
 from curator_svc.tracking import flatten, open_tracker
-from deltanas.baseline import Baseline
+from deltanas.baseline import Baseline, Budget
 from deltanas.errors import FailedPrecondition, NotFound, require
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
@@ -155,11 +155,16 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
             require(bool(c.code.strip()), f"candidates[{i}].code", "is empty")
             require(c.HasField("baseline") and bool(c.baseline.code), f"candidates[{i}].baseline", "is missing")
             require(0.0 <= c.accuracy <= 1.0, f"candidates[{i}].accuracy", "must be within [0, 1]")
+            if c.HasField("budget"):
+                Budget.from_proto(c.budget, f"candidates[{i}].budget")
+                require(abs(c.gain) <= 100, f"candidates[{i}].gain", "must be within [-100, 100] points")
         added = 0
         for c in request.candidates:
             b = Baseline.from_proto(c.baseline)
             record = {"candidate_id": c.candidate_id, "code": c.code, "accuracy": c.accuracy,
                       "baseline": {**b.__dict__}}
+            if c.HasField("budget"):  # a search's improved candidate: its gain was measured, so is its parent
+                record |= {"gain": c.gain, "budget": asdict(Budget.from_proto(c.budget))}
             if self.candidates.add(record):
                 self.novelty().add(c.candidate_id, c.code)
                 added += 1
@@ -179,7 +184,10 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
             baseline = Baseline(**record["baseline"])
             improved = Baseline(**{**record["baseline"], "name": cid, "code": record["code"],
                                    "accuracy": record["accuracy"]})
-            pairs.append(make_pair(baseline, improved))
+            pair = make_pair(baseline, improved)
+            if "budget" in record:  # measured by the search that found it: its prompt states the parent's facts
+                pair = replace(pair, budget=Budget(**record["budget"]), measured_gain=record["gain"])
+            pairs.append(pair)
         return pairs
 
     def BuildDataset(self, request: curator_pb2.BuildDatasetRequest, context) -> curator_pb2.BuildDatasetResponse:

@@ -1,9 +1,11 @@
-"""The unit every service talks about: one LEMUR model with the trial that scored it."""
+"""The unit every service talks about: one LEMUR model with the trial that scored it, and what a search measured
+of a model under its own budget."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deltanas.errors import require
 from deltanas.v1 import common_pb2
 
 
@@ -38,3 +40,32 @@ class Baseline:
                    task=msg.task or cls.task, metric=msg.metric or cls.metric,
                    hyperparameters=dict(msg.hyperparameters), batch=msg.batch or cls.batch,
                    transform=msg.transform or cls.transform)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a search measured of a model under its budget (the same settings its candidates train with)."""
+
+    accuracy: float  # mean over the seeds
+    spread: float  # standard deviation over the seeds
+    seeds: int
+    train_images: int
+    num_params: int
+    train_seconds: float
+
+    def to_proto(self) -> common_pb2.BudgetFacts:
+        return common_pb2.BudgetFacts(accuracy=self.accuracy, spread=self.spread, seeds=self.seeds,
+                                      train_images=self.train_images, num_params=self.num_params,
+                                      train_seconds=self.train_seconds)
+
+    @classmethod
+    def from_proto(cls, msg: common_pb2.BudgetFacts, field: str = "budget") -> Budget:
+        """The facts of a request, checked (InvalidArgument naming `field`.<name> otherwise)."""
+        require(0 <= msg.accuracy <= 1, f"{field}.accuracy", f"must be in [0, 1], got {msg.accuracy}")
+        require(0 <= msg.spread <= 1, f"{field}.spread", f"must be in [0, 1], got {msg.spread}")
+        require(1 <= msg.seeds <= 1000, f"{field}.seeds", f"must be in [1, 1000], got {msg.seeds}")
+        require(1 <= msg.train_images <= 10**9, f"{field}.train_images", f"must be in [1, 1e9], got {msg.train_images}")
+        require(0 <= msg.num_params <= 10**13, f"{field}.num_params", f"must be in [0, 1e13], got {msg.num_params}")
+        require(0 <= msg.train_seconds < 1e7, f"{field}.train_seconds", f"must be in [0, 1e7), got {msg.train_seconds}")
+        return cls(accuracy=msg.accuracy, spread=msg.spread, seeds=msg.seeds, train_images=msg.train_images,
+                   num_params=msg.num_params, train_seconds=msg.train_seconds)

@@ -18,24 +18,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from deltanas.baseline import Baseline
+from deltanas.baseline import Baseline, Budget
 from deltanas.vocabulary import MODES
 
 TEMPLATE_DIR = Path(__file__).with_name("prompt_templates")
 COMMON = "common"  # the parts both modes share
 _FENCE = {"delta": "diff", "full": "python"}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a search measured of a model under its budget (the same settings its candidates train with)."""
-
-    accuracy: float  # mean over the seeds
-    spread: float  # standard deviation over the seeds
-    seeds: int
-    train_images: int
-    num_params: int
-    train_seconds: float
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ ROLE_TAG = f"{TAG_PREFIX}role"  # search | candidate | reference (client); datas
 SEARCH_TAG = f"{TAG_PREFIX}search_id"
 CANDIDATE_TAG = f"{TAG_PREFIX}candidate_id"
 REFERENCE_TAG = f"{TAG_PREFIX}reference_key"  # a same-budget reference run (role reference)
+SKIPPED_TAG = f"{TAG_PREFIX}skipped_baselines"  # a search's baselines that do not learn under its budget (JSON list)
 
 # Artifact file names of a candidate's child run (constant, so that what is logged is what is read back).
 RAW_OUTPUT_FILE = "llm_output.txt"

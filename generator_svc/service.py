@@ -12,9 +12,9 @@ from pathlib import Path
 
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
-from deltanas.baseline import Baseline
+from deltanas.baseline import Baseline, Budget
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
-from deltanas.prompts import Budget, Tried, render_messages
+from deltanas.prompts import Tried, render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
 from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
@@ -57,21 +57,6 @@ MAX_TRIED = 16
 MAX_CHANGE_CHARS, MAX_OUTCOME_CHARS = 400, 200
 
 
-def _budget(request: generator_pb2.GenerateRequest) -> Budget | None:
-    """The request's budget facts, checked; None when it has none."""
-    if not request.HasField("budget"):
-        return None
-    b = request.budget
-    require(0 <= b.accuracy <= 1, "budget.accuracy", f"must be in [0, 1], got {b.accuracy}")
-    require(0 <= b.spread <= 1, "budget.spread", f"must be in [0, 1], got {b.spread}")
-    require(b.seeds >= 1, "budget.seeds", f"must be at least 1, got {b.seeds}")
-    require(b.train_images >= 1, "budget.train_images", f"must be at least 1, got {b.train_images}")
-    require(b.num_params >= 0, "budget.num_params", f"must not be negative, got {b.num_params}")
-    require(0 <= b.train_seconds < 1e7, "budget.train_seconds", f"must be in [0, 1e7), got {b.train_seconds}")
-    return Budget(accuracy=b.accuracy, spread=b.spread, seeds=b.seeds, train_images=b.train_images,
-                  num_params=b.num_params, train_seconds=b.train_seconds)
-
-
 def _tried(request: generator_pb2.GenerateRequest) -> list[Tried]:
     require(len(request.tried) <= MAX_TRIED, "tried", f"at most {MAX_TRIED} entries, got {len(request.tried)}")
     for t in request.tried:
@@ -105,8 +90,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         sampling = self._sampling(request)
         mode = MODE_NAMES[request.mode]
         baseline = Baseline.from_proto(request.baseline)
-        messages = render_messages(mode, baseline, request.feedback or None, budget=_budget(request),
-                                   tried=_tried(request))
+        budget = Budget.from_proto(request.budget) if request.HasField("budget") else None
+        messages = render_messages(mode, baseline, request.feedback or None, budget=budget, tried=_tried(request))
         seeds = [request.seed + i for i in range(request.n)]
         adapter = request.adapter or None
         require(not request.constrained or mode == "delta", "constrained", "only delta mode has a grammar")

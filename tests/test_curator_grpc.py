@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -66,8 +67,13 @@ def _baseline() -> common_pb2.Baseline:
                                accuracy=0.79, code=BASE, hyperparameters={"lr": 0.05}, batch=32, transform="norm")
 
 
+MEASURED = common_pb2.BudgetFacts(accuracy=0.3125, spread=0.02, seeds=3, train_images=4000, num_params=10234,
+                                  train_seconds=2.5)
+
+
 def test_add_candidates_is_idempotent(stub) -> None:
-    candidate = curator_pb2.AcceptedCandidate(candidate_id="c-wider", baseline=_baseline(), code=WIDER, accuracy=0.9)
+    candidate = curator_pb2.AcceptedCandidate(candidate_id="c-wider", baseline=_baseline(), code=WIDER, accuracy=0.9,
+                                              gain=6.4, budget=MEASURED)
     first = stub.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[candidate]), timeout=60)
     again = stub.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[candidate]), timeout=60)
     assert (first.added, first.duplicates) == (1, 0) and (again.added, again.duplicates) == (0, 1)
@@ -77,6 +83,10 @@ def test_add_candidates_is_idempotent(stub) -> None:
     bad = curator_pb2.AcceptedCandidate(candidate_id="c-bad", baseline=_baseline(), code=WIDER, accuracy=1.5)
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.AddCandidates, curator_pb2.AddCandidatesRequest(candidates=[bad]),
            field="candidates[0].accuracy")
+    bad = curator_pb2.AcceptedCandidate(candidate_id="c-bad", baseline=_baseline(), code=WIDER, accuracy=0.5,
+                                        budget=common_pb2.BudgetFacts(accuracy=0.5, seeds=3))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, stub.AddCandidates, curator_pb2.AddCandidatesRequest(candidates=[bad]),
+           field="candidates[0].budget.train_images")
 
 
 def test_build_dataset_and_fine_tune_operation(stub) -> None:
@@ -87,6 +97,12 @@ def test_build_dataset_and_fine_tune_operation(stub) -> None:
     counts = {c.stage: c.count for c in built.counts}
     assert counts["pairing.baselines"] > 1000 and counts["dataset.extra"] == 1
     assert (Path(built.path) / "train.jsonl").exists()
+    # The search's improved candidate joins with its measured gain, its prompt stating the parent's measured facts.
+    rows = [json.loads(line) for name in ("train.jsonl", "eval.jsonl")
+            for line in (Path(built.path) / name).read_text().splitlines()]
+    (mine,) = [r for r in rows if r["meta"]["improved"] == "c-wider"]
+    assert mine["meta"]["measured_gain"] == 6.4 and mine["meta"]["budget"]["train_images"] == 4000
+    assert "reaches accuracy 0.3125 (seed spread 0.0200 over 3 seeds)" in mine["messages"][1]["content"]
 
     op = stub.StartFineTune(curator_pb2.StartFineTuneRequest(dataset_id=built.dataset_id, max_steps=1,
                                                              gradient_accumulation=1), timeout=60).operation

@@ -20,10 +20,10 @@ from test_evaluator_grpc import MODEL, request
 
 from bench.bench_workers import EvaluatorProcess, candidates
 from client.config import SearchConfig
-from deltanas.evaluator_pool import EvaluatorPool, NoWorkerLeft
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
+from deltanas.evaluator_pool import EvaluatorPool, NoWorkerLeft
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import CANDIDATE_TAG
 
@@ -118,7 +118,8 @@ def test_search_with_a_worker_killed_mid_call_logs_one_child_run_per_candidate(
         svc.evaluators[a.address] = KillOnFirstCall(svc.evaluators[a.address], a)
         tracker = Tracker(mlflow_uri, "failover", journal_dir=tmp_path / "journal")
         cfg = SearchConfig(datasets=["mnist"], baseline_names=[MODEL], candidates=3, max_new_tokens=32,
-                           train_limit=300, test_limit=200, eval_timeout_s=120, experiment="failover")
+                           train_limit=500, test_limit=200, reference_seeds=2, eval_timeout_s=120,
+                           experiment="failover")
         result = Search(cfg, svc, tracker).run()
     assert a.proc.poll() is not None  # the worker really died during the search
     children = tracker.children(result.run_id)

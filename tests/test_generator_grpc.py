@@ -74,6 +74,18 @@ def test_progress_messages_stream_the_tokens_so_far_before_each_answer(stub, con
         assert all(r.raw_text == "" and r.finish_reason == "" and r.seed == answer.seed for r in partial)
 
 
+def test_budget_facts_and_history_reach_the_prompt(stub) -> None:
+    """The prompt states the measured facts instead of LEMUR's record, and what was tried: it is longer by them."""
+    plain = list(stub.Generate(request(n=1, sampling=generator_pb2.SamplingParams(max_new_tokens=4)), timeout=300))
+    budget = common_pb2.BudgetFacts(accuracy=0.3125, spread=0.02, seeds=3, train_images=4000, num_params=10234,
+                                    train_seconds=2.5)
+    tried = [generator_pb2.TriedChange(change="-loss.backward() | +loss.backward(retain_graph=True)",
+                                       outcome="no effect (the same predictions)")]
+    told = list(stub.Generate(request(n=1, budget=budget, tried=tried,
+                                      sampling=generator_pb2.SamplingParams(max_new_tokens=4)), timeout=300))
+    assert told[0].prompt_tokens > plain[0].prompt_tokens + 40
+
+
 def test_full_mode_uses_its_own_template(stub) -> None:
     (reply,) = stub.Generate(request(mode=common_pb2.MODE_FULL, n=1), timeout=300)
     assert reply.output_tokens > 0
@@ -88,6 +100,11 @@ def test_full_mode_uses_its_own_template(stub) -> None:
     ({"sampling": generator_pb2.SamplingParams(max_new_tokens=40_000)}, "baseline.code"),  # prompt + 40k > context
     ({"mode": common_pb2.MODE_FULL, "constrained": True}, "constrained"),  # only delta mode has a grammar
     ({"progress_interval_s": -1.0}, "progress_interval_s"),
+    ({"budget": common_pb2.BudgetFacts(accuracy=1.5, seeds=3, train_images=10)}, "budget.accuracy"),
+    ({"budget": common_pb2.BudgetFacts(accuracy=0.5, seeds=0, train_images=10)}, "budget.seeds"),
+    ({"tried": [generator_pb2.TriedChange(change="-a | +b", outcome="no effect")] * 17}, "tried"),
+    ({"tried": [generator_pb2.TriedChange(change="x" * 401, outcome="no effect")]}, "tried.change"),
+    ({"tried": [generator_pb2.TriedChange(change="-a | +b", outcome="line\nbreak")]}, "tried.outcome"),
 ])
 def test_bad_input_is_invalid_argument_naming_the_field(stub, overrides: dict, field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:

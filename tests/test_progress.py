@@ -9,7 +9,7 @@ import re
 import pytest
 
 from client.progress import ProgressDisplay, stages
-from client.search import SearchProgress
+from client.records import SearchProgress
 
 # A search of 4 candidates: two asked of the LLM (their tokens streaming in), one answered and evaluated, both
 # done, then two more.
@@ -17,7 +17,8 @@ STEPS = [SearchProgress(4, generating=2), SearchProgress(4, generating=2, tokens
          SearchProgress(4, generating=2, tokens=95), SearchProgress(4, generating=1, evaluating=1, tokens=30),
          SearchProgress(4, generating=0, evaluating=2), SearchProgress(4, evaluating=1, done=1, valid=1),
          SearchProgress(4, done=2, valid=1), SearchProgress(4, generating=2, done=2, valid=1),
-         SearchProgress(4, evaluating=2, done=2, valid=1), SearchProgress(4, done=4, valid=2)]
+         SearchProgress(4, evaluating=2, done=2, valid=1),
+         SearchProgress(4, done=4, valid=2, improved=1, best_gain=4.2)]
 
 
 def test_off_a_terminal_one_plain_line_per_finished_candidate(caplog) -> None:
@@ -28,8 +29,9 @@ def test_off_a_terminal_one_plain_line_per_finished_candidate(caplog) -> None:
     assert stream.getvalue() == ""  # nothing drawn: the lines go through logging
     lines = [r.getMessage() for r in caplog.records]
     assert [re.search(r"done (\d)/4", line).group(1) for line in lines] == ["0", "1", "2", "4"]
-    assert "generating 2, evaluating 0, done 0/4 (0 valid)" in lines[0]
-    assert lines[-1].startswith("progress: generating 0, evaluating 0, done 4/4 (2 valid)")
+    assert "generating 2, evaluating 0, done 0/4 (0 valid, 0 improved)" in lines[0]
+    assert lines[-1].startswith(
+        "progress: generating 0, evaluating 0, done 4/4 (2 valid, 1 improved, best +4.2 points)")
     assert all("candidates/min" in line and "ETA" in line and "\x1b" not in line for line in lines)
     assert "ETA unknown" in lines[0] and "ETA 0 s" in lines[-1]
 
@@ -42,7 +44,7 @@ def test_on_a_terminal_a_live_bar_with_the_stage_counts() -> None:
     out = stream.getvalue()
     assert "\x1b[" in out  # drawn with terminal control sequences
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
-    assert "4/4" in plain and "done 4/4 (2 valid)" in plain and "/min" in plain
+    assert "4/4" in plain and "done 4/4 (2 valid, 1 improved, best +4.2" in plain
     assert "generating 2 (95 tokens so far)" in plain  # the tokens stream in on the bar
 
 
@@ -53,7 +55,7 @@ def test_stage_words_count_the_tokens_written_so_far() -> None:
 
 def test_stage_words_name_skipped_candidates_on_resume() -> None:
     assert stages(SearchProgress(6, done=3, skipped=3, valid=1)) == (
-        "generating 0, evaluating 0, done 3/6 (1 valid, 3 already recorded)")
+        "generating 0, evaluating 0, done 3/6 (1 valid, 0 improved, 3 already recorded)")
 
 
 def test_rate_and_eta_leave_out_what_a_resume_skipped() -> None:

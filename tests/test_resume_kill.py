@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cli(uri: str, *extra: str, env: dict[str, str]) -> subprocess.Popen:
     args = [sys.executable, "-m", "client.cli", "run", "--model", "smollm2-135m", "--tracking-uri", uri,
             "--baseline-names", MODEL, "--cycles", "2", "--candidates", "3", "--max-new-tokens", "32",
-            "--train-limit", "200", "--test-limit", "100", *extra]
+            "--train-limit", "500", "--test-limit", "200", "--reference-seeds", "2", *extra]
     # Its own process group: the kill takes its sandboxed evaluation workers down with it, like a crash.
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

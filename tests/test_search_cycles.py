@@ -81,7 +81,8 @@ def test_presets_paper_protocol_and_tiny_default() -> None:
     assert sorted(paper.datasets) == sorted(DATASETS) and paper.cycles == 22 and 45 <= per_cycle <= 55
     assert paper.finetune and paper.epochs == 1 and paper.retrain_top_k > 0
     embedded = build(SearchConfig, tomllib.loads((PRESET_DIR / "embedded.toml").read_text()))
-    assert embedded.cycles * embedded.candidates <= 5 and embedded.train_limit > 0
+    assert embedded.cycles * embedded.candidates <= 12 and embedded.train_limit > 0
+    assert embedded.selection == "evolve" and embedded.reference_seeds >= 3 and paper.selection == "paging"
     assert not embedded.finetune and embedded.repair_rounds == 0 and embedded.retrain_top_k == 0
 
 
@@ -103,7 +104,8 @@ def test_two_cycle_ab_search_report_agrees_with_child_runs(tmp_path: Path, mlflo
     monkeypatch.setenv("DELTANAS_CURATOR_STATE_DIR", str(tmp_path / "curator"))
     assert main(["run", "--model", "smollm2-135m", "--tracking-uri", mlflow_uri, "--search-id", "ab",
                  "--modes", "delta,full", "--cycles", "2", "--candidates", "2", "--baseline-names", MODEL,
-                 "--max-new-tokens", "24", "--train-limit", "200", "--test-limit", "100"]) == 0
+                 "--max-new-tokens", "24", "--train-limit", "500", "--test-limit", "200",
+                 "--reference-seeds", "2"]) == 0
     assert "0 already recorded" not in capsys.readouterr().out
 
     report = make_report(mlflow_uri, "deltanas", "ab", reference=False)
@@ -127,11 +129,22 @@ def test_two_cycle_ab_search_report_agrees_with_child_runs(tmp_path: Path, mlflo
     assert parent.data.metrics["delta_candidates"] == 4.0
 
 
+def _wider(width: int) -> str:
+    """MODEL with its second conv block `width` channels wide, as an LLM answer."""
+    tail = ",\n            torch.nn.ReLU(inplace=True),\n        ]\n\n        self._last"
+    code = (BASE.replace("torch.nn.Conv2d(32, 32,", f"torch.nn.Conv2d(32, {width},")
+            .replace("torch.nn.BatchNorm2d(32)" + tail, f"torch.nn.BatchNorm2d({width})" + tail)
+            .replace("self._last_channels = 32", f"self._last_channels = {width}"))
+    return f"```diff\n{deltadiff.make_diff(BASE, code)}```"
+
+
 class ScriptedLLM(FakeServer):
     """An OpenAI-compatible LLM server with a script: a repair request (it carries the failure feedback) and
-    an even seed get a valid diff of MODEL, an odd seed gets prose without a diff."""
+    an even seed get a valid diff of MODEL (the same one, or with `distinct` one per seed), an odd seed gets prose
+    without a diff."""
 
     requests: ClassVar[list[dict]] = []
+    distinct: ClassVar[bool] = False
 
     def do_POST(self) -> None:
         if self.path != "/v1/chat/completions":
@@ -139,7 +152,8 @@ class ScriptedLLM(FakeServer):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append(body)
         prompt = body["messages"][-1]["content"]
-        text = ANSWER if "previous diff failed" in prompt or body["seed"] % 2 == 0 else "Add more layers."
+        valid = _wider(33 + body["seed"] % 97) if self.distinct else ANSWER
+        text = valid if "previous diff failed" in prompt or body["seed"] % 2 == 0 else "Add more layers."
         usage = {"prompt_tokens": 900, "completion_tokens": len(text.split())}
         self._reply({"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": usage})
 
@@ -149,7 +163,7 @@ def scripted_generator() -> Iterator[str]:
     from generator_svc.config import GeneratorConfig
     from generator_svc.service import build_server
 
-    ScriptedLLM.adapters, ScriptedLLM.requests = {}, []
+    ScriptedLLM.adapters, ScriptedLLM.requests, ScriptedLLM.distinct = {}, [], False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedLLM)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     server = build_server(GeneratorConfig(port=0, backend="openai", model="",
@@ -163,9 +177,10 @@ def scripted_generator() -> Iterator[str]:
 @pytest.mark.slow
 def test_closed_loop_finetunes_repairs_and_retrains(curator_server, evaluator_server, scripted_generator,
                                                     mlflow_uri) -> None:
+    ScriptedLLM.distinct = True  # every valid answer another program: none is dropped as a duplicate here
     cfg = SearchConfig(search_id="loop", baseline_names=[MODEL], candidates=2, cycles=2, finetune=True,
                        finetune_steps=1, finetune_accumulation=1, repair_rounds=1, retrain_top_k=1, retrain_epochs=2,
-                       train_limit=200, test_limit=100, eval_timeout_s=300)
+                       train_limit=500, test_limit=200, eval_timeout_s=300)
     tracker = Tracker(mlflow_uri, "deltanas")
     endpoints = Endpoints(curator_server.address, scripted_generator, [evaluator_server.address])
     with Services(endpoints) as services:

@@ -15,14 +15,16 @@ pytestmark = pytest.mark.slow
 
 def run_cli(*args: str) -> int:
     return main(["run", "--model", "smollm2-135m", "--baseline-names", MODEL, "--candidates", "2",
-                 "--max-new-tokens", "96", "--train-limit", "300", "--test-limit", "200", *args])
+                 "--max-new-tokens", "96", "--train-limit", "500", "--test-limit", "200", "--reference-seeds", "2",
+                 *args])
 
 
 def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch, capsys, mlflow_uri) -> None:
     monkeypatch.setenv("DELTANAS_CURATOR_STATE_DIR", str(tmp_path / "curator"))
     assert run_cli("--tracking-uri", mlflow_uri, "--search-id", "e2e") == 0
     out = capsys.readouterr().out
-    assert "candidate" in out and "failure stage" in out and "mlflow ui --backend-store-uri" in out
+    assert "candidate" in out and "outcome" in out and "reference" in out and "mlflow ui --backend-store-uri" in out
+    assert "improved: " in out or "no improvement: none of 2 candidate(s) beat its same-budget reference" in out
     assert f"deltanas ui e2e --tracking-uri {mlflow_uri}" in out
 
     client = MlflowClient(mlflow_uri)
@@ -51,7 +53,9 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
         assert ("accuracy" in child.data.metrics) == (child.data.tags["deltanas.status"] == "valid")
         assert child.data.metrics["output_tokens"] > 0
         tags = child.data.tags
-        assert tags["deltanas.status"] in ("valid", "invalid")
+        assert tags["deltanas.status"] in ("valid", "invalid", "duplicate")
+        assert tags["deltanas.parent"] == tags["deltanas.root"] == MODEL and tags["deltanas.generation"] == "1"
+        assert child.data.metrics["reference_accuracy"] > 0.1 and "reference_spread" in child.data.metrics
         # Constrained by default: the untuned SmolLM2 still writes a diff that applies, and forced text is counted.
         assert tags["deltanas.constrained"] == "true" and tags["deltanas.finish_reason"] in ("stop", "length")
         assert child.data.metrics["forced_tokens"] > 0
@@ -66,7 +70,7 @@ def test_embedded_search_logs_one_child_run_per_candidate(tmp_path, monkeypatch,
 
     # Resuming a finished search records nothing twice.
     assert run_cli("--tracking-uri", mlflow_uri, "--resume", "e2e") == 0
-    assert "2 already recorded" in capsys.readouterr().out
+    assert "2 candidate(s) already recorded" in capsys.readouterr().out
     assert len(client.get_metric_history(parent.info.run_id, "delta/valid_rate")) == 1  # the dashboard: unchanged
     assert len(client.search_runs([experiment.experiment_id],
                                   f"tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'")) == 2

@@ -261,3 +261,17 @@ def test_selection_and_outcome_knobs_are_validated() -> None:
         SearchConfig(reference_seeds=0)
     with pytest.raises(ValueError, match="evolve_decay: must be within"):
         SearchConfig(evolve_decay=0.0)
+
+
+def test_prompt_states_the_budget_and_what_was_tried() -> None:
+    from deltanas.baseline import Budget
+    from deltanas.prompts import Tried, render_messages
+
+    budget = Budget(accuracy=0.3125, spread=0.0213, seeds=3, train_images=4000, num_params=10234, train_seconds=2.46)
+    user = render_messages("delta", BASELINE, budget=budget,
+                           tried=[Tried("-a | +b", "no effect (the same predictions)")])[1]["content"]
+    assert "Trained for 1 epoch(s) on 4000 images" in user and "10,234 parameters" in user
+    assert "reaches accuracy 0.3125 (seed spread 0.0213 over 3 seeds) in 2.5 s" in user
+    assert "- -a | +b: no effect (the same predictions)" in user and "do not repeat" in user
+    plain = render_messages("delta", BASELINE)[1]["content"]
+    assert plain.startswith("Task: img-classification on digits. This model reaches accuracy 0.5000 after 1")

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from client.records import ReferenceRecord
 from client.tracking import CandidateRecord, Tracker
-from deltanas.vocabulary import CANDIDATE_TAG, RAW_OUTPUT_FILE
+from deltanas.vocabulary import CANDIDATE_TAG, CODE_FILE, RAW_OUTPUT_FILE, REFERENCE_TAG, ROLE_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +113,29 @@ def test_outage_is_journaled_then_synced_without_duplicates(server, tmp_path, ca
     resumed.client.download_artifacts(by_id["c3"].info.run_id, RAW_OUTPUT_FILE, str(tmp_path))
     assert (tmp_path / RAW_OUTPUT_FILE).read_text() == "answer of c3"
     assert resumed.client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_references_and_tags_written_in_an_outage_are_found_and_synced_once(server, tmp_path) -> None:
+    """A same-budget reference measured while the store is down is journaled, found again by its key (a search
+    goes on judging against it), and becomes one reference run when the store is back; a tag set meanwhile reads
+    back at once."""
+    tracker = Tracker(server.uri, "outage", journal_dir=tmp_path / "journal", retry_s=0)
+    run_id = tracker.start_search("s-refs", {}, {})
+    server.stop()
+    reference = ReferenceRecord("key-1", "reference-tiny", {"seeds": 3}, {"accuracy_mean": 0.4},
+                                {"deltanas.program": "tiny"}, {CODE_FILE: "x = 1\n"})
+    tracker.log_reference(reference)
+    tracker.set_tags(run_id, {"deltanas.skipped_baselines": '["b: at chance"]'})
+    assert tracker.run_tags(run_id)["deltanas.skipped_baselines"] == '["b: at chance"]'
+    tracker.finish(run_id)  # the process ends with the records in the journal
+
+    server.start()
+    again = Tracker(server.uri, "outage", journal_dir=tmp_path / "journal", retry_s=0)  # the next process
+    assert again.journal.pending() and again.find_reference("key-1").metrics == {"accuracy_mean": 0.4}
+    again.log_reference(reference)  # idempotent by key
+    assert again.sync()
+    runs = again.client.search_runs([again.experiment_id], f"tags.`{ROLE_TAG}` = 'reference'")
+    assert [r.data.tags[REFERENCE_TAG] for r in runs] == ["key-1"] and runs[0].data.metrics["accuracy_mean"] == 0.4
+    third = Tracker(server.uri, "outage", journal_dir=tmp_path / "journal", retry_s=0)
+    assert third.find_reference("key-1").name == "reference-tiny"  # now from the store
+    assert third.run_tags(run_id)["deltanas.skipped_baselines"] == '["b: at chance"]'

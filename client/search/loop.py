@@ -29,9 +29,12 @@ from client.report import publish
 from client.sdk import Services
 from client.search.adapters import Adapters
 from client.search.archive import Archive, Program
+from client.search.candidates import Slot, Submitted, program_key, record_of
+from client.search.confirm import confirm_improved
 from client.search.ids import candidate_id, derive_seed, repair_id
 from client.search.outcomes import NoiseRule, Outcome, judge
 from client.search.references import Reference, References
+from client.search.retrain import retrain_top
 from client.search.roots import LemurRoots
 from client.search.selection import make_selection
 from client.tracking import Tracker, is_outage
@@ -44,44 +47,13 @@ from deltanas.vocabulary import (
     CODE_FILE,
     DIFF_FILE,
     FAILURE_FILE,
-    FINISH_LENGTH,
     MODE_VALUES,
     PROMPT_FILE,
     RAW_OUTPUT_FILE,
-    TAG_PREFIX,
+    SKIPPED_TAG,
 )
 
 log = logging.getLogger("deltanas.search")
-
-SKIPPED_TAG = f"{TAG_PREFIX}skipped_baselines"
-
-
-@dataclass
-class _Slot:
-    """Where a generated answer goes: its candidate id, index, attempt (0: first, n: n-th repair) and how many of
-    its answers were dropped as duplicates."""
-
-    cid: str
-    index: int
-    attempt: int = 0
-    repaired_from: str = ""
-    resamples: int = 0
-
-
-@dataclass(frozen=True)
-class _Submitted:
-    """An evaluation on its way: what the candidate's record needs besides the evaluator's reply."""
-
-    cycle: int
-    slot: _Slot
-    parent: Program
-    mode: str
-    gen: generator_pb2.GenerateResponse
-    adapter: str
-    started_ms: int
-    prompt: str
-    code_key: str
-
 
 @dataclass
 class _Unit:
@@ -116,7 +88,7 @@ class Search:
         self._model = ""
         self._constrained = False  # delta answers decoded under the baseline's grammar (decoding, generator)
         self._result = SearchResult("", "")
-        self._pending: list[tuple[Future, _Submitted]] = []  # evaluations submitted, not yet logged
+        self._pending: list[tuple[Future, Submitted]] = []  # evaluations submitted, not yet logged
         self._evaluated: dict[str, evaluator_pb2.EvaluateResponse] = {}  # this process's valid ones, by candidate id
         self._writing: dict[str, int] = {}  # candidate id -> tokens so far, of the answers still being written
 
@@ -152,7 +124,7 @@ class Search:
                 for cycle in range(cfg.cycles):
                     self._cycle(cycle, pool)
                     if cfg.retrain_top_k:
-                        self._retrain(cycle, pool, run_id)
+                        self._retrain(cycle, pool)
                     self._publish(final=cycle == cfg.cycles - 1)
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -215,7 +187,7 @@ class Search:
         adapters: dict[str, str] | None = None
         for unit in units:
             ids = [candidate_id(cfg.search_id, cycle, unit.parent.id, unit.mode, i) for i in range(unit.count)]
-            slots = {i: _Slot(cid, i) for i, cid in enumerate(ids) if not self.tracker.is_logged(cid)}
+            slots = {i: Slot(cid, i) for i, cid in enumerate(ids) if not self.tracker.is_logged(cid)}
             self._skip(unit.count - len(slots))
             if slots:
                 adapters = adapters or self.adapters.for_cycle(cycle, self._result.run_id)
@@ -235,7 +207,7 @@ class Search:
                     continue
                 unit = by_parent[done.baseline, done.mode]
                 first = candidate_id(cfg.search_id, cycle, done.baseline, done.mode, done.index)
-                slot = _Slot(repair_id(first, attempt), done.index, attempt, done.candidate_id)
+                slot = Slot(repair_id(first, attempt), done.index, attempt, done.candidate_id)
                 self._advance(total=1)  # a repair is one more candidate
                 if self.tracker.is_logged(slot.cid):
                     self._skip(1)
@@ -246,7 +218,7 @@ class Search:
                                feedback=f"{done.failure_stage}: {done.failure_reason}")
             self._log_evaluated(wait=True)
 
-    def _generate(self, cycle: int, unit: _Unit, adapter: str, slots: dict[int, _Slot], pool: EvaluatorPool,
+    def _generate(self, cycle: int, unit: _Unit, adapter: str, slots: dict[int, Slot], pool: EvaluatorPool,
                   seed: int, feedback: str = "") -> None:
         """Streams answers for the slots; each new program goes to the evaluators at once, one already evaluated on
         this parent is asked for again (at most resample_limit times), and finished evaluations are logged while
@@ -259,7 +231,7 @@ class Search:
             constrained=self._constrained and unit.mode == "delta", progress_interval_s=self.progress_interval_s,
             sampling=generator_pb2.SamplingParams(
                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
-            budget=generator_pb2.BudgetFacts(**asdict(budget)),
+            budget=budget.to_proto(),
             tried=[generator_pb2.TriedChange(change=t.change[:400], outcome=t.outcome[:200]) for t in tried])
         messages = render_messages(unit.mode, parent.baseline, feedback or None, budget=budget, tried=tried)
         prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
@@ -274,7 +246,7 @@ class Search:
         request.request_id, request.n, request.seed = base_id, max(slots) + 1, seed
         todo, rounds = slots, 0
         while todo:
-            again: dict[int, _Slot] = {}
+            again: dict[int, Slot] = {}
             for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
                 slot = todo.get(gen.index)
                 if slot is None:
@@ -284,7 +256,7 @@ class Search:
                     self._writing[slot.cid] = gen.output_tokens
                     continue
                 self._advance(tokens=-self._writing.pop(slot.cid, 0))
-                key = _program_key(gen, unit.mode, parent.baseline.code)
+                key = program_key(gen, unit.mode, parent.baseline.code)
                 if key and key in seen and slot.resamples < cfg.resample_limit:
                     slot.resamples += 1
                     log.info("candidate %s: the same program as %s; asking again (%d/%d)", slot.cid, seen[key],
@@ -294,7 +266,7 @@ class Search:
                 self._advance(generating=-1, evaluating=1)
                 log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", slot.cid, gen.output_tokens,
                          gen.latency_s, parent.id, unit.mode, f", repair of {slot.repaired_from}" if feedback else "")
-                sub = _Submitted(cycle, slot, parent, unit.mode, gen, adapter, started_ms, prompt, key)
+                sub = Submitted(cycle, slot, parent, unit.mode, gen, adapter, started_ms, prompt, key)
                 if key and key in seen:
                     self._finish_duplicate(sub, seen[key])
                     continue
@@ -305,7 +277,7 @@ class Search:
             request.request_id, request.n = f"{base_id}/resample{rounds}", len(todo)
             request.seed = derive_seed(seed, "resample", rounds)
 
-    def _submit(self, sub: _Submitted, pool: EvaluatorPool) -> None:
+    def _submit(self, sub: Submitted, pool: EvaluatorPool) -> None:
         """Sends a candidate to the evaluators (seed 0, its parent's settings) and logs what has finished since."""
         cfg, parent = self.cfg, sub.parent
         answer = {"delta_answer": sub.gen.raw_text, "baseline_code": parent.baseline.code} \
@@ -326,7 +298,7 @@ class Search:
                 waiting.append((future, sub))
         self._pending = waiting
 
-    def _finish(self, ev: evaluator_pb2.EvaluateResponse, sub: _Submitted) -> None:
+    def _finish(self, ev: evaluator_pb2.EvaluateResponse, sub: Submitted) -> None:
         """Judges an evaluated candidate against its parent's reference, feeds an improved novel one back to the
         curator and logs it."""
         cfg, parent = self.cfg, sub.parent
@@ -341,7 +313,7 @@ class Search:
         stage = "" if stage == "UNSPECIFIED" else stage.lower()
         diff = ev.applied_diff or (deltadiff.make_diff(parent.baseline.code, ev.patched_code) if ev.patched_code
                                    else "")
-        res = replace(self._result_of(sub), status="valid" if valid else "invalid", failure_stage=stage,
+        res = replace(self._record_of(sub), status="valid" if valid else "invalid", failure_stage=stage,
                       failure_reason=ev.failure_reason, accuracy=ev.accuracy if valid else 0.0,
                       diff_lines=ev.diff_lines, evaluation_s=ev.duration_s, novelty_jaccard=jaccard, accepted=accepted,
                       worker=ev.worker, nearest_model=nearest, eval_metrics=dict(ev.metrics),
@@ -352,7 +324,9 @@ class Search:
         if accepted:  # fed back before it is logged: every logged accepted candidate is in the curator's corpus
             reply = self.svc.curator.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[
                 curator_pb2.AcceptedCandidate(candidate_id=res.candidate_id, baseline=parent.baseline.to_proto(),
-                                              code=ev.patched_code, accuracy=ev.accuracy)]), timeout=60)
+                                              code=ev.patched_code, accuracy=ev.accuracy, gain=verdict.gain,
+                                              budget=parent.reference.budget().to_proto())]),
+                timeout=60)
             log.info("candidate %s: accepted into the curator's corpus (%d candidates)", res.candidate_id,
                      reply.total)
         if valid:
@@ -365,38 +339,29 @@ class Search:
                  f" at {stage} ({ev.failure_reason[:120]})" if stage else
                  f", accuracy {res.accuracy:.4f}, gain {res.gain:+.2f} points (threshold {res.threshold:.2f})")
 
-    def _finish_duplicate(self, sub: _Submitted, same_as: str) -> None:
+    def _finish_duplicate(self, sub: Submitted, same_as: str) -> None:
         """A candidate whose answers were all programs already evaluated on its parent: logged, not evaluated."""
         reason = f"the same program as {same_as}, after {sub.slot.resamples} re-sample(s)"
-        res = replace(self._result_of(sub), status="duplicate", outcome=Outcome.DUPLICATE.value, code_key=sub.code_key,
+        res = replace(self._record_of(sub), status="duplicate", outcome=Outcome.DUPLICATE.value, code_key=sub.code_key,
                       failure_reason=reason)
         self._log(res, {PROMPT_FILE: sub.prompt, BASELINE_FILE: sub.parent.baseline.code,
                         RAW_OUTPUT_FILE: sub.gen.raw_text}, sub.started_ms)
         log.info("candidate %s: not evaluated, %s", res.candidate_id, reason)
 
-    def _result_of(self, sub: _Submitted) -> CandidateResult:
-        """The candidate's record before its evaluation: what was asked and what the LLM answered."""
-        parent, gen, ref = sub.parent, sub.gen, sub.parent.reference
-        b = parent.baseline
-        root = self.archive.programs.get(parent.root, parent).baseline
-        return CandidateResult(
-            candidate_id=sub.slot.cid, cycle=sub.cycle, baseline=parent.id, dataset=b.dataset, mode=sub.mode,
-            index=sub.slot.index, status="invalid", failure_stage="", failure_reason="", accuracy=0.0,
-            lemur_accuracy=root.accuracy, diff_lines=0, output_tokens=gen.output_tokens,
-            output_lines=gen.output_lines, generation_s=gen.latency_s, evaluation_s=0.0,
-            attempt=sub.slot.attempt, repaired_from=sub.slot.repaired_from, model=self._model,
-            adapter=sub.adapter or "base", seed=gen.seed, batch=b.batch, transform=b.transform,
-            hyperparameters=dict(b.hyperparameters), prompt_tokens=gen.prompt_tokens,
-            tokens_per_second=gen.tokens_per_second, forced_tokens=gen.forced_tokens,
-            finish_reason=gen.finish_reason, constrained=self._constrained and sub.mode == "delta",
-            reference_accuracy=ref.mean, reference_spread=ref.spread, root=parent.root,
-            generation=parent.generation + 1, resamples=sub.slot.resamples)
+    def _record_of(self, sub: Submitted) -> CandidateResult:
+        """The candidate's record before its evaluation (with its root's LEMUR record as context)."""
+        root = self.archive.programs.get(sub.parent.root, sub.parent).baseline
+        return record_of(sub, self._model, self._constrained, root.accuracy)
 
     def _log(self, res: CandidateResult, artifacts: dict[str, str], started_ms: int) -> None:
         with self._lock:
             self.tracker.log_candidate(self._result.run_id, self.cfg.search_id, res.to_record(artifacts, started_ms))
             self._result.results.append(res)
-        self._advance(evaluating=-1, done=1, valid=int(res.valid))
+        self._advance(evaluating=-1, done=1, valid=int(res.valid), improved=int(res.improved))
+        if res.valid and res.gain is not None:
+            with self._lock:
+                best = self._progress.best_gain
+                self._progress = replace(self._progress, best_gain=res.gain if best is None else max(best, res.gain))
         if self.on_result:
             self.on_result(res)
 
@@ -406,68 +371,23 @@ class Search:
                 if r.cycle == cycle]
 
     def _close_cycle(self, cycle: int) -> None:
-        """Records the cycle's candidates in the archive (as the store holds them) and measures each improved one's
-        own reference; one still improved on its mean becomes a parent for the next cycles."""
+        """Records the cycle's candidates in the archive (as the store holds them) and confirms the improved ones
+        (client.search.confirm): one still improved on its own reference's mean becomes a parent."""
         results = self._cycle_results(cycle)
         for r in results:
             self.archive.record(r)
-        improved = [r for r in results if r.improved and r.baseline in self.archive.programs]
-        if not improved:
-            return
-        todo, seed0 = [], {}
-        for r in improved:
-            parent = self.archive.programs[r.baseline]
-            ev = self._evaluated.get(r.candidate_id)
-            code = ev.patched_code if ev else self.tracker.read_artifact(r.run_id, CODE_FILE)
-            settings = self.cfg.settings(parent.baseline)
-            if ev is not None:
-                seed0[self.references.key(settings, code)] = ev
-            todo.append((r, parent, code, settings))
-        found = self.references.prepare([(r.candidate_id, code, s) for r, _, code, s in todo], seed0)
-        for r, parent, code, settings in todo:
-            ref = found[self.references.key(settings, code)]
-            confirmed = 100 * (ref.mean - parent.reference.mean) if ref.learns else None
-            if r.confirmed_gain is None and confirmed is not None:
-                self.tracker.update_candidate(r.candidate_id, {"confirmed_gain": confirmed})
-                self._update_result(r.candidate_id, confirmed)
-            if confirmed is not None and r.threshold is not None and confirmed > r.threshold:
-                self.archive.add(Program.child(r, code, parent, ref, cycle))
-                log.info("candidate %s: confirmed over %d seeds (%+.2f points, reference %s): a parent from now on",
-                         r.candidate_id, len(ref.accuracies), confirmed, ref.describe())
-            else:
-                log.info("candidate %s: not confirmed over the seeds (%s, parent %s)", r.candidate_id,
-                         ref.describe(), parent.reference.describe())
+        confirmed = confirm_improved(cycle, results, self.archive, self.references, self.tracker, self.cfg,
+                                     self._evaluated)
+        for cid, gain in confirmed.items():
+            self._update_result(cid, gain)
 
     def _update_result(self, cid: str, confirmed_gain: float) -> None:
         with self._lock:
             self._result.results = [replace(r, confirmed_gain=confirmed_gain) if r.candidate_id == cid else r
                                     for r in self._result.results]
 
-    def _retrain(self, cycle: int, pool: EvaluatorPool, run_id: str) -> None:
-        """Re-trains the cycle's top-k valid candidates for `retrain_epochs` epochs (the patched code in full
-        mode) and logs `accuracy_long` / `long_epochs` on their child runs; already re-trained ones are kept."""
-        cfg = self.cfg
-        valid = [r for r in self._cycle_results(cycle) if r.valid]
-        pending = []
-        for done in sorted(valid, key=lambda r: (-r.accuracy, r.candidate_id))[:cfg.retrain_top_k]:
-            if done.accuracy_long is not None:
-                continue
-            cid = done.candidate_id
-            trained = Baseline(cid, done.dataset, "", 0.0, hyperparameters=done.hyperparameters, batch=done.batch,
-                               transform=done.transform)
-            settings = cfg.settings(trained, epochs=cfg.retrain_epochs)
-            code = self.tracker.read_artifact(done.run_id, CODE_FILE)
-            log.info("candidate %s: re-training for %d epochs", cid, cfg.retrain_epochs)
-            pending.append((cid, pool.submit(settings.request(
-                f"{cfg.search_id}/{cid}/long{cfg.retrain_epochs}", cid, seed=0, timeout_s=cfg.retrain_timeout_s,
-                code=code), deadline_s=cfg.retrain_timeout_s + 120)))
-        for cid, future in pending:
-            ev = future.result()
-            if ev.status != evaluator_pb2.CANDIDATE_STATUS_VALID:
-                log.warning("candidate %s: re-training failed (%s)", cid, ev.failure_reason[:200])
-                continue
-            self.tracker.update_candidate(cid, {"accuracy_long": ev.accuracy}, {"long_epochs": cfg.retrain_epochs})
-            log.info("candidate %s: accuracy after %d epochs %.4f", cid, cfg.retrain_epochs, ev.accuracy)
+    def _retrain(self, cycle: int, pool: EvaluatorPool) -> None:
+        retrain_top(self.cfg, self._cycle_results(cycle), pool, self.tracker)
 
     def _skip(self, n: int) -> None:
         self._result.skipped += n
@@ -481,17 +401,6 @@ class Search:
             progress = self._progress
         if self.on_progress:
             self.on_progress(progress)
-
-
-def _program_key(gen: generator_pb2.GenerateResponse, mode: str, parent_code: str) -> str:
-    """The fingerprint of the program an answer makes of its parent ("" when it does not extract or apply: the
-    evaluator then says why, at no training cost)."""
-    try:
-        code = deltadiff.answer_program(gen.raw_text, parent_code, delta=mode == "delta",
-                                        cut=gen.finish_reason == FINISH_LENGTH)
-    except deltadiff.DiffError:
-        return ""
-    return deltadiff.code_fingerprint(code)
 
 
 def _lineage(cfg: SearchConfig) -> list[dict[str, str]]:

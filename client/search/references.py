@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from client.records import ReferenceRecord
-from deltanas.prompts import Budget
+from deltanas.baseline import Budget
 from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
 from deltanas.vocabulary import CODE_FILE, TAG_PREFIX

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64\x65ltanas/v1/common.proto\x12\x0b\x64\x65ltanas.v1\"\x95\x02\n\x08\x42\x61seline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\x12\x0c\n\x04\x63ode\x18\x07 \x01(\t\x12\x43\n\x0fhyperparameters\x18\x08 \x03(\x0b\x32*.deltanas.v1.Baseline.HyperparametersEntry\x12\r\n\x05\x62\x61tch\x18\t \x01(\x05\x12\x11\n\ttransform\x18\n \x01(\t\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*;\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_DELTA\x10\x01\x12\r\n\tMODE_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x64\x65ltanas/v1/common.proto\x12\x0b\x64\x65ltanas.v1\"\x95\x02\n\x08\x42\x61seline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\x12\x0c\n\x04\x63ode\x18\x07 \x01(\t\x12\x43\n\x0fhyperparameters\x18\x08 \x03(\x0b\x32*.deltanas.v1.Baseline.HyperparametersEntry\x12\r\n\x05\x62\x61tch\x18\t \x01(\x05\x12\x11\n\ttransform\x18\n \x01(\t\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x7f\n\x0b\x42udgetFacts\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0e\n\x06spread\x18\x02 \x01(\x01\x12\r\n\x05seeds\x18\x03 \x01(\x05\x12\x14\n\x0ctrain_images\x18\x04 \x01(\x05\x12\x12\n\nnum_params\x18\x05 \x01(\x03\x12\x15\n\rtrain_seconds\x18\x06 \x01(\x01*;\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_DELTA\x10\x01\x12\r\n\tMODE_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BASELINE_HYPERPARAMETERSENTRY']._loaded_options = None
   _globals['_BASELINE_HYPERPARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=321
-  _globals['_MODE']._serialized_end=380
+  _globals['_MODE']._serialized_start=450
+  _globals['_MODE']._serialized_end=509
   _globals['_BASELINE']._serialized_start=42
   _globals['_BASELINE']._serialized_end=319
   _globals['_BASELINE_HYPERPARAMETERSENTRY']._serialized_start=265
   _globals['_BASELINE_HYPERPARAMETERSENTRY']._serialized_end=319
+  _globals['_BUDGETFACTS']._serialized_start=321
+  _globals['_BUDGETFACTS']._serialized_end=448
 # @@protoc_insertion_point(module_scope)

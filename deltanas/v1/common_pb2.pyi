@@ -46,3 +46,19 @@ class Baseline(_message.Message):
     batch: int
     transform: str
     def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., task: _Optional[str] = ..., metric: _Optional[str] = ..., epoch: _Optional[int] = ..., accuracy: _Optional[float] = ..., code: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ...) -> None: ...
+
+class BudgetFacts(_message.Message):
+    __slots__ = ("accuracy", "spread", "seeds", "train_images", "num_params", "train_seconds")
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    accuracy: float
+    spread: float
+    seeds: int
+    train_images: int
+    num_params: int
+    train_seconds: float
+    def __init__(self, accuracy: _Optional[float] = ..., spread: _Optional[float] = ..., seeds: _Optional[int] = ..., train_images: _Optional[int] = ..., num_params: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from deltanas.v1 import common_pb2 as deltanas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65ltanas/v1/curator.proto\x12\x0b\x64\x65ltanas.v1\x1a\x18\x64\x65ltanas/v1/common.proto\"d\n\x14ListBaselinesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\r\n\x05names\x18\x05 \x03(\t\"P\n\x15ListBaselinesResponse\x12(\n\tbaselines\x18\x01 \x03(\x0b\x32\x15.deltanas.v1.Baseline\x12\r\n\x05total\x18\x02 \x01(\x05\"\xd0\x01\n\x13\x42uildDatasetRequest\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x1f\n\x04mode\x18\x02 \x01(\x0e\x32\x11.deltanas.v1.Mode\x12\x10\n\x08min_gain\x18\x03 \x01(\x01\x12\x16\n\x0emax_diff_lines\x18\x04 \x01(\x05\x12\x1d\n\x15max_pairs_per_dataset\x18\x05 \x01(\x05\x12\x1a\n\x12include_candidates\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\"+\n\x0b\x46ilterCount\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x91\x01\n\x14\x42uildDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x16\n\x0etrain_examples\x18\x03 \x01(\x05\x12\x15\n\reval_examples\x18\x04 \x01(\x05\x12(\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x18.deltanas.v1.FilterCount\"#\n\x13\x43heckNoveltyRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"^\n\x14\x43heckNoveltyResponse\x12\x13\n\x0bmax_jaccard\x18\x01 \x01(\x01\x12\x0f\n\x07nearest\x18\x02 \x01(\t\x12\r\n\x05novel\x18\x03 \x01(\x08\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"r\n\x11\x41\x63\x63\x65ptedCandidate\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\'\n\x08\x62\x61seline\x18\x02 \x01(\x0b\x32\x15.deltanas.v1.Baseline\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\"J\n\x14\x41\x64\x64\x43\x61ndidatesRequest\x12\x32\n\ncandidates\x18\x01 \x03(\x0b\x32\x1e.deltanas.v1.AcceptedCandidate\"I\n\x15\x41\x64\x64\x43\x61ndidatesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\"\xa3\x02\n\x11\x46ineTuneOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.deltanas.v1.OperationState\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x06 \x01(\x03\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\x15\n\rlearning_rate\x18\x08 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\t \x01(\x01\x12\x14\n\x0c\x61\x64\x61pter_path\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x19\n\x11resumed_from_step\x18\x0c \x01(\x03\x12\x10\n\x08restarts\x18\r \x01(\x05\"\xc3\x01\n\x14StartFineTuneRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tmax_steps\x18\x03 \x01(\x05\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0e\n\x06lora_r\x18\x05 \x01(\x05\x12\x1b\n\x13resume_operation_id\x18\x06 \x01(\t\x12\x1d\n\x15gradient_accumulation\x18\x07 \x01(\x05\x12\x12\n\nsave_every\x18\x08 \x01(\x05\"J\n\x15StartFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation\" \n\x12GetFineTuneRequest\x12\n\n\x02id\x18\x01 \x01(\t\"H\n\x13GetFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation\"\"\n\x14WatchFineTuneRequest\x12\n\n\x02id\x18\x01 \x01(\t\"J\n\x15WatchFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation\"#\n\x15\x43\x61ncelFineTuneRequest\x12\n\n\x02id\x18\x01 \x01(\t\"K\n\x16\x43\x61ncelFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x32\xc9\x05\n\x0e\x43uratorService\x12V\n\rListBaselines\x12!.deltanas.v1.ListBaselinesRequest\x1a\".deltanas.v1.ListBaselinesResponse\x12S\n\x0c\x42uildDataset\x12 .deltanas.v1.BuildDatasetRequest\x1a!.deltanas.v1.BuildDatasetResponse\x12S\n\x0c\x43heckNovelty\x12 .deltanas.v1.CheckNoveltyRequest\x1a!.deltanas.v1.CheckNoveltyResponse\x12V\n\rAddCandidates\x12!.deltanas.v1.AddCandidatesRequest\x1a\".deltanas.v1.AddCandidatesResponse\x12V\n\rStartFineTune\x12!.deltanas.v1.StartFineTuneRequest\x1a\".deltanas.v1.StartFineTuneResponse\x12P\n\x0bGetFineTune\x12\x1f.deltanas.v1.GetFineTuneRequest\x1a .deltanas.v1.GetFineTuneResponse\x12X\n\rWatchFineTune\x12!.deltanas.v1.WatchFineTuneRequest\x1a\".deltanas.v1.WatchFineTuneResponse0\x01\x12Y\n\x0e\x43\x61ncelFineTune\x12\".deltanas.v1.CancelFineTuneRequest\x1a#.deltanas.v1.CancelFineTuneResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65ltanas/v1/curator.proto\x12\x0b\x64\x65ltanas.v1\x1a\x18\x64\x65ltanas/v1/common.proto\"d\n\x14ListBaselinesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\r\n\x05names\x18\x05 \x03(\t\"P\n\x15ListBaselinesResponse\x12(\n\tbaselines\x18\x01 \x03(\x0b\x32\x15.deltanas.v1.Baseline\x12\r\n\x05total\x18\x02 \x01(\x05\"\xd0\x01\n\x13\x42uildDatasetRequest\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x1f\n\x04mode\x18\x02 \x01(\x0e\x32\x11.deltanas.v1.Mode\x12\x10\n\x08min_gain\x18\x03 \x01(\x01\x12\x16\n\x0emax_diff_lines\x18\x04 \x01(\x05\x12\x1d\n\x15max_pairs_per_dataset\x18\x05 \x01(\x05\x12\x1a\n\x12include_candidates\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\"+\n\x0b\x46ilterCount\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x91\x01\n\x14\x42uildDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x16\n\x0etrain_examples\x18\x03 \x01(\x05\x12\x15\n\reval_examples\x18\x04 \x01(\x05\x12(\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x18.deltanas.v1.FilterCount\"#\n\x13\x43heckNoveltyRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"^\n\x14\x43heckNoveltyResponse\x12\x13\n\x0bmax_jaccard\x18\x01 \x01(\x01\x12\x0f\n\x07nearest\x18\x02 \x01(\t\x12\r\n\x05novel\x18\x03 \x01(\x08\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"\xaa\x01\n\x11\x41\x63\x63\x65ptedCandidate\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\'\n\x08\x62\x61seline\x18\x02 \x01(\x0b\x32\x15.deltanas.v1.Baseline\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x0c\n\x04gain\x18\x05 \x01(\x01\x12(\n\x06\x62udget\x18\x06 \x01(\x0b\x32\x18.deltanas.v1.BudgetFacts\"J\n\x14\x41\x64\x64\x43\x61ndidatesRequest\x12\x32\n\ncandidates\x18\x01 \x03(\x0b\x32\x1e.deltanas.v1.AcceptedCandidate\"I\n\x15\x41\x64\x64\x43\x61ndidatesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\"\xa3\x02\n\x11\x46ineTuneOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.deltanas.v1.OperationState\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x06 \x01(\x03\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\x15\n\rlearning_rate\x18\x08 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\t \x01(\x01\x12\x14\n\x0c\x61\x64\x61pter_path\x18\n \x01(\t\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x19\n\x11resumed_from_step\x18\x0c \x01(\x03\x12\x10\n\x08restarts\x18\r \x01(\x05\"\xc3\x01\n\x14StartFineTuneRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tmax_steps\x18\x03 \x01(\x05\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0e\n\x06lora_r\x18\x05 \x01(\x05\x12\x1b\n\x13resume_operation_id\x18\x06 \x01(\t\x12\x1d\n\x15gradient_accumulation\x18\x07 \x01(\x05\x12\x12\n\nsave_every\x18\x08 \x01(\x05\"J\n\x15StartFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation\" \n\x12GetFineTuneRequest\x12\n\n\x02id\x18\x01 \x01(\t\"H\n\x13GetFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation\"\"\n\x14WatchFineTuneRequest\x12\n\n\x02id\x18\x01 \x01(\t\"J\n\x15WatchFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation\"#\n\x15\x43\x61ncelFineTuneRequest\x12\n\n\x02id\x18\x01 \x01(\t\"K\n\x16\x43\x61ncelFineTuneResponse\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.deltanas.v1.FineTuneOperation*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x32\xc9\x05\n\x0e\x43uratorService\x12V\n\rListBaselines\x12!.deltanas.v1.ListBaselinesRequest\x1a\".deltanas.v1.ListBaselinesResponse\x12S\n\x0c\x42uildDataset\x12 .deltanas.v1.BuildDatasetRequest\x1a!.deltanas.v1.BuildDatasetResponse\x12S\n\x0c\x43heckNovelty\x12 .deltanas.v1.CheckNoveltyRequest\x1a!.deltanas.v1.CheckNoveltyResponse\x12V\n\rAddCandidates\x12!.deltanas.v1.AddCandidatesRequest\x1a\".deltanas.v1.AddCandidatesResponse\x12V\n\rStartFineTune\x12!.deltanas.v1.StartFineTuneRequest\x1a\".deltanas.v1.StartFineTuneResponse\x12P\n\x0bGetFineTune\x12\x1f.deltanas.v1.GetFineTuneRequest\x1a .deltanas.v1.GetFineTuneResponse\x12X\n\rWatchFineTune\x12!.deltanas.v1.WatchFineTuneRequest\x1a\".deltanas.v1.WatchFineTuneResponse0\x01\x12Y\n\x0e\x43\x61ncelFineTune\x12\".deltanas.v1.CancelFineTuneRequest\x1a#.deltanas.v1.CancelFineTuneResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'deltanas.v1.curator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATIONSTATE']._serialized_start=1959
-  _globals['_OPERATIONSTATE']._serialized_end=2156
+  _globals['_OPERATIONSTATE']._serialized_start=2016
+  _globals['_OPERATIONSTATE']._serialized_end=2213
   _globals['_LISTBASELINESREQUEST']._serialized_start=68
   _globals['_LISTBASELINESREQUEST']._serialized_end=168
   _globals['_LISTBASELINESRESPONSE']._serialized_start=170
@@ -48,30 +48,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKNOVELTYREQUEST']._serialized_end=691
   _globals['_CHECKNOVELTYRESPONSE']._serialized_start=693
   _globals['_CHECKNOVELTYRESPONSE']._serialized_end=787
-  _globals['_ACCEPTEDCANDIDATE']._serialized_start=789
-  _globals['_ACCEPTEDCANDIDATE']._serialized_end=903
-  _globals['_ADDCANDIDATESREQUEST']._serialized_start=905
-  _globals['_ADDCANDIDATESREQUEST']._serialized_end=979
-  _globals['_ADDCANDIDATESRESPONSE']._serialized_start=981
-  _globals['_ADDCANDIDATESRESPONSE']._serialized_end=1054
-  _globals['_FINETUNEOPERATION']._serialized_start=1057
-  _globals['_FINETUNEOPERATION']._serialized_end=1348
-  _globals['_STARTFINETUNEREQUEST']._serialized_start=1351
-  _globals['_STARTFINETUNEREQUEST']._serialized_end=1546
-  _globals['_STARTFINETUNERESPONSE']._serialized_start=1548
-  _globals['_STARTFINETUNERESPONSE']._serialized_end=1622
-  _globals['_GETFINETUNEREQUEST']._serialized_start=1624
-  _globals['_GETFINETUNEREQUEST']._serialized_end=1656
-  _globals['_GETFINETUNERESPONSE']._serialized_start=1658
-  _globals['_GETFINETUNERESPONSE']._serialized_end=1730
-  _globals['_WATCHFINETUNEREQUEST']._serialized_start=1732
-  _globals['_WATCHFINETUNEREQUEST']._serialized_end=1766
-  _globals['_WATCHFINETUNERESPONSE']._serialized_start=1768
-  _globals['_WATCHFINETUNERESPONSE']._serialized_end=1842
-  _globals['_CANCELFINETUNEREQUEST']._serialized_start=1844
-  _globals['_CANCELFINETUNEREQUEST']._serialized_end=1879
-  _globals['_CANCELFINETUNERESPONSE']._serialized_start=1881
-  _globals['_CANCELFINETUNERESPONSE']._serialized_end=1956
-  _globals['_CURATORSERVICE']._serialized_start=2159
-  _globals['_CURATORSERVICE']._serialized_end=2872
+  _globals['_ACCEPTEDCANDIDATE']._serialized_start=790
+  _globals['_ACCEPTEDCANDIDATE']._serialized_end=960
+  _globals['_ADDCANDIDATESREQUEST']._serialized_start=962
+  _globals['_ADDCANDIDATESREQUEST']._serialized_end=1036
+  _globals['_ADDCANDIDATESRESPONSE']._serialized_start=1038
+  _globals['_ADDCANDIDATESRESPONSE']._serialized_end=1111
+  _globals['_FINETUNEOPERATION']._serialized_start=1114
+  _globals['_FINETUNEOPERATION']._serialized_end=1405
+  _globals['_STARTFINETUNEREQUEST']._serialized_start=1408
+  _globals['_STARTFINETUNEREQUEST']._serialized_end=1603
+  _globals['_STARTFINETUNERESPONSE']._serialized_start=1605
+  _globals['_STARTFINETUNERESPONSE']._serialized_end=1679
+  _globals['_GETFINETUNEREQUEST']._serialized_start=1681
+  _globals['_GETFINETUNEREQUEST']._serialized_end=1713
+  _globals['_GETFINETUNERESPONSE']._serialized_start=1715
+  _globals['_GETFINETUNERESPONSE']._serialized_end=1787
+  _globals['_WATCHFINETUNEREQUEST']._serialized_start=1789
+  _globals['_WATCHFINETUNEREQUEST']._serialized_end=1823
+  _globals['_WATCHFINETUNERESPONSE']._serialized_start=1825
+  _globals['_WATCHFINETUNERESPONSE']._serialized_end=1899
+  _globals['_CANCELFINETUNEREQUEST']._serialized_start=1901
+  _globals['_CANCELFINETUNEREQUEST']._serialized_end=1936
+  _globals['_CANCELFINETUNERESPONSE']._serialized_start=1938
+  _globals['_CANCELFINETUNERESPONSE']._serialized_end=2013
+  _globals['_CURATORSERVICE']._serialized_start=2216
+  _globals['_CURATORSERVICE']._serialized_end=2929
 # @@protoc_insertion_point(module_scope)

@@ -106,16 +106,20 @@ class CheckNoveltyResponse(_message.Message):
     def __init__(self, max_jaccard: _Optional[float] = ..., nearest: _Optional[str] = ..., novel: _Optional[bool] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class AcceptedCandidate(_message.Message):
-    __slots__ = ("candidate_id", "baseline", "code", "accuracy")
+    __slots__ = ("candidate_id", "baseline", "code", "accuracy", "gain", "budget")
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    GAIN_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     candidate_id: str
     baseline: _common_pb2.Baseline
     code: str
     accuracy: float
-    def __init__(self, candidate_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., code: _Optional[str] = ..., accuracy: _Optional[float] = ...) -> None: ...
+    gain: float
+    budget: _common_pb2.BudgetFacts
+    def __init__(self, candidate_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., code: _Optional[str] = ..., accuracy: _Optional[float] = ..., gain: _Optional[float] = ..., budget: _Optional[_Union[_common_pb2.BudgetFacts, _Mapping]] = ...) -> None: ...
 
 class AddCandidatesRequest(_message.Message):
     __slots__ = ("candidates",)

@@ -43,25 +43,9 @@ class GenerateRequest(_message.Message):
     feedback: str
     constrained: bool
     progress_interval_s: float
-    budget: BudgetFacts
+    budget: _common_pb2.BudgetFacts
     tried: _containers.RepeatedCompositeFieldContainer[TriedChange]
-    def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ..., progress_interval_s: _Optional[float] = ..., budget: _Optional[_Union[BudgetFacts, _Mapping]] = ..., tried: _Optional[_Iterable[_Union[TriedChange, _Mapping]]] = ...) -> None: ...
-
-class BudgetFacts(_message.Message):
-    __slots__ = ("accuracy", "spread", "seeds", "train_images", "num_params", "train_seconds")
-    ACCURACY_FIELD_NUMBER: _ClassVar[int]
-    SPREAD_FIELD_NUMBER: _ClassVar[int]
-    SEEDS_FIELD_NUMBER: _ClassVar[int]
-    TRAIN_IMAGES_FIELD_NUMBER: _ClassVar[int]
-    NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
-    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    accuracy: float
-    spread: float
-    seeds: int
-    train_images: int
-    num_params: int
-    train_seconds: float
-    def __init__(self, accuracy: _Optional[float] = ..., spread: _Optional[float] = ..., seeds: _Optional[int] = ..., train_images: _Optional[int] = ..., num_params: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., baseline: _Optional[_Union[_common_pb2.Baseline, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., seed: _Optional[int] = ..., feedback: _Optional[str] = ..., constrained: _Optional[bool] = ..., progress_interval_s: _Optional[float] = ..., budget: _Optional[_Union[_common_pb2.BudgetFacts, _Mapping]] = ..., tried: _Optional[_Iterable[_Union[TriedChange, _Mapping]]] = ...) -> None: ...
 
 class TriedChange(_message.Message):
     __slots__ = ("change", "outcome")
