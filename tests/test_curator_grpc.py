@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_evaluator_grpc import BASE, MODEL, WIDER
+from test_evaluator_grpc import BASE, LEMUR_NN, MODEL, WIDER
 
 from deltanas.v1 import common_pb2, curator_pb2, curator_pb2_grpc
 
@@ -67,6 +67,8 @@ def _baseline() -> common_pb2.Baseline:
                                accuracy=0.79, code=BASE, hyperparameters={"lr": 0.05}, batch=32, transform="norm")
 
 
+OTHER = "alt-nn1-279328249ae5e63209728031103e8349"  # a LEMUR MNIST model that is not held out
+OTHER_CODE = (LEMUR_NN / f"{OTHER}.py").read_text()
 MEASURED = common_pb2.BudgetFacts(accuracy=0.3125, spread=0.02, seeds=3, train_images=4000, num_params=10234,
                                   train_seconds=2.5)
 
@@ -78,6 +80,16 @@ def test_add_candidates_is_idempotent(stub) -> None:
     again = stub.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[candidate]), timeout=60)
     assert (first.added, first.duplicates) == (1, 0) and (again.added, again.duplicates) == (0, 1)
     assert again.total == first.total
+    # A search's improved candidate of a model that is not held out, with its measured gain and the parent's facts.
+    adam = OTHER_CODE.replace("torch.optim.SGD(self.parameters(), lr=prm['lr'], momentum=prm['momentum'])",
+                              "torch.optim.Adam(self.parameters(), lr=1e-3)")
+    other = common_pb2.Baseline(name=OTHER, dataset="mnist", task="img-classification", metric="acc", epoch=1,
+                                accuracy=0.98, code=OTHER_CODE, hyperparameters={"lr": 0.19, "momentum": 0.01,
+                                                                                 "dropout": 0.26}, batch=32,
+                                transform="norm")
+    reply = stub.AddCandidates(curator_pb2.AddCandidatesRequest(candidates=[curator_pb2.AcceptedCandidate(
+        candidate_id="c-adam", baseline=other, code=adam, accuracy=0.6, gain=6.4, budget=MEASURED)]), timeout=60)
+    assert reply.added == 1
     near = stub.CheckNovelty(curator_pb2.CheckNoveltyRequest(code=WIDER), timeout=60)
     assert near.max_jaccard > 0.95
     bad = curator_pb2.AcceptedCandidate(candidate_id="c-bad", baseline=_baseline(), code=WIDER, accuracy=1.5)
@@ -95,12 +107,14 @@ def test_build_dataset_and_fine_tune_operation(stub) -> None:
         include_candidates=True), timeout=600)
     assert built.dataset_id and built.train_examples >= 1
     counts = {c.stage: c.count for c in built.counts}
-    assert counts["pairing.baselines"] > 1000 and counts["dataset.extra"] == 1
+    assert counts["pairing.baselines"] > 1000 and counts["dataset.extra"] == 2
     assert (Path(built.path) / "train.jsonl").exists()
-    # The search's improved candidate joins with its measured gain, its prompt stating the parent's measured facts.
+    # The search's improved candidate joins with its measured gain, its prompt stating the parent's measured facts;
+    # the one of a held-out model does not join.
     rows = [json.loads(line) for name in ("train.jsonl", "eval.jsonl")
             for line in (Path(built.path) / name).read_text().splitlines()]
-    (mine,) = [r for r in rows if r["meta"]["improved"] == "c-wider"]
+    assert not [r for r in rows if r["meta"]["improved"] == "c-wider"]
+    (mine,) = [r for r in rows if r["meta"]["improved"] == "c-adam"]
     assert mine["meta"]["measured_gain"] == 6.4 and mine["meta"]["budget"]["train_images"] == 4000
     assert "reaches accuracy 0.3125 (seed spread 0.0200 over 3 seeds)" in mine["messages"][1]["content"]
 
