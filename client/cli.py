@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import asdict
 from pathlib import Path
@@ -233,7 +236,47 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri == default_uri():
         command += ["--default-artifact-root", (DEFAULT_STATE / "mlartifacts").resolve().as_uri()]
     print(f"MLflow UI: http://{args.host}:{args.port}/{page}  (Ctrl-C stops it)", flush=True)
-    return subprocess.run(command, check=False).returncode
+    return _serve(command)
+
+
+def _serve(command: list[str]) -> int:
+    """Runs `command` in a process group of its own until it ends or this process is interrupted (Ctrl-C,
+    SIGTERM); then ends the whole group (MLflow's UI starts job-runner processes of its own), SIGKILL after 10 s."""
+    proc = subprocess.Popen(command, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not _group_alive(proc.pid):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + 10
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                proc.poll()  # reaps the direct child
+                time.sleep(0.2)
+        proc.poll()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of process group `pgid` is left running (zombies waiting to be reaped do not count)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -266,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltanas", description="Delta-based neural architecture search.")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $DELTANAS_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_up, _add_serve, _add_reading, _add_ui, _add_data, _add_apply):
+        add(sub)
+    return parser
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a search (embedded services unless endpoints are given)")
     run.add_argument("--preset", default="embedded", help="preset name (client/presets) or a .toml file")
     run.add_argument("--resume", default=None, help="id of an interrupted search to continue")
@@ -285,9 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run, SearchConfig)
     run.set_defaults(func=cmd_run)
 
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="serve the three services in one process (configured by DELTANAS_* env)")
     up.set_defaults(func=cmd_up)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve_p = sub.add_parser("serve", help="serve one service")
     serve_sub = serve_p.add_subparsers(dest="service", required=True)
     for name, spec in SERVICES.items():
@@ -296,9 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(p, spec.config_type())
     serve_p.set_defaults(func=cmd_serve)
 
+
+def _add_reading(sub: argparse._SubParsersAction) -> None:
+    """`report` and `searches`: they read a store."""
     report = sub.add_parser("report", help="print and log the report of a search, or compare two")
     report.add_argument("ids", nargs="+", metavar="search", help="search id or its MLflow parent run id (1 or 2)")
-    searches = sub.add_parser("searches", help="the searches in the store: id, date, model, valid rate, best")
+    searches = sub.add_parser("searches", help="the searches in the store: id, date, model, valid, improved, best")
     for p in (report, searches):
         p.add_argument("--experiment", default="deltanas")
         p.add_argument("--tracking-uri", help=f"MLflow store (default: ${TRACKING_ENV}, else .deltanas/mlflow.db)")
@@ -306,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
     searches.set_defaults(func=cmd_searches)
 
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
     ui = sub.add_parser("ui", help="serve the MLflow UI on the search's store (loopback) and print its address")
     ui.add_argument("search", nargs="?", help="search id or parent run id: print the address of its run page")
     ui.add_argument("--experiment", default="deltanas")
@@ -314,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="the evaluator's datasets: fetch them (where a network exists) or list them")
     data_sub = data.add_subparsers(dest="action", required=True)
     fetch = data_sub.add_parser("fetch", help="download datasets with torchvision's loaders and checksums")
@@ -323,12 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--root", help="data root (default: $DELTANAS_DATA_ROOT)")
     data.set_defaults(func=cmd_data)
 
+
+def _add_apply(sub: argparse._SubParsersAction) -> None:
     apply = sub.add_parser("apply", help="apply a (possibly damaged) diff or LLM answer to a file")
     apply.add_argument("base")
     apply.add_argument("diff")
     apply.add_argument("-o", "--out", required=True)
     apply.set_defaults(func=cmd_apply)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 from ports import free_port
 from test_report import EXPERIMENT, ROWS, _record
@@ -106,7 +107,15 @@ def test_ui_serves_the_store_and_names_the_search_page(two_searches: dict[str, s
         with urllib.request.urlopen(request, timeout=30) as reply:
             runs = json.loads(reply.read())["runs"]
         assert two_searches["s-two"] in {r["info"]["run_id"] for r in runs}  # the UI reads this very store
+        # Ctrl-C on `deltanas ui` ends everything it started (MLflow's UI runs job-runner processes of its own).
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert started
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
         server_log.close()
