@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from curator_svc.dataset import BuiltDataset
 from curator_svc.pairing import Pair, make_pair
 from deltanas.baseline import Baseline, Budget
 from deltanas.config import option
@@ -84,6 +85,7 @@ class Side:
     num_params: int = 0
     train_seconds: float = 0.0
     failure: str = ""
+    train_images: int = 0  # per epoch
 
     @property
     def mean(self) -> float:
@@ -93,9 +95,10 @@ class Side:
     def spread(self) -> float:
         return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
-    def budget(self, train_images: int) -> Budget:
-        return Budget(accuracy=self.mean, spread=self.spread, seeds=len(self.accuracies), train_images=train_images,
-                      num_params=self.num_params, train_seconds=self.train_seconds)
+    def budget(self) -> Budget:
+        return Budget(accuracy=self.mean, spread=self.spread, seeds=len(self.accuracies),
+                      train_images=max(self.train_images, 1), num_params=self.num_params,
+                      train_seconds=self.train_seconds)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class Measurements:
         row = {"key": key, "valid": reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, "accuracy": reply.accuracy,
                "digest": reply.predictions_digest, "num_params": reply.metrics.get("num_params", 0.0),
                "train_seconds": reply.metrics.get("train_seconds", 0.0),
+               "train_samples": reply.metrics.get("train_samples", 0.0),
                "failure": reply.failure_reason[:300] if reply.status != evaluator_pb2.CANDIDATE_STATUS_VALID else ""}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as out:
@@ -228,8 +232,9 @@ class PairMeasurer:
         rows = [self.measurements.get(self._key(pair, side, s)) for s in range(seeds)]
         failed = next((f"seed {s}: {r['failure']}" for s, r in enumerate(rows) if r is None or not r["valid"]), "")
         first = rows[0] or {}
+        images = self.cfg.train_limit or int(first.get("train_samples", 0) / self.cfg.epochs)
         return Side(() if failed else tuple(r["accuracy"] for r in rows), int(first.get("num_params", 0)),
-                    first.get("train_seconds", 0.0), failed)
+                    first.get("train_seconds", 0.0), failed, images)
 
     def _seed0_win(self, pair: Pair) -> bool:
         """One side beats the other at seed 0 by more than min_points (either way round)."""
@@ -250,7 +255,7 @@ class PairMeasurer:
         return MeasuredPair(pair, base, better, gain, threshold, verdict)
 
 
-def measured_pairs(results: Iterable[MeasuredPair], cfg: MeasureConfig) -> list[Pair]:
+def measured_pairs(results: Iterable[MeasuredPair]) -> list[Pair]:
     """The kept pairs as training pairs, the winner as the improved side (a reversed pair trains the change back,
     under the same settings: the LEMUR baseline's trial), the loser's measured facts in the prompt and the
     measured gain."""
@@ -264,7 +269,7 @@ def measured_pairs(results: Iterable[MeasuredPair], cfg: MeasureConfig) -> list[
                      "transform": pair.baseline.transform}
             pair = make_pair(replace(pair.improved, **trial), replace(pair.baseline, **trial))
             loser, gain = m.improved, -gain
-        out.append(replace(pair, budget=loser.budget(cfg.train_limit or 0), measured_gain=gain))
+        out.append(replace(pair, budget=loser.budget(), measured_gain=gain))
     return out
 
 
@@ -277,6 +282,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder of measurements.jsonl, pairs.jsonl and manifest.json")
     parser.add_argument("--config", help="TOML file of the fields below")
+    parser.add_argument("--build", type=Path, help="then write a delta training dataset of the kept pairs here")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="--build: whose tokenizer measures tokens")
+    parser.add_argument("--max-tokens", type=int, default=1400, help="--build: longest prompt + target")
+    parser.add_argument("--lemur-per-dataset", type=int, default=0, help="--build: also this many unmeasured LEMUR "
+                        "pairs per dataset (the v1 adapter's kind of data: the format, not what helps)")
+    parser.add_argument("--candidates", type=Path, help="--build: a curator's candidates.jsonl: the searches' "
+                        "improved candidates with their measured gains")
     add_config_arguments(parser, MeasureConfig)
     args = parser.parse_args()
     setup_logging()
@@ -290,8 +302,53 @@ def main() -> None:
     log.info("measuring %d of %d pairs (%s)", len(chosen), len(pairs), ", ".join(cfg.datasets))
     results = run(chosen, cfg, args.out)
     kept = [m for m in results if m.kept]
-    print(f"{len(kept)} of {len(results)} pairs kept: the improved side wins beyond the seed spread "
+    print(f"{len(kept)} of {len(results)} pairs kept: one side wins beyond the seed spread "
           f"(verdicts: {dict(sorted(_count(m.verdict for m in results).items()))}); {args.out / PAIRS_FILE}")
+    if args.build:
+        lemur: list[Pair] = []
+        if args.lemur_per_dataset:
+            lemur, _ = pair_baselines(index.all_baselines(), PairingConfig(max_diff_lines=30, workers=2))
+        options = BuildOptions(args.build, args.model, args.max_tokens, args.lemur_per_dataset, args.candidates)
+        built = build_dataset(results, cfg, options, lemur)
+        print(f"delta dataset {built.id}: {built.path} train={built.train} eval={built.eval} {built.counts}")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Where and how `build_dataset` writes the training dataset."""
+
+    root: Path
+    model: str  # whose tokenizer measures max_tokens
+    max_tokens: int
+    lemur_per_dataset: int = 0  # unmeasured LEMUR pairs per dataset mixed in (a seeded sample)
+    candidates: Path | None = None  # a curator's candidates.jsonl: the searches' measured candidates
+
+
+def build_dataset(results: Sequence[MeasuredPair], cfg: MeasureConfig, options: BuildOptions,
+                  lemur: Sequence[Pair] = ()) -> BuiltDataset:
+    """A delta dataset (curator_svc.dataset) of the kept measured pairs, the searches' measured candidates and a
+    sample of `lemur` (see BuildOptions)."""
+    from curator_svc.dataset import DatasetConfig, build_datasets
+    from curator_svc.service import CandidateStore, candidate_pairs
+    from deltanas.llm import load_tokenizer
+
+    measured = measured_pairs(results)
+    found = candidate_pairs(CandidateStore(options.candidates).records) if options.candidates else []
+    sampled = _per_dataset(lemur, options.lemur_per_dataset, cfg.seeds)
+    log.info("dataset of %d measured pairs, %d measured candidates, %d LEMUR pairs", len(measured), len(found),
+             len(sampled))
+    config = DatasetConfig(modes=("delta",), max_tokens=options.max_tokens)
+    return build_datasets([*measured, *sampled], options.root, load_tokenizer(options.model), config, found)["delta"]
+
+
+def _per_dataset(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:
+    import random
+
+    out: list[Pair] = []
+    for dataset in sorted({p.baseline.dataset for p in pairs}):
+        group = sorted((p for p in pairs if p.baseline.dataset == dataset), key=lambda p: p.baseline.name)
+        out += random.Random(f"{seed}:{dataset}").sample(group, min(n, len(group)))
+    return out
 
 
 def run(pairs: Sequence[Pair], cfg: MeasureConfig, out: Path) -> list[MeasuredPair]:

@@ -19,7 +19,7 @@ from curator_svc.dataset import MANIFEST_FILE, DatasetConfig, EmptyDatasetError,
 from curator_svc.lemur import LemurIndex
 from curator_svc.novelty import NoveltyConfig, NoveltyIndex
 from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
-from curator_svc.pairing import PairingConfig, make_pair, pair_baselines
+from curator_svc.pairing import Pair, PairingConfig, make_pair, pair_baselines
 from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline, Budget
 from deltanas.errors import FailedPrecondition, NotFound, require
@@ -68,6 +68,21 @@ class CandidateStore:
                 os.fsync(f.fileno())
             self.records[record["candidate_id"]] = record
             return True
+
+
+def candidate_pairs(records: dict[str, dict]) -> list[Pair]:
+    """Accepted candidates (a CandidateStore's records) as training pairs: (the program it changed, the candidate);
+    a search's measured one states its parent's measured facts and carries its gain."""
+    pairs = []
+    for cid, record in records.items():
+        baseline = Baseline(**record["baseline"])
+        improved = Baseline(**{**record["baseline"], "name": cid, "code": record["code"],
+                               "accuracy": record["accuracy"]})
+        pair = make_pair(baseline, improved)
+        if "budget" in record:
+            pair = replace(pair, budget=Budget(**record["budget"]), measured_gain=record["gain"])
+        pairs.append(pair)
+    return pairs
 
 
 class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
@@ -178,18 +193,6 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
             self._tokenizers[model] = load_tokenizer(model)
         return self._tokenizers[model]
 
-    def _candidate_pairs(self) -> list:
-        pairs = []
-        for cid, record in self.candidates.records.items():
-            baseline = Baseline(**record["baseline"])
-            improved = Baseline(**{**record["baseline"], "name": cid, "code": record["code"],
-                                   "accuracy": record["accuracy"]})
-            pair = make_pair(baseline, improved)
-            if "budget" in record:  # measured by the search that found it: its prompt states the parent's facts
-                pair = replace(pair, budget=Budget(**record["budget"]), measured_gain=record["gain"])
-            pairs.append(pair)
-        return pairs
-
     def BuildDataset(self, request: curator_pb2.BuildDatasetRequest, context) -> curator_pb2.BuildDatasetResponse:
         require(bool(request.datasets), "datasets", "name at least one dataset")
         for i, name in enumerate(request.datasets):
@@ -205,7 +208,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                                 max_pairs_per_dataset=request.max_pairs_per_dataset or cfg.max_pairs_per_dataset)
         baselines = [b for name in request.datasets for b in self.lemur.baselines(name, 1)]
         pairs, report = pair_baselines(baselines, pairing)
-        extra = self._candidate_pairs() if request.include_candidates else []
+        extra = candidate_pairs(self.candidates.records) if request.include_candidates else []
         tokenizer = self._tokenizer(request.model or cfg.model)
         dataset_cfg = DatasetConfig(modes=(mode,), max_tokens=request.max_tokens or cfg.max_tokens,
                                     eval_fraction=cfg.eval_fraction,
