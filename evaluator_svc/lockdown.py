@@ -34,6 +34,9 @@ PATH_EVENTS = ("os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os
 SYSTEM_READ_ROOTS = ("/usr/", "/lib/", "/lib64/", "/opt/", "/sys/", "/proc/", "/dev/", "/etc/ld.so",
                      "/etc/localtime")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+# Foreign calls and raw memory through ctypes (torch imports ctypes, so its libraries are loaded already).
+CTYPES_EVENTS = {"ctypes.call_function", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.PyObj_FromPtr",
+                 "ctypes.string_at", "ctypes.wstring_at", "ctypes.cdata"}
 
 
 class SandboxViolation(PermissionError):
@@ -48,7 +51,8 @@ def isolate_network() -> str:
 
 def make_audit_hook(scratch: str, code_roots: tuple[str, ...]):
     """Refuse writes outside `scratch`, reads outside it, `code_roots` and SYSTEM_READ_ROOTS, other
-    processes' /proc entries, process creation, signals, sockets and dlopen outside `code_roots`."""
+    processes' /proc entries, process creation, signals, sockets, dlopen outside `code_roots` and every
+    foreign call or raw memory access through ctypes."""
     own_proc = (f"/proc/{os.getpid()}/", "/proc/self/", "/proc/thread-self/")
     read_roots = (scratch + os.sep, *(root.rstrip(os.sep) + os.sep for root in code_roots), *SYSTEM_READ_ROOTS)
 
@@ -78,6 +82,8 @@ def make_audit_hook(scratch: str, code_roots: tuple[str, ...]):
             raise SandboxViolation(f"blocked by sandbox: {event} outside the scratch dir")
         elif event == "ctypes.dlopen" and not (args[0] and os.fsdecode(args[0]).startswith(code_roots)):
             raise SandboxViolation(f"blocked by sandbox: loading native library {args[0]!r}")
+        elif event in CTYPES_EVENTS:
+            raise SandboxViolation(f"blocked by sandbox: native code through ctypes ({event})")
 
     return hook
 
