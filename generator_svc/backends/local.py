@@ -259,7 +259,7 @@ class LocalBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None, progress_s: float = 0.0,
+        constraint: Constraint | None = None, progress_s: float = 0.0, cancel: threading.Event | None = None,
     ) -> Iterator[Generation]:
         check_request(n, seeds)
         if adapter is not None and adapter not in self.list_adapters():
@@ -268,7 +268,7 @@ class LocalBackend(Backend):
         check_fits(prompt.shape[1], sampling, self.context_length)
         if constraint is not None:
             self.grammar_decoder().compile(constraint.grammar)  # a refused grammar fails here, not in the stream
-        return self._stream(prompt, sampling, adapter, list(seeds), constraint, progress_s)
+        return self._stream(prompt, sampling, adapter, list(seeds), constraint, progress_s, cancel or threading.Event())
 
     def grammar_decoder(self) -> GrammarDecoder:
         """The xgrammar decoder (created on first use: it reads the whole vocabulary once)."""
@@ -279,13 +279,16 @@ class LocalBackend(Backend):
 
     def _stream(
         self, prompt: torch.Tensor, sampling: Sampling, adapter: str | None, seeds: list[int],
-        constraint: Constraint | None, progress_s: float,
+        constraint: Constraint | None, progress_s: float, cancel: threading.Event,
     ) -> Iterator[Generation]:
+        """Decodes batch after batch; `cancel` (the caller left, or the consumer stopped early) ends the decoding at
+        the next token (FinishWatcher, GrammarDecoder) and starts no further batch."""
         start = time.monotonic()
         for offset in range(0, len(seeds), self.options.max_batch):
+            if cancel.is_set():
+                return
             batch_seeds = seeds[offset : offset + self.options.max_batch]
             results: queue.Queue[Any] = queue.Queue()
-            cancel = threading.Event()
             worker = threading.Thread(
                 target=self._run_batch,
                 args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel, constraint,
@@ -293,6 +296,7 @@ class LocalBackend(Backend):
                 daemon=True,
             )
             worker.start()
+            finished = False
             try:
                 while (item := results.get()) is not _DONE:
                     if isinstance(item, BaseException):
@@ -304,8 +308,10 @@ class LocalBackend(Backend):
                         continue
                     index, ids, reason, forced = item
                     yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
+                finished = True
             finally:  # also when the consumer stops early: end the decoding instead of leaving it running
-                cancel.set()
+                if not finished:
+                    cancel.set()
                 worker.join()
 
     def _run_batch(
