@@ -31,6 +31,7 @@ from transformers import (
 from deltanas import llm
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, resolve_device
+from generator_svc.backends import lora
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -216,24 +217,16 @@ class LocalBackend(Backend):
         return sorted(getattr(self.model, "peft_config", {}))
 
     def load_adapter(self, name: str, path: str) -> None:
-        from peft import PeftModel
-
+        """Loads adapter `name` (generator_svc.backends.lora): a config or weights file that is not sound, or a
+        load that fails, raises BackendError and leaves the model as it was."""
         start = time.monotonic()
         try:
             path = resolve_adapter(path)  # a `shipped:` adapter only after its sha256 check
         except AdapterError as exc:
             raise BackendError(str(exc)) from exc
+        config = lora.read_adapter(name, path)
         with self._lock:
-            try:
-                if self.model is self.base:
-                    self.model = PeftModel.from_pretrained(self.base, path, adapter_name=name)
-                else:
-                    if name in self.model.peft_config:
-                        self.model.delete_adapter(name)
-                    self.model.load_adapter(path, adapter_name=name)
-            except (OSError, ValueError, KeyError) as exc:  # no directory or config, wrong base, bad name
-                raise BackendError(f"cannot load adapter {name!r} from {path}: {exc}") from exc
-            self.model.eval()
+            self.model = lora.load_adapter(self.model, self.base, name, path, config)
         log.info("adapter loaded name=%s path=%s seconds=%.2f", name, path, time.monotonic() - start)
 
     def _use_adapter(self, adapter: str | None) -> AbstractContextManager[Any]:
