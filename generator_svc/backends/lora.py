@@ -52,13 +52,16 @@ def read_adapter(name: str, path: str) -> Any:
 
 
 def strip_adapters(model: torch.nn.Module) -> None:
-    """Puts every module peft wrapped back to the layer it wraps: `model` computes as it was loaded."""
+    """Puts every module peft wrapped back to the layer it wraps, and drops the adapter configs peft attached:
+    `model` computes, and lists adapters, as it was loaded."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
             parent, _, attribute = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attribute, module.get_base_layer())
+    if "peft_config" in vars(model):
+        del model.peft_config
 
 
 def load_adapter(model: Any, base: torch.nn.Module, name: str, path: str, config: Any) -> Any:
