@@ -91,7 +91,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def Evaluate(self, request: evaluator_pb2.EvaluateRequest, context) -> evaluator_pb2.EvaluateResponse:
         self._validate(request)
         cancel = threading.Event()  # set when the call ends: by the client leaving, its deadline, or our answer
-        context.add_callback(cancel.set)
+        if not context.add_callback(cancel.set):  # the call ended already
+            cancel.set()
         key = request.request_id
         if key:
             while True:

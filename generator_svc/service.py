@@ -110,7 +110,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         adapter = request.adapter or None
         constraint = Constraint(diff_grammar(baseline.code), close=FENCE_CLOSE) if request.constrained else None
         cancel = threading.Event()  # set when the call ends: the client left, its deadline passed, or it finished
-        context.add_callback(cancel.set)
+        if not context.add_callback(cancel.set):  # the call ended already
+            cancel.set()
         log.info(
             "request %s: %d %s candidate(s) for %s (adapter %s, %s)",
             request.request_id or "-",
