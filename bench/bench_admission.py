@@ -1,11 +1,14 @@
 """Benchmark: an evaluator under a flood of Evaluate calls: what it refuses and serves, and how fast health and
 GetCapacity answer meanwhile, against the same evaluator idle (measured in the same run).
 
-Run: `.venv/bin/python bench/bench_admission.py [--calls 2000] [--slots 1] [--queue 16]`. The flood is `--calls`
-concurrent Evaluate calls of a candidate that holds its slot until cancelled; health checks and GetCapacity calls
-go on meanwhile, on their own channel. Prints refused / admitted, the latency percentiles of health and GetCapacity
-idle and under the flood with their ratio, and how long the admitted candidates took to stop once cancelled.
-Client and server share this process (and its GIL), so the figures include the client's own load.
+Run: `.venv/bin/python bench/bench_admission.py [--calls 2000] [--slots 1] [--queue 16] [--generator]`. The flood
+is `--calls` concurrent Evaluate calls of a candidate that holds its slot until cancelled; health checks and
+GetCapacity calls go on meanwhile, on their own channel. Prints refused / admitted, the latency percentiles of
+health and GetCapacity idle and under the flood with their ratio, and how long the admitted candidates took to stop
+once cancelled. `--generator` also measures a generator (SmolLM2, local backend): a one-token request sent right
+after a long generation is cancelled, against the same request on the idle generator (the difference is how long
+the cancelled decoding held the model). Client and server share this process (and its GIL), so the figures include
+the client's own load.
 """
 
 from __future__ import annotations
@@ -76,11 +79,53 @@ def summary(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))], ordered[-1]
 
 
+def generator_cancel(trials: int = 3) -> None:
+    """Seconds a one-token Generate takes idle, and right after a 7000-token generation was cancelled."""
+    from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+    from generator_svc.config import GeneratorConfig
+    from generator_svc.service import build_server as build_generator
+
+    server = build_generator(GeneratorConfig(port=0, model="smollm2-135m", max_new_tokens_limit=8000,
+                                             threads=1)).start()
+    channel = grpc.insecure_channel(server.address)
+    stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+    baseline = common_pb2.Baseline(name="TinyNet", dataset="mnist", accuracy=0.5, code="import torch\n\nx = 1\n")
+
+    def generate(tokens: int, progress_s: float = 0.0):
+        sampling = generator_pb2.SamplingParams(max_new_tokens=tokens, top_k=1)
+        return stub.Generate(generator_pb2.GenerateRequest(baseline=baseline, mode=common_pb2.MODE_DELTA, n=1,
+                                                           sampling=sampling, progress_interval_s=progress_s),
+                             timeout=900)
+
+    def short() -> float:
+        start = time.perf_counter()
+        list(generate(1))
+        return time.perf_counter() - start
+
+    try:
+        idle = [short() for _ in range(trials)]
+        after = []
+        for _ in range(trials):
+            long = generate(7000, progress_s=0.1)
+            next(long)  # decoding
+            time.sleep(1.0)
+            long.cancel()
+            after.append(short())
+        print(f"generator: a one-token request takes {statistics.median(idle):.2f} s idle, "
+              f"{statistics.median(after):.2f} s right after a long generation is cancelled (median of {trials}; "
+              f"x{statistics.median(after) / statistics.median(idle):.2f}): the cancelled decoding stopped within "
+              f"{max(statistics.median(after) - statistics.median(idle), 0):.2f} s")
+    finally:
+        channel.close()
+        server.stop(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="concurrent Evaluate calls of the flood")
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--queue", type=int, default=16, help="max_queue: calls that may wait for a slot")
+    parser.add_argument("--generator", action="store_true", help="also measure a cancelled generation")
     args = parser.parse_args()
     server = build_server(EvaluatorConfig(port=0, slots=args.slots, max_queue=args.queue, threads=1)).start()
     flood_channel, probe_channel = grpc.insecure_channel(server.address), grpc.insecure_channel(server.address)
@@ -144,6 +189,8 @@ def main() -> None:
         flood_channel.close()
         probe_channel.close()
         server.stop(0)
+    if args.generator:
+        generator_cancel()
 
 
 if __name__ == "__main__":
