@@ -30,5 +30,9 @@ class CuratorConfig(ServerConfig):
     num_perm: int = option(128, "MinHash permutations")
     shingle_size: int = option(7, "code tokens per shingle")
     device: str = option("auto", "fine-tuning device: auto, cpu, cuda")
+    max_code_bytes: int = option(256 * 1024, "largest model code a candidate or novelty check may carry, in UTF-8 "
+                                 "bytes (accepted candidates are re-read at every start)")
+    max_candidates_per_call: int = option(256, "most candidates one AddCandidates call may add")
+    max_finetune_steps: int = option(100_000, "largest max_steps a fine-tuning request may ask for")
     tracking_uri: str = option("", "MLflow tracking URI for dataset and fine-tuning runs (experiment "
                                "deltanas-curator); empty: $MLFLOW_TRACKING_URI, else no tracking")

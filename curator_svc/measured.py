@@ -38,6 +38,7 @@ from deltanas.evaluator_pool import EvaluatorPool
 from deltanas.heldout import is_held_out
 from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
+from deltanas.vocabulary import UNVERIFIED_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,10 @@ class Measurements:
         return self._done.get(key)
 
     def add(self, key: str, reply: evaluator_pb2.EvaluateResponse) -> dict[str, Any]:
+        worker = {k.removeprefix(UNVERIFIED_PREFIX): v for k, v in reply.metrics.items()}  # the prompt's facts
         row = {"key": key, "valid": reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, "accuracy": reply.accuracy,
-               "digest": reply.predictions_digest, "num_params": reply.metrics.get("num_params", 0.0),
-               "train_seconds": reply.metrics.get("train_seconds", 0.0),
-               "train_samples": reply.metrics.get("train_samples", 0.0),
+               "digest": reply.predictions_digest, "num_params": worker.get("num_params", 0.0),
+               "train_seconds": worker.get("train_seconds", 0.0), "train_samples": worker.get("train_samples", 0.0),
                "failure": reply.failure_reason[:300] if reply.status != evaluator_pb2.CANDIDATE_STATUS_VALID else ""}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as out:

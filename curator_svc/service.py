@@ -22,7 +22,9 @@ from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStor
 from curator_svc.pairing import Pair, PairingConfig, make_pair, pair_baselines
 from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline, Budget
-from deltanas.errors import FailedPrecondition, NotFound, require
+from deltanas.errors import Cancelled as CallCancelled
+from deltanas.errors import FailedPrecondition, InvalidArgument, NotFound, require
+from deltanas.fields import require_baseline, require_code, require_finite, require_id, require_text
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
 from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
@@ -33,6 +35,10 @@ SERVICE_NAME = SERVICE_NAMES["curator"]
 CANDIDATES_FILE = "candidates.jsonl"
 DATASETS_DIR = "datasets"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # baselines per ListBaselines reply (code makes them large)
+MAX_DATASETS, MAX_COUNT, MAX_TOKENS = 16, 1_000_000, 131_072  # bounds of BuildDataset and StartFineTune fields
+MAX_MODEL_CHARS = 1024  # a model name, hub id or directory
+# Calls served at once (deltanas.admission; max_queue more may wait): writes and builds one at a time.
+CAPACITY = {"AddCandidates": 1, "BuildDataset": 1, "StartFineTune": 1, "CheckNovelty": 2, "WatchFineTune": 16}
 STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
           for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
 
@@ -46,17 +52,26 @@ def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
 
 
 class CandidateStore:
-    """Accepted candidates, appended to a JSONL file with fsync so that none is lost."""
+    """Accepted candidates, appended to a JSONL file with fsync so that none is lost (a line cut by a crash
+    mid-write is skipped at the next start, with a warning: its call never answered)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self.records: dict[str, dict] = {}
         if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    log.warning("%s line %d is not a complete record (cut by a crash?); skipped", path, number)
+                    continue
+                if record is not None:
                     self.records[record["candidate_id"]] = record
+
+    def snapshot(self) -> list[tuple[str, dict]]:
+        with self._lock:
+            return list(self.records.items())
 
     def add(self, record: dict) -> bool:
         with self._lock:
@@ -110,7 +125,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                     if self._closing.is_set():
                         raise RuntimeError("curator is stopping: novelty index not built")
                     index.add(model, self.lemur.code(model))
-                for cid, record in self.candidates.records.items():
+                for cid, record in self.candidates.snapshot():
                     index.add(cid, record["code"])
                 log.info("novelty index ready: %d models", len(index))
                 self._novelty = index
@@ -140,6 +155,9 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
     def ListBaselines(self, request: curator_pb2.ListBaselinesRequest, context) -> curator_pb2.ListBaselinesResponse:
         self._dataset("dataset", request.dataset)
+        require(len(request.names) <= MAX_PAGE, "names", f"more than {MAX_PAGE} names")
+        for i, name in enumerate(request.names):
+            require_text(f"names[{i}]", name)
         require(0 <= request.limit <= MAX_PAGE, "limit", f"must be in [0, {MAX_PAGE}] (0: {DEFAULT_PAGE})")
         require(request.offset >= 0, "offset", "must not be negative")
         require(request.epoch >= 0, "epoch", "must not be negative")
@@ -159,49 +177,79 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
     def CheckNovelty(self, request: curator_pb2.CheckNoveltyRequest, context) -> curator_pb2.CheckNoveltyResponse:
         require(bool(request.code.strip()), "code", "is empty")
+        require_code("code", request.code, self.cfg.max_code_bytes)
         jaccard, nearest = self.novelty().query(request.code)
         return curator_pb2.CheckNoveltyResponse(max_jaccard=jaccard, nearest=str(nearest or ""),
                                                 novel=jaccard < self.cfg.novelty_threshold,
                                                 threshold=self.cfg.novelty_threshold)
 
     def AddCandidates(self, request: curator_pb2.AddCandidatesRequest, context) -> curator_pb2.AddCandidatesResponse:
+        """Stores each new candidate and adds it to the novelty index; stops between records when the client left
+        (what was stored stays: a retry is told those are duplicates)."""
+        require(len(request.candidates) <= self.cfg.max_candidates_per_call, "candidates",
+                f"more than {self.cfg.max_candidates_per_call} in one call ({len(request.candidates)}); split it")
         for i, c in enumerate(request.candidates):
             require(bool(c.candidate_id), f"candidates[{i}].candidate_id", "is empty")
+            require_id(f"candidates[{i}].candidate_id", c.candidate_id)
             require(bool(c.code.strip()), f"candidates[{i}].code", "is empty")
+            require_code(f"candidates[{i}].code", c.code, self.cfg.max_code_bytes)
             require(c.HasField("baseline") and bool(c.baseline.code), f"candidates[{i}].baseline", "is missing")
-            require(0.0 <= c.accuracy <= 1.0, f"candidates[{i}].accuracy", "must be within [0, 1]")
+            require_baseline(f"candidates[{i}].baseline", c.baseline, self.cfg.max_code_bytes)
+            require_finite(f"candidates[{i}].accuracy", c.accuracy, 0.0, 1.0)
             if c.HasField("budget"):
                 Budget.from_proto(c.budget, f"candidates[{i}].budget")
-                require(abs(c.gain) <= 100, f"candidates[{i}].gain", "must be within [-100, 100] points")
+                require_finite(f"candidates[{i}].gain", c.gain, -100.0, 100.0)
+        index = self.novelty()  # built first: the build reads the stored candidates, so none is added twice
         added = 0
         for c in request.candidates:
+            if not context.is_active():
+                raise CallCancelled(f"candidates: the client left; {added} of {len(request.candidates)} stored")
             b = Baseline.from_proto(c.baseline)
             record = {"candidate_id": c.candidate_id, "code": c.code, "accuracy": c.accuracy,
                       "baseline": {**b.__dict__}}
             if c.HasField("budget"):  # a search's improved candidate: its gain was measured, so is its parent
                 record |= {"gain": c.gain, "budget": asdict(Budget.from_proto(c.budget))}
             if self.candidates.add(record):
-                self.novelty().add(c.candidate_id, c.code)
+                if c.candidate_id not in index:
+                    index.add(c.candidate_id, c.code)
                 added += 1
         return curator_pb2.AddCandidatesResponse(added=added, duplicates=len(request.candidates) - added,
                                                  total=len(self.candidates.records))
 
+    def _model(self, requested: str) -> str:
+        """The request's base model, or the configured one; InvalidArgument unless it names a model source."""
+        from deltanas.llm import ModelSourceError, source_for
+
+        model = requested or self.cfg.model
+        require_text("model", model, MAX_MODEL_CHARS)
+        try:
+            source_for(model)
+        except ModelSourceError as exc:
+            raise InvalidArgument("model", str(exc)) from exc
+        return model
+
     def _tokenizer(self, model: str):
-        from deltanas.llm import load_tokenizer
+        from deltanas.llm import ModelSourceError, load_tokenizer
 
         if model not in self._tokenizers:
-            self._tokenizers[model] = load_tokenizer(model)
+            try:
+                self._tokenizers[model] = load_tokenizer(model)
+            except (ModelSourceError, OSError, ValueError) as exc:  # a directory without a usable tokenizer
+                raise FailedPrecondition(f"model: cannot load the tokenizer of {model!r}: {exc}") from exc
         return self._tokenizers[model]
 
     def BuildDataset(self, request: curator_pb2.BuildDatasetRequest, context) -> curator_pb2.BuildDatasetResponse:
         require(bool(request.datasets), "datasets", "name at least one dataset")
+        require(len(request.datasets) <= MAX_DATASETS, "datasets", f"more than {MAX_DATASETS}")
         for i, name in enumerate(request.datasets):
             self._dataset(f"datasets[{i}]", name)
         require(request.mode in MODE_NAMES, "mode", "must be MODE_DELTA or MODE_FULL")
-        require(request.min_gain >= 0, "min_gain", "must not be negative")
-        require(request.max_diff_lines >= 0, "max_diff_lines", "must not be negative")
-        require(request.max_pairs_per_dataset >= 0, "max_pairs_per_dataset", "must not be negative")
-        require(request.max_tokens >= 0, "max_tokens", "must not be negative")
+        require_finite("min_gain", request.min_gain, 0.0, 1.0)
+        require(0 <= request.max_diff_lines <= MAX_COUNT, "max_diff_lines", f"must be in [0, {MAX_COUNT}]")
+        require(0 <= request.max_pairs_per_dataset <= MAX_COUNT, "max_pairs_per_dataset",
+                f"must be in [0, {MAX_COUNT}]")
+        require(0 <= request.max_tokens <= MAX_TOKENS, "max_tokens", f"must be in [0, {MAX_TOKENS}]")
+        model = self._model(request.model)
         cfg, mode = self.cfg, MODE_NAMES[request.mode]
         pairing = PairingConfig(min_gain=request.min_gain or cfg.min_gain,
                                 max_diff_lines=request.max_diff_lines or cfg.max_diff_lines,
@@ -209,7 +257,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         baselines = [b for name in request.datasets for b in self.lemur.baselines(name, 1)]
         pairs, report = pair_baselines(baselines, pairing)
         extra = candidate_pairs(self.candidates.records) if request.include_candidates else []
-        tokenizer = self._tokenizer(request.model or cfg.model)
+        tokenizer = self._tokenizer(model)
         dataset_cfg = DatasetConfig(modes=(mode,), max_tokens=request.max_tokens or cfg.max_tokens,
                                     eval_fraction=cfg.eval_fraction,
                                     novelty=NoveltyConfig(cfg.num_perm, cfg.shingle_size, cfg.novelty_threshold))
@@ -223,7 +271,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         counts |= {f"dataset.{k}": v for k, v in built.counts.items()}
         log.info("dataset %s (%s): %d train, %d eval from %s", built.id, mode, built.train, built.eval,
                  ", ".join(request.datasets))
-        params = {"datasets": ",".join(request.datasets), "mode": mode, "model": request.model or cfg.model,
+        params = {"datasets": ",".join(request.datasets), "mode": mode, "model": model,
                   "include_candidates": request.include_candidates,
                   **flatten({"pairing": asdict(pairing), "dataset": asdict(dataset_cfg)})}
         open_tracker(cfg).log_dataset(built.id, mode, built.path, params, counts)
@@ -243,10 +291,14 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
     def StartFineTune(self, request: curator_pb2.StartFineTuneRequest, context) -> curator_pb2.StartFineTuneResponse:
         from curator_svc.finetune import FineTuneConfig
 
+        require(0 <= request.max_steps <= self.cfg.max_finetune_steps, "max_steps",
+                f"must be in [0, {self.cfg.max_finetune_steps}] (0: one epoch), got {request.max_steps}")
+        require_finite("learning_rate", request.learning_rate, 0.0, 1.0)
+        for name, most in (("lora_r", 1024), ("gradient_accumulation", 1024), ("save_every", MAX_COUNT)):
+            require(0 <= getattr(request, name) <= most, name, f"must be in [0, {most}], got {getattr(request, name)}")
+        require_text("resume_operation_id", request.resume_operation_id, 64)
         self._dataset_dir(request.dataset_id)
-        for name in ("max_steps", "learning_rate", "lora_r", "gradient_accumulation", "save_every"):
-            require(getattr(request, name) >= 0, name, "must not be negative")
-        model = request.model or self.cfg.model
+        model = self._model(request.model)
         work_dir = None
         if request.resume_operation_id:
             previous = self.operations.get(request.resume_operation_id, field="resume_operation_id")
@@ -315,7 +367,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
 def build_server(config: CuratorConfig) -> ServiceServer:
     servicer = CuratorServicer(config)
-    server = ServiceServer.from_config("curator", config, probe=servicer.probe)
+    server = ServiceServer.from_config("curator", config, probe=servicer.probe, capacity=CAPACITY)
     server.on_stop(servicer.close)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

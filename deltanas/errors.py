@@ -37,6 +37,12 @@ class ResourceExhausted(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Cancelled(ServiceError):
+    """The client cancelled the call or its deadline passed: the work for it was stopped (nobody reads the answer)."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
 def require(condition: bool, field: str, problem: str) -> None:
     """Raises InvalidArgument(field, problem) unless `condition` holds."""
     if not condition:

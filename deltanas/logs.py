@@ -1,4 +1,8 @@
-"""Structured logging: `key=value` lines with time, level and logger; DELTANAS_LOG_LEVEL sets the level."""
+"""Structured logging: `key=value` lines with time, level and logger; DELTANAS_LOG_LEVEL sets the level.
+
+One record is one line: control characters in a message (newlines of a request id, terminal escapes of a
+baseline name) are written as escapes, so that no caller can forge a log line.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,17 @@ import os
 import sys
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (newlines included) escaped and double quotes made single."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text.replace('"', "'")
+
+
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().replace('"', "'")
         line = f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")} level={record.levelname.lower()} ' \
-               f'logger={record.name} msg="{message}"'
+               f'logger={record.name} msg="{one_line(record.getMessage())}"'
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

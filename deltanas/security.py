@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 
+from deltanas.admission import refusal
+
 log = logging.getLogger("deltanas.security")
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -27,19 +29,6 @@ AUTH_HEADER = "authorization"
 def bearer(token: str) -> tuple[str, str]:
     """The metadata pair that carries `token`."""
     return AUTH_HEADER, f"Bearer {token}"
-
-
-def _reject(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that answers UNAUTHENTICATED without running it."""
-
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
-             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
-    make = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(deny, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
@@ -58,11 +47,12 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         presented = [v for k, v in details.invocation_metadata or () if k == AUTH_HEADER]
         if not presented:
             log.warning("%s: rpc %s refused: no authorization metadata", self._service, details.method)
-            return _reject(handler, f"{self._service}: missing 'authorization: Bearer <token>' metadata")
+            return refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
+                           f"{self._service}: missing 'authorization: Bearer <token>' metadata")
         value = presented[0].encode() if isinstance(presented[0], str) else presented[0]
         if not hmac.compare_digest(value, self._expected):
             log.warning("%s: rpc %s refused: wrong token", self._service, details.method)
-            return _reject(handler, f"{self._service}: wrong token")
+            return refusal(handler, grpc.StatusCode.UNAUTHENTICATED, f"{self._service}: wrong token")
         return handler
 
 

@@ -21,9 +21,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from deltanas.admission import Admission
 from deltanas.config import ConfigError, option
-from deltanas.errors import ServiceError
+from deltanas.errors import Cancelled, InvalidArgument, ServiceError
 from deltanas.security import TokenAuthInterceptor, server_credentials
+from deltanas.wire import Malformed, lenient
 
 log = logging.getLogger("deltanas.server")
 
@@ -49,10 +51,19 @@ class ServerConfig:
     max_message_mb: int = option(MAX_MESSAGE_MB, "largest request or response message, in MiB")
     health_interval_s: float = option(10.0, "seconds between health probes after start, so health follows the "
                                       "device or backend (0: probe only at start)")
+    max_queue: int = option(16, "calls that may wait for a busy service (evaluator slots, the generator's model, "
+                            "curator writes) on top of those it serves at once; more are refused with "
+                            "RESOURCE_EXHAUSTED")
+    max_other_calls: int = option(32, "calls of the other methods (listings, status, novelty checks) served at "
+                                  "once; more are refused with RESOURCE_EXHAUSTED (health checks never are)")
 
     def __post_init__(self) -> None:
         if self.max_message_mb < 1:
             raise ConfigError(f"max_message_mb: must be at least 1, got {self.max_message_mb}")
+        if self.max_queue < 0:
+            raise ConfigError(f"max_queue: must not be negative, got {self.max_queue}")
+        if self.max_other_calls < 1:
+            raise ConfigError(f"max_other_calls: must be at least 1, got {self.max_other_calls}")
         if self.health_interval_s < 0:
             raise ConfigError(f"health_interval_s: must not be negative, got {self.health_interval_s}")
 
@@ -80,19 +91,31 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     context.abort(grpc.StatusCode.INTERNAL, _details(f"{type(exc).__name__}: {exc}"))
 
 
+def _admit(request: Any, context: grpc.ServicerContext) -> None:
+    """Raises for a request that did not parse, or a call whose client left before it started."""
+    if isinstance(request, Malformed):
+        raise InvalidArgument(request.field, request.problem)
+    if not context.is_active():
+        raise Cancelled("the client cancelled the call (or its deadline passed) before it started")
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Turns ServiceError into its status code and anything else into INTERNAL, with a log line."""
+    """Turns ServiceError into its status code and anything else into INTERNAL, with a log line; a request whose
+    bytes do not parse into INVALID_ARGUMENT naming the field (deltanas.wire), and a call whose client left before
+    it started into CANCELLED without running it."""
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         if handler is None or details.method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         method = details.method
+        handler = handler._replace(request_deserializer=lenient(handler.request_deserializer))
         if handler.unary_unary:
             inner = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
+                    _admit(request, context)
                     return inner(request, context)
                 except Exception as exc:
                     _abort(context, exc, method)
@@ -103,6 +126,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
+                    _admit(request, context)
                     yield from inner_stream(request, context)
                 except Exception as exc:
                     _abort(context, exc, method)
@@ -115,11 +139,12 @@ class ServiceServer:
     """A grpc.Server bound to one address with health (exercised by `probe`, again every `health_interval_s`)
     and reflection."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, max_workers: int = 16,
-                 grace_s: float = 30.0, probe: Callable[[], None] | None = None, health_interval_s: float = 0.0,
-                 interceptors: list[grpc.ServerInterceptor] | None = None,
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, grace_s: float = 30.0,
+                 probe: Callable[[], None] | None = None, health_interval_s: float = 0.0,
                  credentials: grpc.ServerCredentials | None = None, auth_token: str | None = None,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, capacity: dict[str, int] | None = None,
+                 max_queue: int = 16, max_other_calls: int = 32) -> None:
+        """`capacity`: method name -> calls it serves at once (deltanas.admission); `max_queue` more may wait."""
         self.name = name
         self.grace_s = grace_s
         self.config: ServerConfig | None = None
@@ -129,10 +154,11 @@ class ServiceServer:
         self._health_interval_s = health_interval_s
         self._healthy: bool | None = None
         self._services: list[str] = []
+        self.admission = Admission(name, capacity or {}, max_queue, max_other_calls)
         auth = [TokenAuthInterceptor(name, auth_token)] if auth_token else []
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
-            interceptors=[*auth, *(interceptors or []), ErrorInterceptor()],
+            futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=name),  # admission routes every call
+            interceptors=[self.admission, *auth, ErrorInterceptor()],
             options=[("grpc.max_receive_message_length", max_message_bytes),
                      ("grpc.max_send_message_length", max_message_bytes)],
         )
@@ -156,7 +182,8 @@ class ServiceServer:
         server = cls(name, config.host, config.port, grace_s=config.grace_s, auth_token=config.auth_token or None,
                      credentials=server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca),
                      max_message_bytes=config.max_message_mb * 1024 * 1024,
-                     health_interval_s=config.health_interval_s, **kwargs)
+                     health_interval_s=config.health_interval_s, max_queue=config.max_queue,
+                     max_other_calls=config.max_other_calls, **kwargs)
         server.config = config
         if not _is_loopback(config.host) and not (server.authenticated and server.tls):
             log.warning("%s listens on %s without %s: set auth_token and TLS off loopback", name, server.address,
@@ -215,6 +242,7 @@ class ServiceServer:
         self.health.enter_graceful_shutdown()
         log.info("%s draining in-flight calls (grace %.0f s)", self.name, self.grace_s if grace_s is None else grace_s)
         self._server.stop(self.grace_s if grace_s is None else grace_s).wait()
+        self.admission.close()
         for hook in self._stop_hooks:
             hook()
         log.info("%s stopped", self.name)

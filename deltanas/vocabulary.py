@@ -47,6 +47,10 @@ CANDIDATE_TAG = f"{TAG_PREFIX}candidate_id"
 REFERENCE_TAG = f"{TAG_PREFIX}reference_key"  # a same-budget reference run (role reference)
 SKIPPED_TAG = f"{TAG_PREFIX}skipped_baselines"  # a search's baselines that do not learn under its budget (JSON list)
 
+# An evaluator's metrics that the sandboxed worker reported about itself (its parameter count, training time, ...)
+# carry this prefix: the candidate could have rewritten them (evaluator_svc.scoring.UNVERIFIED says the same).
+UNVERIFIED_PREFIX = "unverified."
+
 # Artifact file names of a candidate's child run (constant, so that what is logged is what is read back).
 RAW_OUTPUT_FILE = "llm_output.txt"
 DIFF_FILE = "candidate_diff.txt"  # .txt: the MLflow UI previews it (it has no viewer for .diff)

@@ -1,6 +1,6 @@
 """The candidate's stages inside the sandboxed worker: INSTANTIATE, FORWARD, TRAIN, EVALUATE (predict).
 
-    predictions = evaluate_candidate(job, scratch, train_split, test_images, "cpu", metrics)
+    predictions = evaluate_candidate(job, stage_fd, train_split, test_images, "cpu", metrics)
 
 Each stage's exceptions become a CandidateFailure at that stage, with a one-line reason that names the
 sandbox limit that caused it. No labels of the test split exist here: EVALUATE returns class indices.
@@ -9,20 +9,21 @@ sandbox limit that caused it. No labels of the test split exist here: EVALUATE r
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
 
 from evaluator_svc.datasets import Split
-from evaluator_svc.job import STAGE_FILE, Job
+from evaluator_svc.job import Job
 from evaluator_svc.lockdown import NETWORK_ERRNOS
 from evaluator_svc.stages import Stage
+from evaluator_svc.static_checks import runtime_builtins
 from evaluator_svc.trainer import Batches, TrainOptions, non_finite_parameters, predict, seed_everything, train
 from evaluator_svc.transforms import BatchTransform, parse_transform
 
@@ -35,8 +36,9 @@ class CandidateFailure(Exception):
         self.stage, self.reason = stage, reason
 
 
-def set_stage(scratch: str, stage: Stage) -> None:
-    Path(scratch, STAGE_FILE).write_text(stage.name)
+def set_stage(stage_fd: int, stage: Stage) -> None:
+    """Announces `stage` in the stage file, which the parent reads through its own descriptor if the worker dies."""
+    os.pwrite(stage_fd, stage.name.ljust(16).encode(), 0)
 
 
 def _describe(exc: BaseException) -> str:
@@ -48,16 +50,18 @@ def _describe(exc: BaseException) -> str:
         return f"network access blocked ({text})"
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return f"output limit exceeded ({text})"
-    if isinstance(exc, BlockingIOError) and exc.errno == errno.EAGAIN:
+    if (isinstance(exc, BlockingIOError) and exc.errno == errno.EAGAIN) or "can't start new thread" in str(exc):
         return f"process or resource limit reached ({text})"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"scratch space limit reached ({text})"
     if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
         return f"blocked by sandbox ({text})"
     return text
 
 
-def _stage(scratch: str, current: Stage, fn: Callable[..., T], *args) -> T:
+def _stage(stage_fd: int, current: Stage, fn: Callable[..., T], *args) -> T:
     """Run one candidate stage; any exception becomes a CandidateFailure at `current`."""
-    set_stage(scratch, current)
+    set_stage(stage_fd, current)
     try:
         return fn(*args)
     except CandidateFailure:
@@ -69,6 +73,8 @@ def _stage(scratch: str, current: Stage, fn: Callable[..., T], *args) -> T:
 def _instantiate(job: Job, in_shape: tuple[int, ...], device: torch.device, metrics: dict) -> torch.nn.Module:
     module = types.ModuleType("candidate")
     module.__file__ = "<candidate>"
+    if job.limits.audit_hook:  # the Python guards: reflection refuses what the static check refuses
+        module.__builtins__ = runtime_builtins()  # type: ignore[attr-defined]
     exec(compile(job.code, "<candidate>", "exec"), module.__dict__)
     start = time.perf_counter()
     model = module.Net(in_shape, (job.num_classes,), dict(job.prm), device).to(device)
@@ -102,7 +108,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, transform: BatchTrans
     return predictions
 
 
-def evaluate_candidate(job: Job, scratch: str, train_split: Split, test_images: torch.Tensor, device_name: str,
+def evaluate_candidate(job: Job, stage_fd: int, train_split: Split, test_images: torch.Tensor, device_name: str,
                        metrics: dict[str, float]) -> np.ndarray:
     """The candidate stages, filling `metrics`; the predicted test classes, or CandidateFailure."""
     device = torch.device(device_name)
@@ -112,8 +118,8 @@ def evaluate_candidate(job: Job, scratch: str, train_split: Split, test_images: 
     transform = parse_transform(job.transform, job.mean, job.std)
     train_batches = Batches(train_split, transform, options, device, shuffle=True)
     x, _ = train_batches.first()
-    model = _stage(scratch, Stage.INSTANTIATE, _instantiate, job, tuple(x.shape), device, metrics)
-    _stage(scratch, Stage.FORWARD, _forward, model, x, job.num_classes)
-    _stage(scratch, Stage.TRAIN, _train, model, train_batches, job, options, metrics)
-    return _stage(scratch, Stage.EVALUATE, _predict, model, test_images.to(device), transform, options,
+    model = _stage(stage_fd, Stage.INSTANTIATE, _instantiate, job, tuple(x.shape), device, metrics)
+    _stage(stage_fd, Stage.FORWARD, _forward, model, x, job.num_classes)
+    _stage(stage_fd, Stage.TRAIN, _train, model, train_batches, job, options, metrics)
+    return _stage(stage_fd, Stage.EVALUATE, _predict, model, test_images.to(device), transform, options,
                   job.num_classes, metrics)

@@ -41,6 +41,7 @@ class EvaluatorConfig(ServerConfig):
     max_code_bytes: int = option(1024 * 1024, "largest model code accepted")
     max_diff_bytes: int = option(256 * 1024, "largest diff or LLM answer accepted")
     results_cache: int = option(4096, "results remembered by request id, so retries are idempotent")
+    results_cache_mb: int = option(256, "most memory those remembered results may take (the oldest go first)")
     grace_s: float = option(30.0, "seconds in-flight evaluations get to finish on SIGTERM")
     python_guards: bool = option(True, "the static SYNTAX/CONTRACT/SAFETY checks and the in-worker audit hook; "
                                  "off only to test that the kernel sandbox holds on its own")

@@ -118,7 +118,12 @@ def _torchvision(cls_name: str, splits: tuple[str, str] | None = None, size: int
             raise FileNotFoundError(f"dataset root {root or '(unset)'} not found: set {DATA_ROOT_ENV} "
                                     "or the evaluator's data_root to a torchvision dataset directory "
                                     "(deltanas data fetch NAME --root DIR fills one where a network exists)")
-        return [open_split(root, train, download=False) for train in (True, False)]
+        try:
+            return [open_split(root, train, download=False) for train in (True, False)]
+        except (RuntimeError, OSError) as exc:  # torchvision: RuntimeError "Dataset not found or corrupted"
+            raise FileNotFoundError(f"{cls_name} not found under the dataset root {root}: "
+                                    f"{str(exc).splitlines()[0][:200]} (deltanas data fetch NAME --root DIR fills "
+                                    "it where a network exists)") from exc
 
     def load(data_root: Path | None) -> tuple[Split, Split]:
         train, test = (_materialize(ds, size, label) for ds in opened(data_root))

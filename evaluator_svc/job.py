@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 UID_BASE = 200_000
-JOB_FILE, STAGE_FILE = "job.json", "stage"
+JOB_FILE, STAGE_FILE, WORK_DIR = "job.json", "stage", "work"
 DATA_FILES = ("train_images", "train_labels", "test_images")  # never the test labels
 
 
@@ -26,14 +26,26 @@ class SandboxLimits:
 
     memory_mb: int = field(default=4096, metadata={
         "help": "memory the candidate may add to the worker's own footprint after setup (torch and data "
-                "loaded): RLIMIT_AS on CPU, RLIMIT_DATA on CUDA"})
+                "loaded): RLIMIT_AS on CPU, RLIMIT_DATA on CUDA; with a cgroup also part of its memory limit"})
+    runtime_mb: int = field(default=2048, metadata={
+        "help": "memory the worker's interpreter, torch and data may take before the candidate runs: a cgroup's "
+                "memory limit is runtime_mb + memory_mb, and counts the worker's tmpfs and shared memory too"})
     cpu_seconds: int | None = field(default=None, metadata={
         "help": "CPU-time limit (RLIMIT_CPU); default: threads x wall timeout + 30"})
     file_mb: int = field(default=64, metadata={
         "help": "largest file the worker may write, stdout/stderr included (RLIMIT_FSIZE)"})
+    scratch_mb: int = field(default=256, metadata={
+        "help": "size of the worker's writable scratch dir (its cwd, HOME and TMPDIR): a tmpfs under bubblewrap; "
+                "weak mode: a directory on the host disk, with file_mb per file only"})
+    tmp_mb: int = field(default=16, metadata={"help": "size of each of the sandbox's private /tmp and /dev/shm"})
     max_processes: int = field(default=64, metadata={
-        "help": "weak mode, root: processes + threads of the worker's own uid (RLIMIT_NPROC); under "
-                "bubblewrap the seccomp filter forbids new processes altogether"})
+        "help": "processes + threads of one worker: the pids.max of its cgroup; without one RLIMIT_NPROC, which "
+                "the kernel enforces unless the worker's uid maps to root (a root service without cgroups: no cap "
+                "beyond the memory limit on thread stacks; sandbox_layers then lacks pids-cap)"})
+    open_files: int = field(default=1024, metadata={"help": "file descriptors of the worker (RLIMIT_NOFILE)"})
+    cgroup: str = field(default="auto", metadata={
+        "help": "per-candidate cgroup for pids and memory: auto (cgroup v2 with delegated controllers, else v1, "
+                "else none), v2, v1 or none"})
     threads: int = field(default=1, metadata={"help": "OMP/MKL/torch intra-op threads of the worker"})
     gpu_memory_fraction: float | None = field(default=None, metadata={
         "help": "torch.cuda.set_per_process_memory_fraction for the worker when CUDA is used"})

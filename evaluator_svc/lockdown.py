@@ -1,6 +1,6 @@
 """In-worker lock-down, applied by the worker itself before the candidate's code runs.
 
-    lock_down(job, scratch, device)   # rlimits, uid switch (root, weak mode), audit hook; irreversible
+    lock_down(job, work, device)   # rlimits, uid switch (root, weak mode), audit hook; irreversible
 
 Under bubblewrap (see `evaluator_svc.sandbox`) the kernel layers are already in place and this adds the
 rlimits and, as defence in depth with clearer error messages, the audit hook. In the weak mode (no
@@ -34,6 +34,9 @@ PATH_EVENTS = ("os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os
 SYSTEM_READ_ROOTS = ("/usr/", "/lib/", "/lib64/", "/opt/", "/sys/", "/proc/", "/dev/", "/etc/ld.so",
                      "/etc/localtime")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+# Foreign calls and raw memory through ctypes (torch imports ctypes, so its libraries are loaded already).
+CTYPES_EVENTS = {"ctypes.call_function", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.PyObj_FromPtr",
+                 "ctypes.string_at", "ctypes.wstring_at", "ctypes.cdata"}
 
 
 class SandboxViolation(PermissionError):
@@ -48,7 +51,8 @@ def isolate_network() -> str:
 
 def make_audit_hook(scratch: str, code_roots: tuple[str, ...]):
     """Refuse writes outside `scratch`, reads outside it, `code_roots` and SYSTEM_READ_ROOTS, other
-    processes' /proc entries, process creation, signals, sockets and dlopen outside `code_roots`."""
+    processes' /proc entries, process creation, signals, sockets, dlopen outside `code_roots` and every
+    foreign call or raw memory access through ctypes."""
     own_proc = (f"/proc/{os.getpid()}/", "/proc/self/", "/proc/thread-self/")
     read_roots = (scratch + os.sep, *(root.rstrip(os.sep) + os.sep for root in code_roots), *SYSTEM_READ_ROOTS)
 
@@ -78,6 +82,8 @@ def make_audit_hook(scratch: str, code_roots: tuple[str, ...]):
             raise SandboxViolation(f"blocked by sandbox: {event} outside the scratch dir")
         elif event == "ctypes.dlopen" and not (args[0] and os.fsdecode(args[0]).startswith(code_roots)):
             raise SandboxViolation(f"blocked by sandbox: loading native library {args[0]!r}")
+        elif event in CTYPES_EVENTS:
+            raise SandboxViolation(f"blocked by sandbox: native code through ctypes ({event})")
 
     return hook
 
@@ -122,8 +128,16 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def lock_down(job: Job, scratch: str, device: str) -> None:
-    """Rlimits, unprivileged uid (when root, weak mode) and the audit hook; irreversible for this process."""
+def _cap(kind: int, value: int) -> None:
+    """Sets soft and hard limit `kind` to `value`, or to the hard limit already lower."""
+    hard = resource.getrlimit(kind)[1]
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(kind, (value, value))
+
+
+def lock_down(job: Job, work: str, device: str) -> None:
+    """Rlimits, unprivileged uid (when root, weak mode) and the audit hook; irreversible for this process.
+    `work` is the writable scratch dir (the cwd), beside the job's inputs."""
     limits = job.limits
     parent = os.getppid()
     # The candidate gets memory_mb on top of the worker's own footprint (torch, CUDA context, data). CUDA
@@ -136,13 +150,17 @@ def lock_down(job: Job, scratch: str, device: str) -> None:
     file_size = limits.file_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _cap(resource.RLIMIT_NOFILE, limits.open_files)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG instead of killing
-    if os.geteuid() == 0 and limits.drop_privileges:  # never true under bubblewrap (uid 65534 there)
+    if job.kernel_sandbox:  # the sandbox's own user namespace: counts this worker's tasks only (unless root-mapped)
+        _cap(resource.RLIMIT_NPROC, limits.max_processes)
+    elif os.geteuid() == 0 and limits.drop_privileges:
         uid = job.uid_base + os.getpid()
-        os.chown(scratch, uid, uid)
-        for entry in os.listdir(scratch):
-            os.chown(os.path.join(scratch, entry), uid, uid)
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        inputs = os.path.dirname(work)
+        os.chown(inputs, uid, uid)
+        for entry in os.listdir(inputs):
+            os.chown(os.path.join(inputs, entry), uid, uid)
+        _cap(resource.RLIMIT_NPROC, limits.max_processes)
         drop_privileges(uid, keep_read=not _world_readable(sys.base_prefix, sys.prefix))
     # Die with the evaluator (set after the uid switch, which clears it): a killed service leaves no training behind.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -153,4 +171,4 @@ def lock_down(job: Job, scratch: str, device: str) -> None:
 
         package = os.path.dirname(os.path.abspath(__file__))
         roots = tuple({os.path.dirname(torch.__file__), sys.prefix, sys.base_prefix, package})
-        sys.addaudithook(make_audit_hook(scratch, roots))
+        sys.addaudithook(make_audit_hook(work, roots))

@@ -9,6 +9,7 @@ The service splits the two halves: `static_failure` runs in the gRPC server (che
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,11 +55,11 @@ def static_failure(code: str, candidate_id: str = "-") -> EvalResult | None:
     return EvalResult.failure(stage, reason)
 
 
-def train_in_sandbox(task: TrainTask, device: str) -> EvalResult:
+def train_in_sandbox(task: TrainTask, device: str, cancel: threading.Event | None = None) -> EvalResult:
     """INSTANTIATE..EVALUATE of `task` in a sandboxed worker on `device` (auto: resolved on this host, where the
     worker runs); the data is loaded on this host.
 
-    Raises FileNotFoundError when the dataset root is missing here.
+    Raises FileNotFoundError when the dataset root is missing here, Cancelled when `cancel` is set first.
     """
     data = load_dataset(task.dataset, train_limit=task.train_limit, test_limit=task.test_limit,
                         data_root=task.data_root)
@@ -66,7 +67,7 @@ def train_in_sandbox(task: TrainTask, device: str) -> EvalResult:
               std=data.std, transform=task.transform, prm=dict(task.prm), batch=min(task.batch, len(data.train.labels)),
               epochs=task.epochs, device=resolve_device(device), limits=task.limits, timeout_s=task.timeout_s,
               bf16=task.bf16, channels_last=task.channels_last, seed=task.seed)
-    return run_job(job, data, timeout_s=task.timeout_s)
+    return run_job(job, data, timeout_s=task.timeout_s, cancel=cancel)
 
 
 def evaluate_code(code: str, *, dataset: str, prm: dict, batch: int, transform: str, epochs: int = 1,

@@ -1,29 +1,47 @@
 """Run one evaluation job in an isolated worker process (``python -m evaluator_svc.worker``).
 
-    result = run_job(job, data, timeout_s=60)     # never raises for candidate misbehaviour
+    result = run_job(job, data, timeout_s=60, cancel=event)   # never raises for candidate misbehaviour
     host_layers(limits)                          # the layers a job gets on this host, for logs and GetCapacity
 
 Trusted scoring: the worker gets the training split and the test *images* only; it returns predicted
 class indices through a pipe (`evaluator_svc.scoring`), and this process computes the accuracy from the
 test labels, which never leave it. No key or secret exists in the worker, so there is nothing to forge.
+This process reads nothing the worker controls by path: the report comes through the pipe, the stage and
+the logs through descriptors of files it opened itself before the worker started.
 
 Layers, outermost first (the in-worker part is `evaluator_svc.lockdown`):
 
+* a cgroup per candidate where the host offers one (`evaluator_svc.cgroups`: v2 with delegated controllers,
+  else v1): pids.max and a memory limit that counts the worker's tmpfs, shared memory and page cache; the
+  worker joins it before it starts, and on its end every process left in it is killed and the cgroup removed;
 * bubblewrap (``bwrap``): new user, mount, pid, network, ipc, uts and cgroup namespaces; uid/gid 65534
   inside; a read-only view of only /usr (+ /lib, /bin links), the interpreter, the virtualenv and
   ``evaluator_svc`` (the packaged data files of the bundled datasets masked by empty tmpfs); the job's
-  scratch dir as the only writable host path; private tmpfs /tmp and /dev/shm; a fresh /proc of the pid
-  namespace; an empty capability set, no_new_privs, no further user namespaces; SIGKILL when the service dies;
+  inputs read-only, and as the only writable places sized tmpfs mounts: the scratch dir (``scratch_mb``, the
+  worker's cwd, HOME and TMPDIR), /tmp and /dev/shm (``tmp_mb`` each), all gone with the sandbox; a fresh
+  /proc of the pid namespace; an empty capability set, no_new_privs, no further user namespaces; SIGKILL
+  when the service dies;
 * seccomp (`evaluator_svc.seccomp`, loaded by bwrap before it execs the worker): no ptrace, mount,
-  unshare, bpf, keyctl, io_uring, sockets of any family, or new processes (threads only);
-* rlimits (AS/DATA, CPU, FSIZE, CORE) and an audit hook in the worker (defence in depth, clearer reasons);
+  unshare, bpf, keyctl, io_uring, sockets of any family, memfd or SysV shared memory, or new processes
+  (threads only);
+* rlimits (AS/DATA, CPU, FSIZE, CORE, NOFILE, NPROC) and an audit hook in the worker (defence in depth,
+  clearer reasons);
 * environment stripped to ENV_ALLOWLIST; stdout/stderr to files read back truncated through our own
-  descriptors; new session; on timeout the process group gets SIGKILL, which takes the pid namespace.
+  descriptors; new session; on timeout, or when the caller cancels, the process group and the cgroup get
+  SIGKILL, which takes the pid namespace; the scratch dir is removed however deep a tree the worker left.
+
+A host without cgroups falls back, per candidate, to: memory = RLIMIT_AS (RLIMIT_DATA on CUDA) of
+``memory_mb`` plus the sized tmpfs mounts (``scratch_mb`` + 2 x ``tmp_mb``), with memfd and SysV shm
+refused by seccomp; processes and threads = RLIMIT_NPROC (``max_processes``), counted in the sandbox's own
+user namespace, which the kernel enforces only when the service is not root (as in the images and the Helm
+chart); a root service there has no thread cap beyond the memory limit on thread stacks, and its
+sandbox_layers lack ``pids-cap``.
 
 Weak mode (no bwrap, or `SandboxLimits.kernel_sandbox = False`): a plain subprocess that leaves the
 network with ``unshare(CLONE_NEWNET)``, switches to a per-job uid when root (RLIMIT_NPROC then counts) and
-relies on the audit hook for files, which C-level I/O (ctypes, ``torch.from_file``) gets around. The
-service refuses to start in weak mode unless ``allow_weak_sandbox = true``.
+relies on the audit hook for files, which C-level I/O (ctypes, ``torch.from_file``) gets around; its scratch
+dir is on the host disk (``file_mb`` per file). The service refuses to start in weak mode unless
+``allow_weak_sandbox = true``.
 
 Why bubblewrap: it is packaged by Debian (``apt-get install bubblewrap``), small (one setuid-free binary
 when the service is root or user namespaces are allowed), audited, used by Flatpak, and needs no config
@@ -31,8 +49,8 @@ file; it loads a seccomp program we compile with libseccomp, the reference secco
 nsjail does the same plus cgroup limits, but is not packaged by Debian 12 (a build from source with
 protobuf) and its config language is one more thing to keep; hand-written unshare/mount/pivot_root/capset
 calls through ctypes (what the weak mode starts from) are easy to get subtly wrong (mount propagation,
-/proc, setgroups, the order of uid maps) and need root. Open: no cgroup memory/pids limit (rlimits and
-the no-fork filter stand in), and the worker could still exec another binary of the read-only view.
+/proc, setgroups, the order of uid maps) and need root. Open: the worker could still exec another binary
+of the read-only view.
 """
 
 from __future__ import annotations
@@ -55,10 +73,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from deltanas.errors import Cancelled
 from evaluator_svc import seccomp
+from evaluator_svc.cgroups import JobGroup, cgroup_host
 from evaluator_svc.datasets import Dataset, packaged_data_dirs
-from evaluator_svc.job import DATA_FILES, JOB_FILE, STAGE_FILE, Job, SandboxLimits, data_file
+from evaluator_svc.job import DATA_FILES, JOB_FILE, STAGE_FILE, WORK_DIR, Job, SandboxLimits, data_file
 from evaluator_svc.scoring import WORKER_STAGES, MalformedReport, WorkerReport, frame_limit, score
+from evaluator_svc.scratch import remove_tree
 from evaluator_svc.stages import MAX_LOG_CHARS, EvalResult, Stage, printable
 
 log = logging.getLogger(__name__)
@@ -68,7 +89,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE_MOUNT = "/opt/deltanas"  # PYTHONPATH inside the sandbox: only evaluator_svc is there
 SYSTEM_VIEW = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime")
 KERNEL_LAYERS = ("bubblewrap", "user-ns", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "no-capabilities",
-                 "no-new-privs")
+                 "no-new-privs", "sized-tmpfs")
+MASK_BYTES = 4096  # the empty tmpfs over packaged data dirs
+POLL_S = 0.05  # how often a running worker is checked for its end, the timeout and the caller's cancel
 __all__ = ["Job", "SandboxLimits", "host_layers", "missing_layers", "run_job"]
 
 
@@ -94,7 +117,8 @@ def probe() -> Host:
         problems["bubblewrap"] = "bwrap not found on PATH (apt-get install bubblewrap)"
         return Host(None, program, problems)
     with tempfile.TemporaryDirectory(prefix="deltanas-probe-") as scratch, _program_fd(program) as fd:
-        argv = [*_bwrap_argv(bwrap, Path(scratch), fd, "cpu"), sys.executable, "-S", "-c", ""]
+        (Path(scratch) / WORK_DIR).mkdir()
+        argv = [*_bwrap_argv(bwrap, Path(scratch), fd, "cpu", SandboxLimits()), sys.executable, "-S", "-c", ""]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, pass_fds=(fd,) if fd else (),
                               env=_minimal_env(Path(scratch), SandboxLimits(), kernel=True), check=False)
     if done.returncode != 0:
@@ -120,15 +144,46 @@ def require_sandbox(missing: dict[str, str], allow_weak: bool, where: str) -> No
                                  + " (install it, or set allow_weak_sandbox = true to run without)")
 
 
+def _kernel(limits: SandboxLimits) -> bool:
+    return bool(probe().bwrap) and limits.kernel_sandbox
+
+
+def _nproc_counts(limits: SandboxLimits) -> bool:
+    """Whether RLIMIT_NPROC caps a worker's threads: its uid is not root and owns nothing else in its namespace
+    (the kernel exempts root-mapped tasks)."""
+    if _kernel(limits):
+        return os.geteuid() != 0  # bubblewrap maps the sandbox uid onto the service's own
+    return os.geteuid() == 0 and limits.drop_privileges  # weak mode: a fresh uid per job
+
+
 def host_layers(limits: SandboxLimits) -> tuple[str, ...]:
-    """Names of the layers a job with `limits` gets on this host."""
+    """Names of the layers a job with `limits` gets on this host ("pids-cap" and "memory-cap" name a cgroup's)."""
     host = probe()
-    if host.bwrap and limits.kernel_sandbox:
+    if _kernel(limits):
         layers = [*KERNEL_LAYERS, *(["seccomp"] if host.seccomp else [])]
     else:
         uid_drop = os.geteuid() == 0 and limits.drop_privileges
         layers = ["weak-mode", "net-ns-unshare", *(["uid-drop"] if uid_drop else [])]
+    cgroup = cgroup_host(limits.cgroup)
+    if cgroup.layer:
+        layers += [cgroup.layer, "pids-cap", "memory-cap"]
+    elif _nproc_counts(limits):
+        layers.append("pids-cap")  # RLIMIT_NPROC
     return (*layers, "rlimits", *(["audit-hook"] if limits.audit_hook else []))
+
+
+def describe_caps(limits: SandboxLimits) -> str:
+    """One line for the start-up log: which layer caps a candidate's processes and memory on this host."""
+    cgroup = cgroup_host(limits.cgroup)
+    if cgroup.layer:
+        return (f"{cgroup.layer}: pids.max {limits.max_processes}, memory {limits.runtime_mb + limits.memory_mb} "
+                "MB including tmpfs and shared memory")
+    threads = (f"RLIMIT_NPROC {limits.max_processes}" if _nproc_counts(limits) else
+               "not capped (root service without a cgroup: RLIMIT_NPROC does not count root-mapped tasks)")
+    tmpfs = f"tmpfs {limits.scratch_mb} MB scratch + 2 x {limits.tmp_mb} MB" if _kernel(limits) else \
+        f"scratch on the host disk ({limits.file_mb} MB per file)"
+    return (f"no per-candidate cgroup ({cgroup.why}): memory capped by RLIMIT_AS/DATA ({limits.memory_mb} MB) + "
+            f"{tmpfs}, memfd and SysV shm refused; processes and threads {threads}")
 
 
 @contextlib.contextmanager
@@ -157,17 +212,23 @@ def _bind_view(paths: list[str]) -> list[str]:
     return args
 
 
-def _bwrap_argv(bwrap: str, scratch: Path, seccomp_fd: int | None, device: str) -> list[str]:
+def _tmpfs(path: str, mb: float, perms: str = "0755") -> list[str]:
+    return ["--perms", perms, "--size", str(max(int(mb * 1024 * 1024), MASK_BYTES)), "--tmpfs", path]
+
+
+def _bwrap_argv(bwrap: str, scratch: Path, seccomp_fd: int | None, device: str, limits: SandboxLimits) -> list[str]:
     prefixes = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
+    work = str(scratch / WORK_DIR)
     argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
             "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             # the private /tmp first: binds after it stay visible when the venv or the scratch lives under /tmp
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+            "--proc", "/proc", "--dev", "/dev", *_tmpfs("/tmp", limits.tmp_mb, "1777"),
+            *_tmpfs("/dev/shm", limits.tmp_mb, "1777"),
             *_bind_view([*SYSTEM_VIEW, *prefixes]),
             "--ro-bind", str(PACKAGE_DIR), f"{PACKAGE_MOUNT}/{PACKAGE_DIR.name}",
-            "--bind", str(scratch), str(scratch), "--chdir", str(scratch)]
+            "--ro-bind", str(scratch), str(scratch), *_tmpfs(work, limits.scratch_mb), "--chdir", work]
     for hidden in packaged_data_dirs():
-        argv += ["--tmpfs", hidden]
+        argv += _tmpfs(hidden, 0, "0555")
     if device.startswith("cuda"):
         argv += ["--ro-bind", "/sys", "/sys"]
         for name in sorted(os.listdir("/dev")):
@@ -178,10 +239,10 @@ def _bwrap_argv(bwrap: str, scratch: Path, seccomp_fd: int | None, device: str) 
     return [*argv, "--remount-ro", "/", "--"]
 
 
-def _minimal_env(scratch: Path, limits: SandboxLimits, *, kernel: bool) -> dict[str, str]:
+def _minimal_env(work: Path, limits: SandboxLimits, *, kernel: bool) -> dict[str, str]:
     env = {key: os.environ[key] for key in ENV_ALLOWLIST if key in os.environ}
     threads = str(limits.threads)
-    env.update(HOME=str(scratch), TMPDIR=str(scratch),
+    env.update(HOME=str(work), TMPDIR=str(work),
                PYTHONPATH=PACKAGE_MOUNT if kernel else str(PACKAGE_DIR.parent), PYTHONDONTWRITEBYTECODE="1",
                PYTHONHASHSEED="0", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, MALLOC_ARENA_MAX="2")
     return env
@@ -209,18 +270,6 @@ def _read_logs(files: list[tuple[str, BinaryIO]], limit: int) -> str:
             text = f"{head}\n... [{size - limit} bytes truncated] ...\n{tail}"
         parts.append(f"--- {name} ---\n{text}")
     return "".join(parts)
-
-
-def _read_small(path: Path, limit: int = 1024 * 1024) -> str | None:
-    """A worker-written file, never through a symlink and at most `limit` bytes; None when absent."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, limit).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
 
 
 class _PipeReader(threading.Thread):
@@ -264,63 +313,114 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def run_job(job: Job, data: Dataset, *, timeout_s: float) -> EvalResult:
-    """Run `job` in a fresh worker process; never raises for candidate misbehaviour."""
+def _wait(proc: subprocess.Popen, timeout_s: float, cancel: threading.Event | None) -> tuple[str, object | None]:
+    """("exited", its rusage) when the worker ended by itself, else ("timeout" | "cancelled", None) while it runs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return "exited", usage
+        if cancel is not None and cancel.is_set():
+            return "cancelled", None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout", None
+        if cancel is not None:
+            cancel.wait(min(POLL_S, remaining))
+        else:
+            time.sleep(min(POLL_S, remaining))
+
+
+def _reap(proc: subprocess.Popen) -> object:
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def run_job(job: Job, data: Dataset, *, timeout_s: float, cancel: threading.Event | None = None) -> EvalResult:
+    """Run `job` in a fresh worker process; never raises for candidate misbehaviour. Raises Cancelled when
+    `cancel` is set before the worker ends (it is killed then)."""
     scratch = Path(tempfile.mkdtemp(prefix="deltanas-eval-", dir=job.limits.scratch_root))
+    limits = job.limits
     try:
-        return _run_in(scratch, job, data, timeout_s)
+        memory = (limits.runtime_mb + limits.memory_mb) * 1024 * 1024
+        with cgroup_host(limits.cgroup).job(pids=limits.max_processes, memory_bytes=memory) as group:
+            return _run_in(scratch, job, data, timeout_s, group, cancel)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
 
 
-def _run_in(scratch: Path, job: Job, data: Dataset, timeout_s: float) -> EvalResult:
+def _run_in(scratch: Path, job: Job, data: Dataset, timeout_s: float, group: JobGroup | None,
+            cancel: threading.Event | None) -> EvalResult:
     cid = printable(job.candidate_id)
     host = probe()
-    kernel = bool(host.bwrap) and job.limits.kernel_sandbox
+    kernel = _kernel(job.limits)
     job = dataclasses.replace(job, kernel_sandbox=kernel)
     _write_data(scratch, data)
     (scratch / JOB_FILE).write_text(job.to_json())
+    work = scratch / WORK_DIR
+    work.mkdir()
     read_end, write_end = os.pipe()
     reader = _PipeReader(read_end, frame_limit(len(data.test.labels)))
     start = time.perf_counter()
     with open(scratch / "stdout.log", "w+b") as out, open(scratch / "stderr.log", "w+b") as err, \
-            _program_fd(host.seccomp if kernel else None) as seccomp_fd:
-        worker = [sys.executable, "-m", "evaluator_svc.worker", str(scratch / JOB_FILE), str(write_end)]
-        prefix = _bwrap_argv(host.bwrap, scratch, seccomp_fd, job.device) if kernel else []
-        fds = tuple(fd for fd in (write_end, seccomp_fd) if fd is not None)
-        env = _minimal_env(scratch, job.limits, kernel=kernel)
+            open(scratch / STAGE_FILE, "w+b") as stage, _program_fd(host.seccomp if kernel else None) as seccomp_fd:
+        worker = [sys.executable, "-m", "evaluator_svc.worker", str(scratch / JOB_FILE), str(write_end),
+                  str(stage.fileno())]
+        argv = [*(_bwrap_argv(host.bwrap, scratch, seccomp_fd, job.device, job.limits) if kernel else []), *worker]
+        fds = tuple(fd for fd in (write_end, stage.fileno(), seccomp_fd) if fd is not None)
+        env = _minimal_env(work, job.limits, kernel=kernel)
         try:
-            proc = subprocess.Popen([*prefix, *worker], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True, pass_fds=fds)
+            proc = subprocess.Popen(group.enter(argv) if group else argv, cwd=work, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                                    pass_fds=fds)
         finally:
             os.close(write_end)
         reader.start()
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        ended, usage = _wait(proc, timeout_s, cancel)
+        if ended == "timeout":
             log.warning("candidate %s: timeout after %.1f s, killing process group %d", cid, timeout_s, proc.pid)
+        elif ended == "cancelled":
+            log.info("candidate %s: the caller cancelled, killing process group %d", cid, proc.pid)
         _kill_group(proc.pid)  # the worker's stragglers too (under bwrap: its pid namespace dies with it)
-        proc.wait()
+        if group is not None:
+            group.kill()
+        if ended != "exited":
+            usage = _reap(proc)
         if not kernel and os.geteuid() == 0 and job.limits.drop_privileges:
             kill_uid(job.uid_base + proc.pid)
         reader.join(timeout=10)
         # bwrap exits with 128 + N when the worker died of signal N
         returncode = 128 - proc.returncode if kernel and proc.returncode > 128 else proc.returncode
-        wall = time.perf_counter() - start
+        measured = _measured(time.perf_counter() - start, usage, group, len(data.test.labels))
         logs = _read_logs([("stdout", out), ("stderr", err)], MAX_LOG_CHARS // 2)
         output_full = max(os.fstat(f.fileno()).st_size for f in (out, err)) >= job.limits.file_mb * 1024 * 1024
-    if timed_out:
-        result = _died(scratch, f"timeout after {timeout_s:.1f} s (process group killed)", logs)
+        last_stage = os.pread(stage.fileno(), 64, 0).decode("ascii", "replace").strip()
+    if ended == "cancelled":
+        raise Cancelled(f"candidate {cid}: the caller cancelled; its worker was killed")
+    oom = group.oom_kills() if group is not None else 0
+    if ended == "timeout":
+        result = _died(last_stage, f"timeout after {timeout_s:.1f} s (process group killed)", logs)
     elif reader.data:
         result = _scored(bytes(reader.data), data, logs)
     else:
-        result = _died(scratch, _death_reason(returncode, output_full, job.limits, logs), logs)
-    result.metrics["worker_wall_seconds"] = wall
-    log.info("candidate %s: worker exited %s after %.2f s (%s)", cid, returncode, wall,
+        result = _died(last_stage, _death_reason(returncode, output_full, oom, job.limits, logs), logs)
+    result.metrics.update(measured)
+    log.info("candidate %s: worker exited %s after %.2f s (%s)", cid, returncode, measured["worker_wall_seconds"],
              "valid" if result.valid else f"{result.failure_stage.name}: {printable(result.failure_reason, 120)}")
     return result
+
+
+def _measured(wall: float, usage: object, group: JobGroup | None, test_samples: int) -> dict[str, float]:
+    """What this process measured of the worker itself (the worker's own figures are unverified)."""
+    measured = {"worker_wall_seconds": wall, "test_samples": float(test_samples)}
+    if usage is not None:
+        measured["worker_cpu_seconds"] = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
+        measured["worker_max_rss_mb"] = usage.ru_maxrss / 1024  # type: ignore[attr-defined]
+    if group is not None and (peak := group.peak_bytes()):
+        measured["worker_peak_memory_mb"] = peak / 2**20
+    return measured
 
 
 def _scored(frame: bytes, data: Dataset, logs: str) -> EvalResult:
@@ -333,14 +433,16 @@ def _scored(frame: bytes, data: Dataset, logs: str) -> EvalResult:
     return dataclasses.replace(score(report, labels, data.num_classes), logs=logs)
 
 
-def _died(scratch: Path, reason: str, logs: str) -> EvalResult:
-    """A failure at the last worker stage announced in the stage file."""
-    name = (_read_small(scratch / STAGE_FILE, 64) or "").strip()
-    stage = next((s for s in WORKER_STAGES if s.name == name), Stage.INSTANTIATE)
+def _died(last_stage: str, reason: str, logs: str) -> EvalResult:
+    """A failure at the last worker stage it announced (INSTANTIATE when it announced none it knows)."""
+    stage = next((s for s in WORKER_STAGES if s.name == last_stage), Stage.INSTANTIATE)
     return EvalResult.failure(stage, reason, logs=logs)
 
 
-def _death_reason(returncode: int, output_full: bool, limits: SandboxLimits, logs: str) -> str:
+def _death_reason(returncode: int, output_full: bool, oom_kills: int, limits: SandboxLimits, logs: str) -> str:
+    if oom_kills:
+        return (f"memory limit exceeded (cgroup: {limits.runtime_mb + limits.memory_mb} MB including tmpfs and "
+                "shared memory)")
     if returncode == -signal.SIGXCPU:
         return "CPU time limit exceeded"
     if output_full:

@@ -9,7 +9,10 @@ Frame: one line of JSON ``{"failure": null | {"stage", "reason"}, "metrics": {..
 then N little-endian int64 class indices. Everything in it is untrusted: the candidate runs in the same
 process and may write the pipe itself or patch ``json``/``torch`` first. So the parent accepts exactly this
 shape (known keys and metric names, finite non-negative numbers, indices in range, exact sizes) and
-anything else is a failure at the EVALUATE stage with the reason, never an exception.
+anything else is a failure at the EVALUATE stage with the reason, never an exception. Even well-formed, the
+worker's metrics are its own account (parameter count, training time, ...), which the candidate can rewrite:
+they reach the result as ``unverified.<name>``; what the parent measures itself (evaluator_svc.sandbox: wall
+and CPU seconds, peak memory, test samples) carries plain names.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ WORKER_STAGES = (Stage.INSTANTIATE, Stage.FORWARD, Stage.TRAIN, Stage.EVALUATE)
 WORKER_METRICS = frozenset({"setup_seconds", "instantiate_seconds", "num_params", "train_seconds",
                             "train_samples", "samples_per_second", "eval_seconds"})
 PREDICTION_DTYPE = np.dtype("<i8")
+UNVERIFIED = "unverified."  # prefix of the worker's own figures in a result's metrics
 
 
 class MalformedReport(ValueError):
@@ -106,16 +110,23 @@ def _metrics(value: object) -> dict[str, float]:
     return {name: float(number) for name, number in value.items()}
 
 
+def unverified(metrics: dict[str, float]) -> dict[str, float]:
+    """The worker's figures under the names that say they are its own account."""
+    return {UNVERIFIED + name: value for name, value in metrics.items()}
+
+
 def score(report: WorkerReport, labels: np.ndarray, num_classes: int) -> EvalResult:
-    """The EvalResult of a decoded report: accuracy from `labels`, which must beat chance."""
+    """The EvalResult of a decoded report: accuracy from `labels`, which must beat chance; the worker's metrics
+    marked unverified."""
+    metrics = unverified(report.metrics)
     if report.failure:
-        return EvalResult.failure(*report.failure, metrics=report.metrics)
+        return EvalResult.failure(*report.failure, metrics=metrics)
     correct = int(np.count_nonzero(report.predictions == labels))
     accuracy, chance = correct / max(len(labels), 1), 1.0 / num_classes
     if not accuracy > chance:
         return EvalResult.failure(Stage.EVALUATE, f"accuracy {accuracy:.4f} not above chance {chance:.4f}",
-                                  metrics=report.metrics)
-    return EvalResult(valid=True, accuracy=accuracy, metrics=report.metrics,
+                                  metrics=metrics)
+    return EvalResult(valid=True, accuracy=accuracy, metrics=metrics,
                       predictions_digest=predictions_digest(report.predictions))
 
 

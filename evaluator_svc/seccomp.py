@@ -4,8 +4,10 @@
 
 Default allow, with a deny list: tracing and other processes' memory, mounts and namespaces, bpf, keyrings,
 kernel modules, io_uring (it bypasses per-syscall filtering), perf, userfaultfd, sockets of every family,
-and process creation (fork, vfork, clone without CLONE_THREAD; clone3 answers ENOSYS so that glibc falls
-back to clone, whose flags the filter can see). Threads stay allowed. Syscalls of other architectures
+memory that no rlimit counts (memfd_create, memfd_secret, SysV shmget: the sized /tmp and /dev/shm mounts are
+the only shared memory left, and a cgroup counts them where the host has one), and process creation (fork,
+vfork, clone without CLONE_THREAD; clone3 answers ENOSYS so that glibc falls back to clone, whose flags the
+filter can see). Threads stay allowed. Syscalls of other architectures
 (x32/i386 entry points) are killed by libseccomp's default bad-arch action.
 """
 
@@ -24,6 +26,7 @@ DENIED = (
     "io_uring_setup", "io_uring_enter", "io_uring_register",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
     "swapon", "swapoff", "reboot", "syslog", "acct", "quotactl", "iopl", "ioperm", "fork", "vfork",
+    "memfd_create", "memfd_secret", "shmget",
 )
 SOCKETS = ("socket", "socketpair")  # fail with ENETDOWN, which the worker reports as "network access blocked"
 

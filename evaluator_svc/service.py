@@ -1,5 +1,9 @@
 """gRPC adapter of the evaluator: validation, extract/apply, the static checks, then a sandboxed run by the executor.
 
+Admission (deltanas.admission): Evaluate calls beyond the executor's slots plus `max_queue` are refused with
+RESOURCE_EXHAUSTED; a call whose client leaves (cancel, deadline) is dropped while it waits for a slot and its
+worker is killed while it runs.
+
     python -m evaluator_svc --port 50063 --slots 2
     python -m evaluator_svc --executor ray --ray-address 10.0.0.5:6379    # candidates as Ray tasks
 """
@@ -7,14 +11,14 @@
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
 from collections import OrderedDict
 
 import deltadiff
-from deltanas.errors import FailedPrecondition, InvalidArgument, require
+from deltanas.errors import Cancelled, FailedPrecondition, InvalidArgument, require
+from deltanas.fields import MAX_REQUEST_ID_CHARS, require_hyperparameters, require_id, require_text
 from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, SERVICE_NAMES
@@ -31,10 +35,7 @@ from evaluator_svc.transforms import parse_transform
 log = logging.getLogger("deltanas.evaluator")
 
 SERVICE_NAME = SERVICE_NAMES["evaluator"]
-MAX_REQUEST_ID_CHARS = 256
-CANDIDATE_ID = re.compile(r"[A-Za-z0-9._:/@+-]{0,128}")
-MAX_NAME_CHARS = 64  # transform and hyperparameter names
-MAX_HYPERPARAMETERS = 64
+MAX_TRANSFORM_CHARS = 64
 FINISH_REASONS = ("", FINISH_STOP, FINISH_LENGTH)  # "" = not known (a client that does not say)
 
 
@@ -47,19 +48,17 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.worker = f"{socket.gethostname()}:{config.port}"
         self._lock = threading.Lock()
         self.metrics = EvaluatorMetrics(executor.slots, busy=lambda: executor.busy)
-        self._results: OrderedDict[str, evaluator_pb2.EvaluateResponse] = OrderedDict()
+        self._results: OrderedDict[str, tuple[evaluator_pb2.EvaluateResponse, int]] = OrderedDict()  # with bytes
+        self._results_bytes = 0
         self._inflight: dict[str, threading.Event] = {}
 
     def _validate(self, req: evaluator_pb2.EvaluateRequest) -> None:
         change = req.WhichOneof("change")
         require(change is not None, "change", "set delta_answer (delta mode) or code (full mode)")
-        require(len(req.request_id) <= MAX_REQUEST_ID_CHARS and req.request_id.isprintable(), "request_id",
-                f"must be at most {MAX_REQUEST_ID_CHARS} printable characters")
-        require(CANDIDATE_ID.fullmatch(req.candidate_id) is not None, "candidate_id",
-                f"must be at most 128 of [A-Za-z0-9._:/@+-], got {printable(req.candidate_id, 40)!r}")
-        require(len(req.transform) <= MAX_NAME_CHARS, "transform", f"longer than {MAX_NAME_CHARS} characters")
-        require(len(req.hyperparameters) <= MAX_HYPERPARAMETERS, "hyperparameters",
-                f"more than {MAX_HYPERPARAMETERS} entries")
+        require_text("request_id", req.request_id, MAX_REQUEST_ID_CHARS)
+        require_id("candidate_id", req.candidate_id)
+        require_text("transform", req.transform, MAX_TRANSFORM_CHARS)
+        require_hyperparameters("hyperparameters", dict(req.hyperparameters))
         require(req.dataset in DATASETS, "dataset", f"unknown dataset {req.dataset!r}; known: {', '.join(DATASETS)}")
         require(1 <= req.epochs <= self.cfg.max_epochs, "epochs",
                 f"must be in [1, {self.cfg.max_epochs}], got {req.epochs}")
@@ -89,13 +88,12 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             require(bool(req.code.strip()), "code", "is empty")
             require(len(req.code.encode()) <= self.cfg.max_code_bytes, "code",
                     f"exceeds {self.cfg.max_code_bytes} bytes")
-        for name, value in req.hyperparameters.items():
-            require(len(name) <= MAX_NAME_CHARS and name.isidentifier(), "hyperparameters",
-                    f"key {printable(name, 40)!r} is not an identifier of at most {MAX_NAME_CHARS} characters")
-            require(value == value and abs(value) != float("inf"), f"hyperparameters[{name}]", "must be finite")
 
     def Evaluate(self, request: evaluator_pb2.EvaluateRequest, context) -> evaluator_pb2.EvaluateResponse:
         self._validate(request)
+        cancel = threading.Event()  # set when the call ends: by the client leaving, its deadline, or our answer
+        if not context.add_callback(cancel.set):  # the call ended already
+            cancel.set()
         key = request.request_id
         if key:
             while True:
@@ -103,33 +101,44 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                     if key in self._results:
                         log.info("candidate %s: repeated request %s, returning the recorded result",
                                  request.candidate_id, printable(key))
-                        return self._results[key]
+                        return self._results[key][0]
                     event = self._inflight.get(key)
                     if event is None:
                         self._inflight[key] = threading.Event()
                         break
-                event.wait()
+                while not event.wait(0.1):
+                    if cancel.is_set():
+                        raise Cancelled("the client cancelled while an earlier call with its request_id ran")
         try:
-            response = self._evaluate(request)
+            response = self._evaluate(request, cancel)  # Cancelled is not recorded: a retry runs it again
             if key:
-                with self._lock:
-                    self._results[key] = response
-                    while len(self._results) > self.cfg.results_cache:
-                        self._results.popitem(last=False)
+                self._remember(key, response)
             return response
         finally:
             if key:
                 with self._lock:
                     self._inflight.pop(key).set()
 
-    def _evaluate(self, req: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+    def _remember(self, key: str, response: evaluator_pb2.EvaluateResponse) -> None:
+        """Records `response` for retries of `key`, dropping the oldest beyond results_cache entries or
+        results_cache_mb bytes."""
+        size = response.ByteSize() + len(key)
+        with self._lock:
+            self._results[key] = (response, size)
+            self._results_bytes += size
+            while len(self._results) > self.cfg.results_cache or \
+                    self._results_bytes > self.cfg.results_cache_mb * 1024 * 1024:
+                _, (_, dropped) = self._results.popitem(last=False)
+                self._results_bytes -= dropped
+
+    def _evaluate(self, req: evaluator_pb2.EvaluateRequest, cancel: threading.Event) -> evaluator_pb2.EvaluateResponse:
         start = time.perf_counter()
         cid = req.candidate_id or printable(req.request_id) or "-"
         kind = req.WhichOneof("change")
         patched = patch_candidate(kind, getattr(req, kind), req.baseline_code, req.finish_reason)
         code, diff_text = patched.code, patched.diff
         failure = patched.failure or (static_failure(code, cid) if self.cfg.python_guards else None)
-        ran = Ran(failure) if failure else self._run(req, code, cid)
+        ran = Ran(failure) if failure else self._run(req, code, cid, cancel)
         result = ran.result
         duration = time.perf_counter() - start
         stage = result.failure_stage
@@ -147,7 +156,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             worker=f"{self.worker} via {ran.where}" if ran.where else self.worker,
             predictions_digest=result.predictions_digest)
 
-    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str) -> Ran:
+    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str, cancel: threading.Event) -> Ran:
         prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
         task = TrainTask(code=code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform,
                          timeout_s=req.timeout_s or self.cfg.default_timeout_s, epochs=req.epochs,
@@ -157,7 +166,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         log.info("candidate %s: training on %s (%s executor, %s, batch %d, seed %d)", cid, req.dataset,
                  self.cfg.executor, self.executor.device, req.batch, req.seed)
         try:
-            return self.executor.run(task)
+            return self.executor.run(task, cancel)
         except FileNotFoundError as exc:
             raise FailedPrecondition(f"dataset: {exc}") from exc
 
@@ -172,7 +181,8 @@ def build_server(config: EvaluatorConfig) -> ServiceServer:
     """The evaluator's server; its executor starts here (SandboxUnavailable when a layer is missing)."""
     executor = make_executor(config)
     servicer = EvaluatorServicer(config, executor)
-    server = ServiceServer.from_config("evaluator", config, probe=executor.probe)
+    server = ServiceServer.from_config("evaluator", config, probe=executor.probe,
+                                       capacity={"Evaluate": executor.slots()})
     server.on_stop(executor.close)
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
     if config.metrics_port:

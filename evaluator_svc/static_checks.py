@@ -11,7 +11,9 @@ Safety policy (defence in depth; the sandbox is the real boundary):
 * Builtins in DENIED_BUILTINS (eval, exec, compile, __import__, open, globals, ...) may not be named.
 * Attributes in DENIED_ATTRIBUTES (``__subclasses__``, ``__globals__``, frame and code objects, ...) may
   not be accessed, nor reached through getattr/setattr/delattr/hasattr with a dunder string; no string
-  constant may contain a denied dunder name; getattr() on a module needs a constant name.
+  constant may contain a denied dunder name. getattr & co. with a computed name are allowed on ``self``
+  only (LEMUR models name their own layers so); in the worker they refuse dunder and denied names at run
+  time (`runtime_builtins`).
 * Modules that libraries import themselves (``torch.os``, ``traceback.sys``, ``x.ctypes``: names in
   MODULE_ATTRIBUTES) may not be reached as attributes of anything.
 * An imported module may be used only as the base of an attribute chain, renamed (``t = torch``), compared
@@ -23,6 +25,7 @@ Safety policy (defence in depth; the sandbox is the real boundary):
 from __future__ import annotations
 
 import ast
+import builtins
 
 from evaluator_svc.stages import Stage
 
@@ -228,6 +231,8 @@ class _SafetyVisitor(ast.NodeVisitor):
                     self._check_path(node, f"{dotted}.{name.value}")
             elif dotted:
                 self.fail(node, f"{node.func.id}() on a module with a computed name is not allowed")
+            elif not (isinstance(target, ast.Name) and target.id == "self"):
+                self.fail(node, f"{node.func.id}() with a computed name is allowed on self only")
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
@@ -246,6 +251,26 @@ class _SafetyVisitor(ast.NodeVisitor):
             if isinstance(child, ast.Attribute) and self._allowed_restricted_use(child):
                 continue
             self.visit(child)
+
+
+def _checked(name: str, reflect):
+    """`reflect` (getattr & co.), refusing the names the static check refuses as constants."""
+
+    def call(target, attribute, *rest):
+        if not isinstance(attribute, str) or attribute.startswith("__") or \
+                attribute in DENIED_ATTRIBUTES | MODULE_ATTRIBUTES:
+            raise PermissionError(f"blocked by sandbox: {name}() of attribute {str(attribute)[:40]!r}")
+        return reflect(target, attribute, *rest)
+
+    return call
+
+
+def runtime_builtins() -> dict:
+    """The builtins candidate code runs with in the worker: getattr, setattr, delattr and hasattr refuse dunder
+    and denied names, which a computed name (allowed on self) could otherwise reach."""
+    namespace = dict(builtins.__dict__)
+    namespace.update({name: _checked(name, getattr(builtins, name)) for name in REFLECTION_BUILTINS})
+    return namespace
 
 
 def check_safety(tree: ast.Module) -> Failure | None:

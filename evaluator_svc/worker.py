@@ -1,4 +1,5 @@
-"""Sandboxed worker: ``python -m evaluator_svc.worker <scratch>/job.json <result fd>``.
+"""Sandboxed worker: ``python -m evaluator_svc.worker <scratch>/job.json <result fd> <stage fd>``, in its writable
+scratch dir (the cwd; the job's inputs are beside it, read-only under bubblewrap).
 
 Trusted phase: leave the network (weak mode only; bubblewrap did it otherwise) before any thread exists
 (namespaces are per thread), import torch, load the training split and the test *images* (the test labels
@@ -20,8 +21,8 @@ from evaluator_svc.stages import Stage
 
 
 def main(argv: list[str]) -> None:
-    job_path, result_fd = Path(argv[1]), int(argv[2])
-    scratch = str(job_path.parent.resolve())
+    job_path, result_fd, stage_fd = Path(argv[1]), int(argv[2]), int(argv[3])
+    inputs, work = str(job_path.parent.resolve()), os.getcwd()
     worker_pid = os.getpid()
     start = time.perf_counter()
     job = Job.from_json(job_path.read_text())
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> None:
     from evaluator_svc.datasets import Split
     from evaluator_svc.scoring import WorkerReport
 
-    set_stage(scratch, Stage.INSTANTIATE)
+    set_stage(stage_fd, Stage.INSTANTIATE)
     torch.set_num_threads(job.limits.threads)
     device = job.device  # resolved by the host (evaluator_svc.pipeline); the worker imports no deltanas code
     if device.startswith("cuda"):
@@ -44,13 +45,13 @@ def main(argv: list[str]) -> None:
             torch.cuda.set_per_process_memory_fraction(job.limits.gpu_memory_fraction, torch.device(device))
 
     def load(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.load(os.path.join(scratch, data_file(name)), allow_pickle=False))
+        return torch.from_numpy(np.load(os.path.join(inputs, data_file(name)), allow_pickle=False))
 
     train_split, test_images = Split(load("train_images"), load("train_labels")), load("test_images")
-    lock_down(job, scratch, device)
+    lock_down(job, work, device)
     metrics = {"setup_seconds": time.perf_counter() - start}
     try:
-        predictions = evaluate_candidate(job, scratch, train_split, test_images, device, metrics)
+        predictions = evaluate_candidate(job, stage_fd, train_split, test_images, device, metrics)
         report = WorkerReport(None, metrics, predictions)
     except CandidateFailure as failure:
         report = WorkerReport((failure.stage, failure.reason), metrics)

@@ -37,6 +37,9 @@ class _ServiceFields(ServerConfig):
     max_new_tokens: int = option(MAX_NEW_TOKENS, f"default longest answer in tokens (paper: {MAX_NEW_TOKENS})")
     max_n: int = option(64, "most candidates one request may ask for")
     max_new_tokens_limit: int = option(4096, "largest max_new_tokens a request may ask for")
+    max_code_bytes: int = option(256 * 1024, "largest baseline code a request may carry, in UTF-8 bytes (checked "
+                                 "before it is tokenized or turned into a grammar)")
+    max_feedback_bytes: int = option(64 * 1024, "largest repair feedback a request may carry, in UTF-8 bytes")
     grace_s: float = option(60.0, "seconds in-flight generations get to finish on SIGTERM")
 
     def __post_init__(self) -> None:

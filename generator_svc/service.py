@@ -1,11 +1,16 @@
 """gRPC adapter of the generator: validates, renders the prompt template, streams candidates.
 
 python -m generator_svc --model smollm2-135m --port 50062
+
+Every field is bounded before any tokenizing or grammar building. Admission (deltanas.admission): one Generate
+decodes at a time (the local model's lock) and `max_queue` more may wait; beyond, RESOURCE_EXHAUSTED. A call whose
+client leaves (cancel, deadline) stops decoding at the next token.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +19,19 @@ from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline, Budget
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
+from deltanas.fields import (
+    INT64_MAX,
+    MAX_NAME_CHARS,
+    MAX_REQUEST_ID_CHARS,
+    require_baseline,
+    require_code,
+    require_finite,
+    require_text,
+)
 from deltanas.prompts import Tried, render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
-from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
+from deltanas.vocabulary import MODE_NAMES, MODE_VALUES, SERVICE_NAMES
 from generator_svc.backends import create_backend
 from generator_svc.backends.base import (
     Backend,
@@ -35,6 +49,7 @@ from generator_svc.config import GeneratorConfig
 log = logging.getLogger("deltanas.generator")
 
 SERVICE_NAME = SERVICE_NAMES["generator"]
+MIN_TEMPERATURE = 1e-3  # below, logits / temperature overflow float32: every token gets probability NaN
 
 
 @contextmanager
@@ -76,17 +91,31 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         s, c = req.sampling, self.cfg
         temperature, top_k = s.temperature or c.temperature, s.top_k or c.top_k
         top_p, max_new = s.top_p or c.top_p, s.max_new_tokens or c.max_new_tokens
-        require(0 < temperature <= 5, "sampling.temperature", f"must be in (0, 5], got {temperature}")
+        require_finite("sampling.temperature", temperature, MIN_TEMPERATURE, 5)
         require(0 < top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {top_p}")
         require(top_k >= 0, "sampling.top_k", f"must not be negative, got {top_k}")
         require(1 <= max_new <= c.max_new_tokens_limit, "sampling.max_new_tokens",
                 f"must be in [1, {c.max_new_tokens_limit}], got {max_new}")
         return Sampling(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new)
 
-    def Generate(self, request: generator_pb2.GenerateRequest, context):
+    def _validate(self, request: generator_pb2.GenerateRequest) -> None:
+        """Every field bounded, before anything is tokenized or compiled."""
         require(request.mode in MODE_NAMES, "mode", "must be MODE_DELTA or MODE_FULL")
+        require_text("request_id", request.request_id, MAX_REQUEST_ID_CHARS)
         require(request.HasField("baseline") and bool(request.baseline.code.strip()), "baseline.code", "is empty")
+        require_baseline("baseline", request.baseline, self.cfg.max_code_bytes)
+        require_code("feedback", request.feedback, self.cfg.max_feedback_bytes)
+        require_text("adapter", request.adapter, MAX_NAME_CHARS)
         require(1 <= request.n <= self.cfg.max_n, "n", f"must be in [1, {self.cfg.max_n}], got {request.n}")
+        require(request.seed <= INT64_MAX - (request.n - 1), "seed",
+                f"seed + n - 1 must fit int64 (candidate i is seeded seed + i), got {request.seed} with n={request.n}")
+        require(not request.constrained or request.mode == MODE_VALUES["delta"], "constrained",
+                "only delta mode has a grammar")
+        require(0 <= request.progress_interval_s <= 3600, "progress_interval_s",
+                f"must be in [0, 3600] seconds, got {request.progress_interval_s}")
+
+    def Generate(self, request: generator_pb2.GenerateRequest, context):
+        self._validate(request)
         sampling = self._sampling(request)
         mode = MODE_NAMES[request.mode]
         baseline = Baseline.from_proto(request.baseline)
@@ -94,10 +123,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         messages = render_messages(mode, baseline, request.feedback or None, budget=budget, tried=_tried(request))
         seeds = [request.seed + i for i in range(request.n)]
         adapter = request.adapter or None
-        require(not request.constrained or mode == "delta", "constrained", "only delta mode has a grammar")
-        require(0 <= request.progress_interval_s <= 3600, "progress_interval_s",
-                f"must be in [0, 3600] seconds, got {request.progress_interval_s}")
         constraint = Constraint(diff_grammar(baseline.code), close=FENCE_CLOSE) if request.constrained else None
+        cancel = threading.Event()  # set when the call ends: the client left, its deadline passed, or it finished
+        if not context.add_callback(cancel.set):  # the call ended already
+            cancel.set()
         log.info(
             "request %s: %d %s candidate(s) for %s (adapter %s, %s)",
             request.request_id or "-",
@@ -109,7 +138,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         )
         with backend_errors():
             for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds,
-                                             constraint=constraint, progress_s=request.progress_interval_s):
+                                             constraint=constraint, progress_s=request.progress_interval_s,
+                                             cancel=cancel):
                 reply = self._response(mode, baseline, gen, adapter)
                 if gen.partial:
                     yield reply
@@ -145,7 +175,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 
     def LoadAdapter(self, request: generator_pb2.LoadAdapterRequest, context) -> generator_pb2.LoadAdapterResponse:
         require(bool(request.name.strip()), "name", "is empty")
+        require_text("name", request.name, MAX_NAME_CHARS)
         require(bool(request.path.strip()), "path", "is empty")
+        require_text("path", request.path, 4096)
         if self.cfg.backend == "local":
             try:
                 local = resolve_adapter(request.path)
@@ -177,6 +209,6 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 def build_server(config: GeneratorConfig) -> ServiceServer:
     backend = create_backend(config.backend, **config.backend_options())  # both checked when the config loaded
     servicer = GeneratorServicer(config, backend)
-    server = ServiceServer.from_config("generator", config, probe=backend.probe)
+    server = ServiceServer.from_config("generator", config, probe=backend.probe, capacity={"Generate": 1})
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

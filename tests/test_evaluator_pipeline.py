@@ -33,8 +33,10 @@ def test_real_lemur_model_on_mnist_is_valid_above_chance() -> None:
     wall = time.perf_counter() - start
     assert result.valid and result.failure_stage is None, (result.failure_reason, result.logs)
     assert result.accuracy > 0.1
-    assert result.metrics["num_params"] > 1000 and result.metrics["train_samples"] == 1000
-    assert {"train_seconds", "eval_seconds", "samples_per_second"} <= result.metrics.keys()
+    assert result.metrics["unverified.num_params"] > 1000 and result.metrics["unverified.train_samples"] == 1000
+    assert {f"unverified.{m}" for m in ("train_seconds", "eval_seconds", "samples_per_second")} <= result.metrics.keys()
+    assert result.metrics["test_samples"] == 200  # what the parent measured itself carries plain names
+    assert {"worker_wall_seconds", "worker_cpu_seconds", "worker_max_rss_mb"} <= result.metrics.keys()
     print(f"{LEMUR_MODEL} on 1000 MNIST images: accuracy {result.accuracy:.3f}, {wall:.1f} s wall")
 
 

@@ -68,3 +68,12 @@ def test_no_value_of_the_vocabulary_is_spelled_out_elsewhere(what: str, pattern:
     hits = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES
             for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(pattern, line)]
     assert not hits, f"{what} is written outside deltanas/vocabulary.py: {', '.join(hits)}"
+
+
+def test_the_unverified_prefix_is_the_evaluators() -> None:
+    """Clients read the worker's own figures under the prefix the evaluator's scoring writes (the scoring module
+    imports nothing of deltanas: the sandboxed worker sees only evaluator_svc)."""
+    from deltanas.vocabulary import UNVERIFIED_PREFIX
+    from evaluator_svc.scoring import UNVERIFIED
+
+    assert UNVERIFIED_PREFIX == UNVERIFIED

@@ -24,7 +24,7 @@ from client.records import ReferenceRecord
 from deltanas.baseline import Budget
 from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
-from deltanas.vocabulary import CODE_FILE, TAG_PREFIX
+from deltanas.vocabulary import CODE_FILE, TAG_PREFIX, UNVERIFIED_PREFIX
 
 if TYPE_CHECKING:
     from client.tracking import Tracker
@@ -156,10 +156,11 @@ class References:
                         if r.status != VALID), "")
         first = replies[0]
         accuracies = tuple(replies[s].accuracy for s in sorted(replies)) if not failure else ()
-        images = settings.train_limit or int(first.metrics.get("train_samples", 0) / settings.epochs)
+        worker = {k.removeprefix(UNVERIFIED_PREFIX): v for k, v in first.metrics.items()}  # prompt facts only
+        images = settings.train_limit or int(worker.get("train_samples", 0) / settings.epochs)
         return Reference(key, name, settings.dataset, accuracies, first.predictions_digest,
-                         int(first.metrics.get("num_params", 0)), first.metrics.get("train_seconds", 0.0), failure,
-                         len(replies), images)
+                         int(worker.get("num_params", 0)), worker.get("train_seconds", 0.0), failure, len(replies),
+                         images)
 
 
 def _stage(reply: evaluator_pb2.EvaluateResponse) -> str:

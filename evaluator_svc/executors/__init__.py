@@ -1,7 +1,7 @@
 """Where the evaluator runs its candidates: one module per executor, chosen by `EvaluatorConfig.executor`.
 
     executor = make_executor(config)     # "local": sandboxed processes of this server; "ray": Ray tasks
-    ran = executor.run(task)             # blocks; ran.result is the EvalResult, ran.where names the node
+    ran = executor.run(task, cancel)     # blocks; ran.result is the EvalResult, ran.where names the node
 
 The registry names a module per executor, imported only when chosen: Ray is an optional extra.
 """

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from deltanas.errors import Cancelled
 from evaluator_svc.pipeline import TrainTask
 from evaluator_svc.stages import EvalResult
 
@@ -34,24 +34,35 @@ class Executor(ABC):
         with self._lock:
             return self._busy
 
-    def run(self, task: TrainTask) -> Ran:
+    def run(self, task: TrainTask, cancel: threading.Event) -> Ran:
         """Blocks until `task` ran; raises FileNotFoundError for a missing dataset root, Unavailable when the
-        executor could not run it at all."""
-        with self._admission():
+        executor could not run it at all, Cancelled when `cancel` is set first (waiting for a slot: it never
+        starts; running: it is stopped)."""
+        if not self._take_slot(cancel):
+            raise Cancelled(f"candidate {task.candidate_id}: the caller cancelled while it waited for a slot")
+        try:
+            if cancel.is_set():
+                raise Cancelled(f"candidate {task.candidate_id}: the caller cancelled before it started")
             with self._lock:
                 self._busy += 1
             try:
-                return self._run(task)
+                return self._run(task, cancel)
             finally:
                 with self._lock:
                     self._busy -= 1
+        finally:
+            self._give_slot()
 
-    def _admission(self) -> contextlib.AbstractContextManager:
-        """Held while a task runs: a slot where the executor has a fixed number (none by default)."""
-        return contextlib.nullcontext()
+    def _take_slot(self, cancel: threading.Event) -> bool:
+        """Waits for a slot where the executor has a fixed number (none by default); False when `cancel` was
+        set first."""
+        return True
+
+    def _give_slot(self) -> None:  # noqa: B027 (optional hook: no slots by default)
+        """Returns the slot `_take_slot` gave."""
 
     @abstractmethod
-    def _run(self, task: TrainTask) -> Ran: ...
+    def _run(self, task: TrainTask, cancel: threading.Event) -> Ran: ...
 
     @abstractmethod
     def slots(self) -> int:
@@ -63,3 +74,4 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook: most executors hold nothing)
         """Releases what the executor holds (nothing by default)."""
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -14,9 +13,10 @@ from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.job import SandboxLimits
 from evaluator_svc.pipeline import TrainTask, train_in_sandbox
-from evaluator_svc.sandbox import host_layers, missing_layers, require_sandbox
+from evaluator_svc.sandbox import describe_caps, host_layers, missing_layers, require_sandbox
 
 log = logging.getLogger("deltanas.evaluator")
+SLOT_POLL_S = 0.1  # how often a call waiting for a slot checks whether its caller cancelled
 
 
 def probe_device(device: str) -> None:
@@ -40,12 +40,18 @@ class LocalExecutor(Executor):
                                     audit_hook=config.python_guards)
         self.layers = check_host_sandbox(config.allow_weak_sandbox, self.limits)
 
-    def _admission(self) -> contextlib.AbstractContextManager:
-        return self._slots
+    def _take_slot(self, cancel: threading.Event) -> bool:
+        while not self._slots.acquire(timeout=SLOT_POLL_S):
+            if cancel.is_set():
+                return False
+        return True
 
-    def _run(self, task: TrainTask) -> Ran:
+    def _give_slot(self) -> None:
+        self._slots.release()
+
+    def _run(self, task: TrainTask, cancel: threading.Event) -> Ran:
         task.limits = self.limits
-        return Ran(train_in_sandbox(task, self.device))
+        return Ran(train_in_sandbox(task, self.device, cancel))
 
     def slots(self) -> int:
         return self.cfg.slots
@@ -61,6 +67,8 @@ def check_host_sandbox(allow_weak: bool, limits: SandboxLimits) -> tuple[str, ..
     layers = host_layers(limits)
     log.log(logging.WARNING if missing else logging.INFO, "evaluator sandbox layers: %s%s", ", ".join(layers),
             f" (missing: {', '.join(missing)}; allow_weak_sandbox is set)" if missing else "")
+    log.log(logging.INFO if "memory-cap" in layers else logging.WARNING, "evaluator per-candidate caps: %s",
+            describe_caps(limits))
     return layers
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
-from deltanas.errors import FailedPrecondition, Unavailable
+from deltanas.errors import Cancelled, FailedPrecondition, Unavailable
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.executors.local import check_host_sandbox, probe_device
@@ -29,6 +30,7 @@ from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import SandboxUnavailable
 
 log = logging.getLogger("deltanas.evaluator")
+CANCEL_POLL_S = 0.2  # how often a running task checks whether its caller cancelled
 PROBE_TIMEOUT_S = 60.0  # the start-up check: a 0-CPU task answers even on a cluster whose CPUs all train
 
 
@@ -69,9 +71,14 @@ class RayExecutor(Executor):
                  config.ray_address or "a local Ray instance", self.slots(), config.ray_cpus, config.ray_gpus,
                  ", ".join(self.layers))
 
-    def _run(self, task: TrainTask) -> Ran:
+    def _run(self, task: TrainTask, cancel: threading.Event) -> Ran:
         task.limits = self.limits
-        return self._call(self._task.remote(task, self.device, self.cfg.allow_weak_sandbox), None, task.candidate_id)
+        ref = self._task.remote(task, self.device, self.cfg.allow_weak_sandbox)
+        while not ray.wait([ref], timeout=CANCEL_POLL_S)[0]:
+            if cancel.is_set():  # force: the Ray worker process dies, and its sandbox with it (--die-with-parent)
+                ray.cancel(ref, force=True)
+                raise Cancelled(f"candidate {task.candidate_id}: the caller cancelled; its Ray task was killed")
+        return self._call(ref, None, task.candidate_id)
 
     def _call(self, ref: ray.ObjectRef, timeout_s: float | None, candidate_id: str = "-"):
         """ray.get, with Ray's failures turned into what the servicer maps to a gRPC status."""

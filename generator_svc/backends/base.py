@@ -12,7 +12,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
@@ -112,12 +112,13 @@ class Backend(ABC):
     @abstractmethod
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None, progress_s: float = 0.0,
+        constraint: Constraint | None = None, progress_s: float = 0.0, cancel: threading.Event | None = None,
     ) -> Iterator[Generation]:
         """Candidates in the order they finish. Request errors (UnknownAdapter, PromptTooLong, GrammarRefused) are
         raised by this call itself, before any iteration; ``seeds`` has one seed per candidate. ``constraint``:
         the grammar every answer must follow. ``progress_s`` > 0: a backend that can also yields ``partial``
-        Generations of the candidates still being written, at most one per candidate every ``progress_s``."""
+        Generations of the candidates still being written, at most one per candidate every ``progress_s``.
+        ``cancel`` set (the caller left): the iteration ends soon, and no candidate starts any more."""
 
     @abstractmethod
     def list_adapters(self) -> list[str]: ...
@@ -176,13 +177,17 @@ def check_fits(prompt_tokens: int, sampling: Sampling, context_length: int) -> N
         raise PromptTooLong(prompt_tokens, max(limit, 0))
 
 
-def fan_out(seeds: Sequence[int], one: Callable[[int, int], Generation], workers: int) -> Iterator[Generation]:
-    """Run ``one(index, seed)`` for every candidate on ``workers`` threads; yield results as they finish."""
-    with ThreadPoolExecutor(max_workers=min(workers, len(seeds))) as pool:
-        futures = [pool.submit(one, index, seed) for index, seed in enumerate(seeds)]
-        try:
-            for future in as_completed(futures):
+def fan_out(seeds: Sequence[int], one: Callable[[int, int], Generation], workers: int,
+            cancel: threading.Event | None = None, poll_s: float = 0.2) -> Iterator[Generation]:
+    """Run ``one(index, seed)`` for every candidate on ``workers`` threads; yield results as they finish. Once
+    ``cancel`` is set (or the consumer stops) no further candidate starts and the iteration ends without waiting
+    for the requests in flight (each ends within its own timeout)."""
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(seeds)))
+    pending = {pool.submit(one, index, seed) for index, seed in enumerate(seeds)}
+    try:
+        while pending and not (cancel is not None and cancel.is_set()):
+            done, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
+            for future in done:
                 yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

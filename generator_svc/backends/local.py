@@ -31,6 +31,7 @@ from transformers import (
 from deltanas import llm
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, resolve_device
+from generator_svc.backends import lora
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -216,24 +217,16 @@ class LocalBackend(Backend):
         return sorted(getattr(self.model, "peft_config", {}))
 
     def load_adapter(self, name: str, path: str) -> None:
-        from peft import PeftModel
-
+        """Loads adapter `name` (generator_svc.backends.lora): a config or weights file that is not sound, or a
+        load that fails, raises BackendError and leaves the model as it was."""
         start = time.monotonic()
         try:
             path = resolve_adapter(path)  # a `shipped:` adapter only after its sha256 check
         except AdapterError as exc:
             raise BackendError(str(exc)) from exc
+        config = lora.read_adapter(name, path)
         with self._lock:
-            try:
-                if self.model is self.base:
-                    self.model = PeftModel.from_pretrained(self.base, path, adapter_name=name)
-                else:
-                    if name in self.model.peft_config:
-                        self.model.delete_adapter(name)
-                    self.model.load_adapter(path, adapter_name=name)
-            except (OSError, ValueError, KeyError) as exc:  # no directory or config, wrong base, bad name
-                raise BackendError(f"cannot load adapter {name!r} from {path}: {exc}") from exc
-            self.model.eval()
+            self.model = lora.load_adapter(self.model, self.base, name, path, config)
         log.info("adapter loaded name=%s path=%s seconds=%.2f", name, path, time.monotonic() - start)
 
     def _use_adapter(self, adapter: str | None) -> AbstractContextManager[Any]:
@@ -259,7 +252,7 @@ class LocalBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None, progress_s: float = 0.0,
+        constraint: Constraint | None = None, progress_s: float = 0.0, cancel: threading.Event | None = None,
     ) -> Iterator[Generation]:
         check_request(n, seeds)
         if adapter is not None and adapter not in self.list_adapters():
@@ -268,7 +261,7 @@ class LocalBackend(Backend):
         check_fits(prompt.shape[1], sampling, self.context_length)
         if constraint is not None:
             self.grammar_decoder().compile(constraint.grammar)  # a refused grammar fails here, not in the stream
-        return self._stream(prompt, sampling, adapter, list(seeds), constraint, progress_s)
+        return self._stream(prompt, sampling, adapter, list(seeds), constraint, progress_s, cancel or threading.Event())
 
     def grammar_decoder(self) -> GrammarDecoder:
         """The xgrammar decoder (created on first use: it reads the whole vocabulary once)."""
@@ -279,13 +272,16 @@ class LocalBackend(Backend):
 
     def _stream(
         self, prompt: torch.Tensor, sampling: Sampling, adapter: str | None, seeds: list[int],
-        constraint: Constraint | None, progress_s: float,
+        constraint: Constraint | None, progress_s: float, cancel: threading.Event,
     ) -> Iterator[Generation]:
+        """Decodes batch after batch; `cancel` (the caller left, or the consumer stopped early) ends the decoding at
+        the next token (FinishWatcher, GrammarDecoder) and starts no further batch."""
         start = time.monotonic()
         for offset in range(0, len(seeds), self.options.max_batch):
+            if cancel.is_set():
+                return
             batch_seeds = seeds[offset : offset + self.options.max_batch]
             results: queue.Queue[Any] = queue.Queue()
-            cancel = threading.Event()
             worker = threading.Thread(
                 target=self._run_batch,
                 args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel, constraint,
@@ -293,6 +289,7 @@ class LocalBackend(Backend):
                 daemon=True,
             )
             worker.start()
+            finished = False
             try:
                 while (item := results.get()) is not _DONE:
                     if isinstance(item, BaseException):
@@ -304,8 +301,10 @@ class LocalBackend(Backend):
                         continue
                     index, ids, reason, forced = item
                     yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
+                finished = True
             finally:  # also when the consumer stops early: end the decoding instead of leaving it running
-                cancel.set()
+                if not finished:
+                    cancel.set()
                 worker.join()
 
     def _run_batch(

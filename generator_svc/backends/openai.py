@@ -12,6 +12,7 @@ separate requests (one seed each), ``concurrency`` at a time.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -123,7 +124,7 @@ class OpenAIBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None, progress_s: float = 0.0,
+        constraint: Constraint | None = None, progress_s: float = 0.0, cancel: threading.Event | None = None,
     ) -> Iterator[Generation]:
         """Finished answers only (one HTTP request per candidate): no progress, whatever ``progress_s`` says."""
         check_request(n, seeds)
@@ -158,4 +159,4 @@ class OpenAIBackend(Backend):
                 reason,
             )
 
-        return fan_out(seeds, one, self.options.concurrency)
+        return fan_out(seeds, one, self.options.concurrency, cancel)

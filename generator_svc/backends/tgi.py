@@ -11,6 +11,7 @@ backend: until it answers, every call raises BackendUnavailable.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -119,7 +120,7 @@ class TgiBackend(Backend):
 
     def generate(
         self, messages: Messages, *, n: int, sampling: Sampling, adapter: str | None, seeds: Sequence[int],
-        constraint: Constraint | None = None, progress_s: float = 0.0,
+        constraint: Constraint | None = None, progress_s: float = 0.0, cancel: threading.Event | None = None,
     ) -> Iterator[Generation]:
         """Finished answers only (one HTTP request per candidate): no progress, whatever ``progress_s`` says."""
         check_request(n, seeds)
@@ -149,4 +150,4 @@ class TgiBackend(Backend):
                 reason,
             )
 
-        return fan_out(seeds, one, self.options.concurrency)
+        return fan_out(seeds, one, self.options.concurrency, cancel)
