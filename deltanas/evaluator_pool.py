@@ -46,6 +46,8 @@ class _Worker:
     up: bool = True
     failures: int = 0  # consecutive failures: the probe backoff grows with them
     next_probe: float = 0.0
+    refusals: int = 0  # consecutive RESOURCE_EXHAUSTED answers: the back-off grows with them
+    refused_until: float = 0.0  # no new call before this (monotonic seconds)
 
 
 @dataclass
@@ -131,7 +133,8 @@ class EvaluatorPool:
             with self._lock:
                 if self._closed or not self._queue:
                     return
-                free = [w for w in self._workers.values() if w.up and w.busy < w.slots]
+                now = time.monotonic()
+                free = [w for w in self._workers.values() if w.up and w.busy < w.slots and w.refused_until <= now]
                 if not free:
                     return
                 job = self._queue.popleft()
@@ -169,8 +172,10 @@ class EvaluatorPool:
             self._fail(job, CancelledError("the evaluator pool was closed"))
         elif code == grpc.StatusCode.OK:
             with self._lock:
-                worker.failures = 0
+                worker.failures = worker.refusals = 0
             job.future.set_result(call.result())
+        elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and not closed:
+            self._refused(job, worker)
         elif code not in RETRYABLE:
             self._fail(job, call.exception())
         elif closed:
@@ -188,6 +193,18 @@ class EvaluatorPool:
                 self._fail(job, NoWorkerLeft(f"candidate {cid}: no worker could evaluate it after {job.attempts} "
                                              f"attempts ({'; '.join(job.errors)})"))
         self._release(worker)
+
+    def _refused(self, job: _Job, worker: _Worker) -> None:
+        """The worker's queue is full (of other clients' calls): the job waits at the front of the queue."""
+        with self._lock:
+            worker.refusals += 1
+            wait_s = min(self._max_probe_s, self._probe_s * 2 ** (worker.refusals - 1))
+            worker.refused_until = time.monotonic() + wait_s
+            job.attempts -= 1  # not the worker's failure, nor the candidate's
+            self._queue.appendleft(job)
+        log.info("candidate %s: worker %s is full (RESOURCE_EXHAUSTED), trying again in %.1f s",
+                 job.request.candidate_id, worker.address, wait_s)
+        self._wake.set()
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
@@ -223,8 +240,10 @@ class EvaluatorPool:
                 now = time.monotonic()
                 due = [w for w in self._workers.values() if not w.up and w.next_probe <= now]
                 waits = [w.next_probe - now for w in self._workers.values() if not w.up and w.next_probe > now]
+                waits += [w.refused_until - now for w in self._workers.values() if w.refused_until > now]
             for worker in due:
                 self._probe(worker)
+            self._dispatch()  # a worker's refusal back-off may have passed
             self._give_up_if_all_down()
             self._wake.wait(min([self._max_probe_s, *waits]) if waits or due else None)
             self._wake.clear()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -169,3 +170,38 @@ def test_no_worker_left_fails_the_candidate_and_close_cancels_the_queue() -> Non
         pool.close()
         with pytest.raises(CancelledError):
             queued.result(timeout=60)
+
+
+def test_a_full_worker_refuses_and_the_candidate_waits_for_it(caplog) -> None:
+    """A worker whose slot and queue are taken by another client's call answers RESOURCE_EXHAUSTED: the pool keeps
+    the candidate (no attempt spent, the worker not marked down) and sends it again once the back-off passed."""
+    from evaluator_svc.config import EvaluatorConfig
+    from evaluator_svc.sandbox import missing_layers
+    from evaluator_svc.service import build_server
+
+    server = build_server(EvaluatorConfig(port=0, slots=1, max_queue=0, default_timeout_s=300,
+                                          allow_weak_sandbox=bool(missing_layers()))).start()
+    other = open_channel(server.address)
+    try:
+        busy = evaluator_pb2_grpc.EvaluatorServiceStub(other).Evaluate.future(
+            request(request_id="other-client", dataset="mnist", train_limit=6000, test_limit=500), timeout=600)
+        with pool_over([server.address], max_attempts=1) as pool, caplog.at_level(logging.INFO,
+                                                                                    "deltanas.evaluator_pool"):
+            eventually(lambda: pool.workers()[server.address]["up"] and server_busy(server.address))
+            reply = pool.submit(request(request_id="mine", candidate_id="mine")).result(timeout=600)
+            assert reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, reply.failure_reason
+            assert "is full (RESOURCE_EXHAUSTED)" in caplog.text and pool.workers()[server.address]["up"]
+            assert busy.done()  # it got the slot only after the other client's call
+    finally:
+        other.close()
+        server.stop(0)
+
+
+def server_busy(address: str) -> bool:
+    channel = open_channel(address)
+    try:
+        reply = evaluator_pb2_grpc.EvaluatorServiceStub(channel).GetCapacity(evaluator_pb2.GetCapacityRequest(),
+                                                                              timeout=10)
+        return reply.busy == reply.slots
+    finally:
+        channel.close()
