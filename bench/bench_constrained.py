@@ -32,6 +32,7 @@ from curator_svc.lemur import LemurIndex
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import default_adapter
 from deltanas.llm import load_tokenizer
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import DEFAULT_MODEL
@@ -39,7 +40,7 @@ from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.service import build_server
 from generator_svc.backends import Constraint, Sampling, create_backend
 
-log = logging.getLogger("bench.constrained")
+log = logging.getLogger(__name__)
 
 CONFIGS = ("untuned-free", "untuned-constrained", "tuned-free", "tuned-constrained")
 PAST_APPLY = {"extract", "apply"}
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--first", default="rag-5ade978e0153718fa4c0b4ceb533ce32")
     parser.add_argument("--json", type=Path, help="write every outcome and the summary here")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     configs = [c for c in args.configs.split(",") if c]
     if unknown := sorted(set(configs) - set(CONFIGS)):
         parser.error(f"--configs: unknown {unknown}; known: {CONFIGS}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import sys
@@ -36,6 +35,7 @@ from curator_svc.finetune import FineTuneConfig, encode, finetune
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import Pair, PairingConfig, pair_baselines
 from deltanas import llm
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages, render_target
 
 MODEL = "smollm2-135m"
@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1, help="optimizer steps per setting")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tokenizer = llm.load_tokenizer(MODEL)
     started = time.perf_counter()

@@ -39,11 +39,12 @@ import deltadiff
 from curator_svc.dataset import TRAIN_FILE
 from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
+from deltanas.logs import setup_logging
 from deltanas.prompts import MODES, render_messages
 from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Backend, BackendError, Generation, Sampling, create_backend
 
-log = logging.getLogger("bench.modes")
+log = logging.getLogger(__name__)
 
 PAPER_SAMPLING = Sampling()  # its defaults are the paper's
 
@@ -179,7 +180,7 @@ def main() -> None:
     parser.add_argument("--exclude", type=Path, nargs="*", default=[],
                         help="curator dataset directories whose training baselines are not benchmarked")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     sampling = Sampling(temperature=PAPER_SAMPLING.temperature, top_k=PAPER_SAMPLING.top_k,
                         top_p=PAPER_SAMPLING.top_p, max_new_tokens=args.max_new_tokens)
     if args.url:

@@ -14,7 +14,6 @@ tokens per second of wall time; the ratio is ours / reference. On CUDA the model
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curator_svc.lemur import LemurIndex
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages
 from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Sampling, create_backend
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=PAPER.max_new_tokens)
     parser.add_argument("--dataset", default="mnist", help="LEMUR dataset of the baseline")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     batches = [int(b) for b in args.batches.split(",")]
     sampling = Sampling(temperature=PAPER.temperature, top_k=PAPER.top_k, top_p=PAPER.top_p,
                         max_new_tokens=args.max_new_tokens)

@@ -38,6 +38,7 @@ from deltanas.adapters import default_adapter
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
 from deltanas.llm import load_tokenizer
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import DEFAULT_MODEL
@@ -45,7 +46,7 @@ from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.service import build_server
 from generator_svc.backends import Sampling, create_backend
 
-log = logging.getLogger("bench.validity")
+log = logging.getLogger(__name__)
 
 CONFIGS = ("untuned-delta", "tuned-delta", "untuned-full", "tuned-full")
 _SIZE = re.compile(r"_(\d+)")
@@ -151,7 +152,7 @@ def main() -> None:
                         help="comma-separated baselines to take first (default: the embedded preset's)")
     parser.add_argument("--json", type=Path, help="write every outcome and the summary here")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
 
     configs = [c for c in args.configs.split(",") if c]
     unknown = sorted(set(configs) - set(CONFIGS))

@@ -32,6 +32,7 @@ from typing import Any
 from curator_svc.novelty import NoveltyConfig, NoveltyIndex
 from curator_svc.pairing import Pair
 from deltanas.heldout import is_held_out
+from deltanas.logs import setup_logging
 from deltanas.prompts import MODES, render_messages, render_target
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=DatasetConfig.max_tokens)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: delta, full")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     pairing = PairingConfig(
         max_pairs_per_dataset=args.pairs_per_dataset, max_diff_lines=args.max_diff_lines, workers=2
     )

@@ -37,6 +37,7 @@ import torch
 from curator_svc.dataset import TRAIN_FILE, completion_text, prompt_text
 from deltanas import llm
 from deltanas.config import option
+from deltanas.logs import setup_logging
 from deltanas.vocabulary import DEFAULT_MODEL, resolve_device
 
 log = logging.getLogger(__name__)
@@ -498,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_config_arguments(parser, FineTuneConfig)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     overrides = {"log_every_s": math.inf, **config_overrides(args, FineTuneConfig)}  # the bar replaces them
     config = load_config(FineTuneConfig, args.config, ENV_PREFIX, overrides)
     found = latest_checkpoint_step(args.output_dir)

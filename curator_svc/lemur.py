@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deltanas.baseline import Baseline
+from deltanas.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class LemurIndex:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
+    setup_logging()
     t0 = time.perf_counter()
     index = LemurIndex.load()
     print(

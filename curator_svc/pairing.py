@@ -40,6 +40,7 @@ import numpy as np
 from deltadiff import make_diff
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
+from deltanas.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def pair_baselines(
 def main() -> None:
     from curator_svc.lemur import LemurIndex
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     index = LemurIndex.load()
     pairs, report = pair_baselines(index.all_baselines(), PairingConfig(workers=2))
     print(report.format())

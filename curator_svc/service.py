@@ -27,7 +27,7 @@ from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
 from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
 
-log = logging.getLogger("deltanas.curator")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["curator"]
 CANDIDATES_FILE = "candidates.jsonl"

@@ -36,7 +36,7 @@ from deltanas.vocabulary import ROLE_TAG, TAG_PREFIX
 if TYPE_CHECKING:
     from curator_svc.config import CuratorConfig
 
-log = logging.getLogger("deltanas.curator.tracking")
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "deltanas-curator"
 DATASET_TAG = f"{TAG_PREFIX}dataset_id"

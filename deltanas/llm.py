@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deltanas.logs import setup_logging
 from deltanas.paths import HOME_ENV, deltanas_home  # noqa: F401 - HOME_ENV is part of this module's API
 from deltanas.vocabulary import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-log = logging.getLogger("deltanas.llm")
+log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 MARKER_FILE = ".deltanas-complete.json"
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     sub.add_parser("list", help="registered model sources and whether they are cached")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.command == "list":
         for source in SOURCES.values():
             print(f"{'cached ' if source.cached() else 'missing'}  {source.describe()}")

@@ -1,4 +1,11 @@
-"""Structured logging: `key=value` lines with time, level and logger; DELTANAS_LOG_LEVEL sets the level."""
+"""Structured logging: `key=value` lines with time, level, logger and the record's `extra=` fields.
+
+    setup_logging()            # in every entry point's main(); DELTANAS_LOG_LEVEL sets the level
+    log.info("lemur index built", extra={"seconds": 1.2, "models": 9000})
+    # ts=... level=info logger=curator_svc.lemur msg="lemur index built" seconds=1.2 models=9000
+
+Every logger is `logging.getLogger(__name__)`.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +13,36 @@ import logging
 import os
 import sys
 
+# The attributes every LogRecord has; any other attribute came from `extra=`.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_NOISY = ("alembic", "mlflow", "urllib3", "httpx", "filelock")
+
+
+def _value(value: object) -> str:
+    """A field's value as it stands after `key=`: numbers and booleans bare, anything else in double quotes."""
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return '"' + str(value).replace('"', "'") + '"'
+
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().replace('"', "'")
         line = f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")} level={record.levelname.lower()} ' \
-               f'logger={record.name} msg="{message}"'
+               f'logger={record.name} msg={_value(record.getMessage())}'
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        for key, value in extras.items():
+            line += f" {key}={_value(value)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 def setup_logging(level: str | None = None) -> None:
+    """Key=value lines on stderr at `level` (default: $DELTANAS_LOG_LEVEL, else INFO); the one set-up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("DELTANAS_LOG_LEVEL", "INFO")).upper())
-    for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock"):
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-log = logging.getLogger("deltanas.security")
+log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 AUTH_HEADER = "authorization"

@@ -25,7 +25,7 @@ from deltanas.config import ConfigError, option
 from deltanas.errors import ServiceError
 from deltanas.security import TokenAuthInterceptor, server_credentials
 
-log = logging.getLogger("deltanas.server")
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_MB = 8
 MAX_MESSAGE_BYTES = MAX_MESSAGE_MB * 1024 * 1024

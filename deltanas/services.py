@@ -21,6 +21,8 @@ from deltanas.config import ConfigError, add_config_arguments, config_overrides,
 from deltanas.logs import setup_logging
 from deltanas.server import ServerConfig, ServiceServer
 
+log = logging.getLogger(__name__)
+
 # Settings a server cannot take after construction: a server that was not built from the config ignores them.
 _SECURITY_FIELDS = ("auth_token", "tls_cert", "tls_key", "tls_client_ca", "max_message_mb")
 
@@ -65,7 +67,7 @@ def serve(name: str, args: argparse.Namespace) -> None:
     spec = SERVICES[name]
     config = spec.load(getattr(args, "config", None), config_overrides(args, spec.config_type()))
     server = spec.build(config).start()
-    logging.getLogger("deltanas").info("%s ready on %s", name, server.address)
+    log.info("%s ready on %s", name, server.address)
     server.wait()
 
 

@@ -28,7 +28,7 @@ from evaluator_svc.pipeline import TrainTask, static_failure
 from evaluator_svc.stages import printable
 from evaluator_svc.transforms import parse_transform
 
-log = logging.getLogger("deltanas.evaluator")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["evaluator"]
 MAX_REQUEST_ID_CHARS = 256

@@ -32,7 +32,7 @@ from generator_svc.backends.base import (
 )
 from generator_svc.config import GeneratorConfig
 
-log = logging.getLogger("deltanas.generator")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["generator"]
 

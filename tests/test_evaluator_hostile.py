@@ -281,7 +281,7 @@ def test_unbounded_or_control_character_ids_are_invalid_argument(guarded) -> Non
 
 def test_control_characters_of_a_failure_are_escaped_in_the_logs(guarded, caplog) -> None:
     code = with_hook('raise RuntimeError("boom \\x1b[2J\\x07 done")')
-    with caplog.at_level(logging.INFO, logger="deltanas.evaluator"):
+    with caplog.at_level(logging.INFO, logger="evaluator_svc.service"):
         reply = guarded.evaluate(code)
     assert_invalid(reply, "INSTANTIATE", "boom")
     lines = [r.getMessage() for r in caplog.records if "boom" in r.getMessage()]

@@ -16,7 +16,7 @@ from evaluator_svc.job import SandboxLimits
 from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import host_layers, missing_layers, require_sandbox
 
-log = logging.getLogger("deltanas.evaluator")
+log = logging.getLogger(__name__)
 
 
 def probe_device(device: str) -> None:

@@ -28,7 +28,7 @@ from evaluator_svc.job import SandboxLimits
 from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import SandboxUnavailable
 
-log = logging.getLogger("deltanas.evaluator")
+log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 60.0  # the start-up check: a 0-CPU task answers even on a cluster whose CPUs all train
 
 

@@ -30,7 +30,7 @@ from transformers import DynamicCache, LogitsProcessorList
 
 from generator_svc.backends.base import GrammarRefused
 
-log = logging.getLogger("generator_svc.backends.grammar")
+log = logging.getLogger(__name__)
 
 CACHE_BYTES = 512 * 2**20  # compiled grammars kept by the compiler
 CLOSE_WINDOW = 24  # tokens before max_new_tokens from which a row is closed at the first place the grammar allows

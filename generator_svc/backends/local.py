@@ -47,7 +47,7 @@ from generator_svc.backends.base import (
 from generator_svc.backends.grammar_decoding import GrammarDecoder
 from generator_svc.backends.options import LocalOptions
 
-log = logging.getLogger("generator_svc.backends.local")
+log = logging.getLogger(__name__)
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype | None:

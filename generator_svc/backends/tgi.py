@@ -37,7 +37,7 @@ from generator_svc.backends.base import (
 )
 from generator_svc.backends.options import TgiOptions
 
-log = logging.getLogger("generator_svc.backends.tgi")
+log = logging.getLogger(__name__)
 
 
 class TgiBackend(Backend):
