@@ -31,8 +31,8 @@ from client.sdk import open_channel
 from curator_svc.lemur import LemurIndex
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import default_adapter
-from deltanas.llm import load_tokenizer
 from deltanas.logs import setup_logging
+from deltanas.model_sources import load_tokenizer
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import DEFAULT_MODEL

@@ -34,7 +34,7 @@ from curator_svc.dataset import TRAIN_FILE
 from curator_svc.finetune import FineTuneConfig, encode, finetune
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import Pair, PairingConfig, pair_baselines
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages, render_target
 
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging("WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     started = time.perf_counter()
     print(f"SmolLM2-135M LoRA fine-tuning on CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}), "
           f"load average {os.getloadavg()[0]:.1f}, {args.steps} steps each")

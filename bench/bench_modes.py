@@ -162,7 +162,7 @@ def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.llm model name or HF directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.model_sources model name or HF directory")
     parser.add_argument("--baselines", type=int, default=20, help="LEMUR baselines (round-robin over datasets)")
     parser.add_argument("--max-new-tokens", type=int, default=PAPER_SAMPLING.max_new_tokens)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -67,7 +67,7 @@ def reference(backend: LocalBackend, messages: list[dict[str, str]], b: int, sam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.llm model name or HF directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.model_sources model name or HF directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA), float32, bfloat16")
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")

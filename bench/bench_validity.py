@@ -37,8 +37,8 @@ from curator_svc.lemur import LemurIndex
 from deltanas.adapters import default_adapter
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
-from deltanas.llm import load_tokenizer
 from deltanas.logs import setup_logging
+from deltanas.model_sources import load_tokenizer
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import DEFAULT_MODEL

@@ -236,7 +236,7 @@ def build_datasets(
 def main() -> None:
     from curator_svc.lemur import LemurIndex
     from curator_svc.pairing import PairingConfig, pair_baselines
-    from deltanas.llm import load_tokenizer
+    from deltanas.model_sources import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from curator_svc.dataset import TRAIN_FILE, completion_text, prompt_text
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.config import option
 from deltanas.logs import setup_logging
 from deltanas.vocabulary import DEFAULT_MODEL, resolve_device
@@ -56,7 +56,7 @@ _LORA_FIELDS = ("r", "lora_alpha", "target_modules")
 class FineTuneConfig:
     """One LoRA fine-tune; every field is a `--flag` of the command line and a DELTANAS_FINETUNE_ variable."""
 
-    base_model: str = option(DEFAULT_MODEL, "model name or HF directory (deltanas.llm)")
+    base_model: str = option(DEFAULT_MODEL, "model name or HF directory (deltanas.model_sources)")
     r: int = option(32, "LoRA rank")
     lora_alpha: int = option(32, "LoRA scaling alpha")
     lora_dropout: float = option(0.05, "dropout on the LoRA input")
@@ -130,12 +130,12 @@ def _load_model(config: FineTuneConfig, device: torch.device) -> Any:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
         model = AutoModelForCausalLM.from_pretrained(
-            llm.resolve(config.base_model), quantization_config=quant, device_map={"": device.index or 0}
+            model_sources.resolve(config.base_model), quantization_config=quant, device_map={"": device.index or 0}
         )
         model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
     else:
         dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        model = llm.load_model(config.base_model, dtype=dtype, device=str(device))
+        model = model_sources.load_model(config.base_model, dtype=dtype, device=str(device))
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
@@ -319,7 +319,7 @@ def _load_examples(config: FineTuneConfig, dataset_dir: Path) -> _Examples:
         **{k: getattr(config, k) for k in _LORA_FIELDS},
         "dataset_sha256": hashlib.sha256(train_bytes).hexdigest(),
     }
-    tokenizer = llm.load_tokenizer(config.base_model)
+    tokenizer = model_sources.load_tokenizer(config.base_model)
     encoded = [encode(tokenizer, r) for r in records]
     examples = [e for e in encoded if len(e[0]) <= config.max_length]
     if not examples:

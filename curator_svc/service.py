@@ -167,7 +167,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                                                  total=len(self.candidates.records))
 
     def _tokenizer(self, model: str):
-        from deltanas.llm import load_tokenizer
+        from deltanas.model_sources import load_tokenizer
 
         if model not in self._tokenizers:
             self._tokenizers[model] = load_tokenizer(model)

@@ -25,7 +25,7 @@ MODES: tuple[str, ...] = tuple(MODE_VALUES)
 # Why an LLM answer ended (GenerateResponse.finish_reason): it was complete, or cut at max_new_tokens.
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
 
-# The code LLM a generator serves and a curator fine-tunes unless told otherwise (a deltanas.llm source).
+# The code LLM a generator serves and a curator fine-tunes unless told otherwise (a deltanas.model_sources source).
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 
 # Sampling of the paper's experiment (NNGPT delta mode): the defaults of generators, searches and benches.

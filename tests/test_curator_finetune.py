@@ -25,7 +25,8 @@ from curator_svc.finetune import (
     encode,
     finetune,
 )
-from deltanas import llm
+from deltanas import model_sources
+from deltanas.paths import HOME_ENV
 
 MODEL = "smollm2-135m"
 CONFIG = FineTuneConfig(
@@ -44,9 +45,9 @@ CONFIG = FineTuneConfig(
 
 @pytest.fixture(scope="module", autouse=True)
 def home(request: pytest.FixtureRequest):
-    """The deltanas home that tests/test_llm.py uses: the SmolLM2 conversion is paid once per machine."""
+    """The deltanas home that tests/test_model_sources.py uses: the SmolLM2 conversion is paid once per machine."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+        mp.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
         yield
 
 
@@ -65,7 +66,7 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_labels_mask_the_prompt(dataset_dir: Path) -> None:
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     record = json.loads((dataset_dir / TRAIN_FILE).read_text().splitlines()[0])
     ids, labels = encode(tokenizer, record)
     prompt = tokenizer.apply_chat_template(record["messages"], add_generation_prompt=True, tokenize=False)
@@ -110,13 +111,13 @@ def test_adapter_loads_as_is_in_peft_tgi_and_vllm(dataset_dir: Path, tmp_path: P
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
     assert (config["r"], config["lora_alpha"]) == (4, 8) and set(config["target_modules"]) == {"q_proj", "v_proj"}
-    assert config["base_model_name_or_path"] == str(llm.resolve(MODEL))
+    assert config["base_model_name_or_path"] == str(model_sources.resolve(MODEL))
     weights = load_file(tmp_path / "adapter_model.safetensors")
     assert all(n.startswith("base_model.model.") and n.endswith((".lora_A.weight", ".lora_B.weight")) for n in weights)
 
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     ids = torch.tensor([tokenizer("class Net(nn.Module):")["input_ids"]])
-    base = llm.load_model(MODEL)
+    base = model_sources.load_model(MODEL)
     with torch.no_grad():
         before = base(input_ids=ids).logits
         tuned = PeftModel.from_pretrained(base, tmp_path).eval()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deltanas import llm
+from deltanas import model_sources
+from deltanas.paths import HOME_ENV
 from generator_svc.backends import (
     BACKENDS,
     BackendError,
@@ -36,7 +37,7 @@ def backend(request: pytest.FixtureRequest):
     """One thread: with other jobs on the 2 cores, two OpenMP threads spin against each other (10x slower)."""
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+        mp.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
         backend = create_backend("local", model=MODEL, max_batch=2, threads=1)
         assert isinstance(backend, LocalBackend)
         yield backend
@@ -50,7 +51,7 @@ def adapter_dir(backend: LocalBackend, tmp_path_factory: pytest.TempPathFactory)
 
     path = tmp_path_factory.mktemp("adapter")
     config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(llm.load_model(MODEL), config).save_pretrained(path)
+    get_peft_model(model_sources.load_model(MODEL), config).save_pretrained(path)
     return path
 
 
@@ -132,7 +133,7 @@ def test_dtype_defaults_to_bfloat16_on_cuda_and_names_the_field() -> None:
 
 
 def test_dtype_is_applied(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+    monkeypatch.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
     threads = torch.get_num_threads()
     try:
         backend = create_backend("local", model=MODEL, device="cpu", dtype="bfloat16", threads=1)
@@ -147,10 +148,10 @@ def test_no_op_edit_guard_forbids_restoring_the_removed_line() -> None:
     """A `+` line may not end equal to the `-` line it replaces; any other line, or another content, may."""
     import torch
 
-    from deltanas import llm
+    from deltanas import model_sources
     from generator_svc.backends.local import NoOpEditGuard
 
-    tokenizer = llm.load_tokenizer("smollm2-135m")
+    tokenizer = model_sources.load_tokenizer("smollm2-135m")
     prompt = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import free_port
 
 import deltadiff
-from deltanas import llm
+from deltanas.paths import HOME_ENV
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from generator_svc.backends import (
     BACKENDS,
@@ -120,8 +120,8 @@ def server() -> Iterator[str]:
 
 @pytest.fixture()
 def deltanas_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The TGI backend reads the served model's tokenizer through deltanas.llm (SmolLM2, assembled once)."""
-    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+    """The TGI backend reads the served model's tokenizer through deltanas.model_sources (SmolLM2, assembled once)."""
+    monkeypatch.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
 
 
 def test_openai_backend_adapters_seeds_and_errors(server: str) -> None:

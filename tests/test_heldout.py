@@ -62,7 +62,7 @@ def test_the_validity_benchmark_draws_held_out_baselines(mnist: list) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_validity import pick
 
-    from deltanas.llm import load_tokenizer
+    from deltanas.model_sources import load_tokenizer
 
     index = LemurIndex.load()
     picked = pick(index, 10, 64, 1100, load_tokenizer("smollm2-135m"), ("rag-5ade978e0153718fa4c0b4ceb533ce32",))

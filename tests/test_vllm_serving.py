@@ -23,8 +23,9 @@ from curator_svc.dataset import DatasetConfig, build_datasets
 from curator_svc.finetune import FineTuneConfig, finetune
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import PairingConfig, pair_baselines
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.baseline import Baseline
+from deltanas.paths import HOME_ENV
 from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from evaluator_svc.patching import patch_candidate
@@ -51,7 +52,7 @@ pytestmark = [
 def home(request: pytest.FixtureRequest) -> Iterator[None]:
     """The deltanas home that the other tests use: the SmolLM2 conversion is paid once per machine."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+        mp.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
         yield
 
 
@@ -69,7 +70,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     adapter visibly changes the output)."""
     family = [b for b in LemurIndex.load(datasets=("mnist",)).baselines("mnist") if b.name.startswith("alt-nn1")]
     pairs, _ = pair_baselines(family[:40], PairingConfig(max_pairs_per_dataset=4))
-    built = build_datasets(pairs, tmp_path_factory.mktemp("datasets"), llm.load_tokenizer(MODEL),
+    built = build_datasets(pairs, tmp_path_factory.mktemp("datasets"), model_sources.load_tokenizer(MODEL),
                            DatasetConfig(modes=("delta",), eval_fraction=0.0))
     config = FineTuneConfig(base_model=MODEL, r=8, lora_alpha=16, max_steps=1, grad_accum=1, learning_rate=5e-2,
                             device="cpu")
@@ -129,7 +130,7 @@ class VllmServer:
 
 @pytest.fixture(scope="module")
 def vllm(adapter_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    server = VllmServer(llm.prepare(MODEL), adapter_dir, tmp_path_factory.mktemp("vllm") / "serve.log")
+    server = VllmServer(model_sources.prepare(MODEL), adapter_dir, tmp_path_factory.mktemp("vllm") / "serve.log")
     try:
         server.wait_ready()
         yield server
@@ -142,7 +143,7 @@ def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer,
     assert backend.list_adapters() == [ADAPTER]
     assert backend.info().model == MODEL and backend.info().context_length == CONTEXT
     messages = render_messages("delta", Baseline.from_proto(baseline))
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     ours = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert backend.count_tokens(messages) == len(tokenizer(ours, add_special_tokens=False)["input_ids"])
 

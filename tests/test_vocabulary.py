@@ -56,7 +56,7 @@ def test_it_loads_without_torch() -> None:
 
 
 @pytest.mark.parametrize(("what", "pattern"), [
-    ("the default model", r"(?<!name=)[\"']qwen2\.5-coder-0\.5b[\"']"),  # name=: its source in deltanas.llm
+    ("the default model", r"(?<!name=)[\"']qwen2\.5-coder-0\.5b[\"']"),  # name=: its source in deltanas.model_sources
     ("a gRPC service name", r"[\"']deltanas\.v1\.\w+Service[\"']"),
     ("the paper's temperature", r"\b0\.35\b"),
     ("device resolution", r"cuda[\"'] if torch\.cuda\.is_available\(\)"),

@@ -28,7 +28,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, resolve_device
 from generator_svc.backends.base import (
@@ -189,9 +189,9 @@ class LocalBackend(Backend):
             torch.set_num_threads(self.options.threads)
         dtype = resolve_dtype(self.options.dtype, self.device)
         try:
-            self.tokenizer = llm.load_tokenizer(self.options.model)
-            self.base = llm.load_model(self.options.model, dtype=dtype, device=self.device)
-        except llm.ModelSourceError as exc:
+            self.tokenizer = model_sources.load_tokenizer(self.options.model)
+            self.base = model_sources.load_model(self.options.model, dtype=dtype, device=self.device)
+        except model_sources.ModelSourceError as exc:
             raise BackendUnavailable(str(exc)) from exc
         self.model: Any = self.base  # becomes a PeftModel with the first adapter
         self.context_length = self.options.context_length or self.base.config.max_position_embeddings

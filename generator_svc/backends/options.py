@@ -17,7 +17,7 @@ from deltanas.vocabulary import DEFAULT_MODEL
 class LocalOptions:
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata={"help": "model source: a deltanas.llm name, a HF model directory, or hub:<repo_id>"},
+        metadata={"help": "model source: a deltanas.model_sources name, a HF model directory, or hub:<repo_id>"},
     )
     device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
     dtype: str = field(default="auto", metadata={
@@ -41,7 +41,7 @@ class TgiOptions:
     url: str = field(default="http://127.0.0.1:8080", metadata={"help": "TGI base URL"})
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata={"help": "model source (deltanas.llm) of the served model: its tokenizer and chat template"},
+        metadata={"help": "model source (deltanas.model_sources) of the served model: its tokenizer and chat template"},
     )
     adapters: Mapping[str, str] = field(
         default_factory=dict, metadata={"help": "adapter name -> adapter id the server was launched with"}

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
     Backend,
@@ -50,7 +50,7 @@ class TgiBackend(Backend):
 
         self.options = TgiOptions(**options)
         self.client = InferenceClient(base_url=self.options.url, timeout=self.options.timeout_s)
-        self.tokenizer = llm.load_tokenizer(self.options.model)
+        self.tokenizer = model_sources.load_tokenizer(self.options.model)
         self.adapters: dict[str, str] = {}
         self._served = ServerFacts(self._connect, self.options.url)
 

@@ -11,8 +11,8 @@ GGUF sources are converted once into an HF copy (safetensors + tokenizer) under
 ``$DELTANAS_HOME/models/<name>/`` (DELTANAS_HOME defaults to ``~/.cache/deltanas``), written into a
 temporary directory and renamed into place with a completion marker; later loads read that copy.
 
-    python -m deltanas.llm prepare qwen2.5-coder-0.5b     # join + verify + convert, with progress
-    python -m deltanas.llm list                           # registered sources and whether they are cached
+    python -m deltanas.model_sources prepare qwen2.5-coder-0.5b     # join + verify + convert, with progress
+    python -m deltanas.model_sources list                           # registered sources and whether they are cached
 
     >>> tok, model = load_tokenizer("smollm2-135m"), load_model("smollm2-135m")
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltanas.logs import setup_logging
-from deltanas.paths import HOME_ENV, deltanas_home, package_path  # noqa: F401 - HOME_ENV is part of this module's API
+from deltanas.paths import deltanas_home, package_path
 from deltanas.vocabulary import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -373,7 +373,7 @@ def prepare(name_or_path: str = DEFAULT_MODEL) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deltanas.llm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deltanas.model_sources", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="join, verify and convert a model into the cache")
     prep.add_argument("name", nargs="?", default=DEFAULT_MODEL)
