@@ -30,7 +30,7 @@ from ports import free_port
 from client.cli import build_parser
 from deltanas import healthcheck
 from deltanas.config import build
-from deltanas.services import SERVICES
+from deltanas.service_registry import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

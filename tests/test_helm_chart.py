@@ -20,7 +20,7 @@ import yaml
 from test_deploy_files import GRPC_SERVICES, ROOT, strict_parser
 
 from deltanas.config import build
-from deltanas.services import SERVICES
+from deltanas.service_registry import SERVICES
 
 CHART = ROOT / "deploy" / "helm" / "deltanas"
 OLDEST = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"].removeprefix(">=").removesuffix("-0")
