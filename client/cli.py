@@ -28,7 +28,7 @@ from client.config import SearchConfig, stored_config
 from client.store import DEFAULT_STATE, TRACKING_ENV, default_uri
 from deltanas.config import add_config_arguments, build, config_overrides
 from deltanas.logs import setup_logging
-from deltanas.services import SERVICES, serve
+from deltanas.service_registry import SERVICES, serve
 
 log = logging.getLogger("deltanas.cli")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from client.sdk import Endpoints
 from deltanas.server import ServiceServer
-from deltanas.services import SERVICES
+from deltanas.service_registry import SERVICES
 
 log = logging.getLogger("deltanas.embedded")
 
