@@ -5,9 +5,9 @@ baseline's code, target: its diff), cut to the setting's sequence length, and pr
 (prompt + completion tokens through forward and backward, median over the steps), its ratio to the
 reference setting, seconds per optimizer step and the optimizer's own time per step (gradient clipping +
 AdamW, including the first step's allocation of AdamW's state). A discarded warm-up run comes first.
-Reference: FineTuneConfig's defaults (r=32 on all 7 projections) with grad_accum=1 and 384-token examples
-(about 200 of them are the prompt template). The load average is printed: on shared cores the ratios tell
-more than the absolute figures.
+Reference: FineTuneConfig's defaults (lora_r=32 on all 7 projections) with gradient_accumulation=1 and
+384-token examples (about 200 of them are the prompt template). The load average is printed: on shared cores
+the ratios tell more than the absolute figures.
 
     .venv/bin/python bench/bench_finetune.py              # ~2 min on 2 idle cores, < 5 min on busy ones
     .venv/bin/python bench/bench_finetune.py --steps 3    # steadier figures, ~3x the training time
@@ -79,8 +79,8 @@ def records(tokenizer, pairs: Sequence[Pair], seq: int) -> list[dict]:
 
 def run(setting: Setting, dataset_dir: Path, steps: int) -> tuple[float, float, float]:
     """(median tokens/s, median seconds per step, mean optimizer seconds per step)."""
-    config = replace(FineTuneConfig(), base_model=MODEL, r=setting.r, lora_alpha=setting.r,
-                     grad_accum=setting.grad_accum, max_length=setting.seq + SLACK, max_steps=steps,
+    config = replace(FineTuneConfig(), base_model=MODEL, lora_r=setting.r, lora_alpha=setting.r,
+                     gradient_accumulation=setting.grad_accum, max_length=setting.seq + SLACK, max_steps=steps,
                      save_every=0, device="cpu", log_every_s=float("inf"))
     per_step: list[tuple[float, float]] = []  # (tokens/s, seconds) of each step
     last = [time.perf_counter()]

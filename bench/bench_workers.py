@@ -119,8 +119,8 @@ class RayCluster:
 
     def evaluator_env(self, cpus_per_candidate: float = 1.0) -> dict[str, str]:
         """Environment of an evaluator that runs its candidates on this cluster."""
-        return {**self.auth, "DELTANAS_EVALUATOR_EXECUTOR": "ray", "DELTANAS_EVALUATOR_RAY_ADDRESS": self.address,
-                "DELTANAS_EVALUATOR_RAY_CPUS": str(cpus_per_candidate)}
+        return {**self.auth, "DELTANAS_EVALUATOR_EXECUTOR": "ray", "DELTANAS_EVALUATOR_RAY__ADDRESS": self.address,
+                "DELTANAS_EVALUATOR_RAY__CPUS": str(cpus_per_candidate)}
 
     def start(self) -> RayCluster:
         from ports import free_port

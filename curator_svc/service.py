@@ -15,13 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from curator_svc.config import CuratorConfig
-from curator_svc.dataset import MANIFEST_FILE, DatasetConfig, EmptyDatasetError, build_datasets
+from curator_svc.dataset import MANIFEST_FILE, EmptyDatasetError, build_datasets
 from curator_svc.lemur import LemurIndex
-from curator_svc.novelty import NoveltyConfig, NoveltyIndex
+from curator_svc.novelty import NoveltyIndex
 from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
-from curator_svc.pairing import PairingConfig, make_pair, pair_baselines
+from curator_svc.pairing import make_pair, pair_baselines
 from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline
+from deltanas.config import build, upgraded, with_overrides
 from deltanas.errors import FailedPrecondition, NotFound, require
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
@@ -33,6 +34,7 @@ SERVICE_NAME = SERVICE_NAMES["curator"]
 CANDIDATES_FILE = "candidates.jsonl"
 DATASETS_DIR = "datasets"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # baselines per ListBaselines reply (code makes them large)
+_FINETUNE_FIELDS = ("max_steps", "learning_rate", "lora_r", "gradient_accumulation", "save_every")  # request = config
 STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
           for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
 
@@ -89,8 +91,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         """The MinHash-LSH index over LEMUR's models and accepted candidates (built once, in the background)."""
         with self._novelty_lock:
             if self._novelty is None:
-                index = NoveltyIndex(NoveltyConfig(num_perm=self.cfg.num_perm, shingle=self.cfg.shingle_size,
-                                                   threshold=self.cfg.novelty_threshold))
+                index = NoveltyIndex(self.cfg.novelty)
                 for model in self.lemur.models():
                     if self._closing.is_set():
                         raise RuntimeError("curator is stopping: novelty index not built")
@@ -146,8 +147,8 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         require(bool(request.code.strip()), "code", "is empty")
         jaccard, nearest = self.novelty().query(request.code)
         return curator_pb2.CheckNoveltyResponse(max_jaccard=jaccard, nearest=str(nearest or ""),
-                                                novel=jaccard < self.cfg.novelty_threshold,
-                                                threshold=self.cfg.novelty_threshold)
+                                                novel=jaccard < self.cfg.novelty.threshold,
+                                                threshold=self.cfg.novelty.threshold)
 
     def AddCandidates(self, request: curator_pb2.AddCandidatesRequest, context) -> curator_pb2.AddCandidatesResponse:
         for i, c in enumerate(request.candidates):
@@ -192,18 +193,14 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         require(request.max_pairs_per_dataset >= 0, "max_pairs_per_dataset", "must not be negative")
         require(request.max_tokens >= 0, "max_tokens", "must not be negative")
         cfg, mode = self.cfg, MODE_NAMES[request.mode]
-        pairing = PairingConfig(min_gain=request.min_gain or cfg.min_gain,
-                                max_diff_lines=request.max_diff_lines or cfg.max_diff_lines,
-                                max_pairs_per_dataset=request.max_pairs_per_dataset or cfg.max_pairs_per_dataset)
+        pairing = with_overrides(cfg.pairing, request, ("min_gain", "max_diff_lines", "max_pairs_per_dataset"))
         baselines = [b for name in request.datasets for b in self.lemur.baselines(name, 1)]
         pairs, report = pair_baselines(baselines, pairing)
         extra = self._candidate_pairs() if request.include_candidates else []
         tokenizer = self._tokenizer(request.model or cfg.model)
-        dataset_cfg = DatasetConfig(modes=(mode,), max_tokens=request.max_tokens or cfg.max_tokens,
-                                    eval_fraction=cfg.eval_fraction,
-                                    novelty=NoveltyConfig(cfg.num_perm, cfg.shingle_size, cfg.novelty_threshold))
+        dataset_cfg = with_overrides(cfg.dataset, request, ("max_tokens",))
         try:
-            built = build_datasets(pairs, cfg.state_dir / DATASETS_DIR, tokenizer, dataset_cfg, extra)[mode]
+            built = build_datasets(pairs, cfg.state_dir / DATASETS_DIR, tokenizer, dataset_cfg, extra, (mode,))[mode]
         except EmptyDatasetError as exc:
             pairing_counts = ", ".join(f"{k}={v}" for k, v in report.counts.items())
             raise FailedPrecondition(f"filters left an empty dataset: pairing {pairing_counts}; then {exc}; "
@@ -233,7 +230,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         from curator_svc.finetune import FineTuneConfig
 
         self._dataset_dir(request.dataset_id)
-        for name in ("max_steps", "learning_rate", "lora_r", "gradient_accumulation", "save_every"):
+        for name in _FINETUNE_FIELDS:
             require(getattr(request, name) >= 0, name, "must not be negative")
         model = request.model or self.cfg.model
         work_dir = None
@@ -250,12 +247,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                     f"dataset_id: {previous.id} trained on dataset {previous.dataset_id!r}; resume with that "
                     "dataset or start a new operation")
             work_dir = Path(previous.work_dir)
-        defaults = FineTuneConfig()
-        config = FineTuneConfig(base_model=model, max_steps=request.max_steps,
-                                learning_rate=request.learning_rate or defaults.learning_rate,
-                                r=request.lora_r or defaults.r, device=self.cfg.device,
-                                grad_accum=request.gradient_accumulation or defaults.grad_accum,
-                                save_every=request.save_every or defaults.save_every)
+        config = with_overrides(FineTuneConfig(base_model=model, device=self.cfg.device), request, _FINETUNE_FIELDS)
         params = {"config": asdict(config), "resume_operation_id": request.resume_operation_id}
         op = self.operations.start(request.dataset_id, model, self._finetune_job(request.dataset_id, params),
                                    work_dir, params)
@@ -267,8 +259,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         from curator_svc.finetune import FineTuneConfig, finetune, latest_checkpoint_step
 
         dataset_dir = self._dataset_dir(dataset_id)
-        raw = dict(params["config"])
-        config = FineTuneConfig(**{**raw, "target_modules": tuple(raw["target_modules"])})
+        config = build(FineTuneConfig, upgraded(FineTuneConfig, params["config"]), f"operation of {dataset_id}")
         tracker = open_tracker(self.cfg)
 
         def job(op: Operation, report, cancel: threading.Event) -> str:

@@ -8,7 +8,7 @@ Standard library only: the worker reads it before it imports torch (weak mode le
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 UID_BASE = 200_000
 JOB_FILE, STAGE_FILE = "job.json", "stage"
@@ -22,11 +22,21 @@ def data_file(name: str) -> str:
 
 @dataclass
 class SandboxLimits:
-    """Resource limits and layers of one sandboxed worker."""
+    """Resource limits and layers of one sandboxed worker (the evaluator config's [sandbox] table). Declared with
+    `field`, not deltanas.config.option: the sandboxed worker reads this module and sees no deltanas."""
 
     memory_mb: int = field(default=4096, metadata={
         "help": "memory the candidate may add to the worker's own footprint after setup (torch and data "
                 "loaded): RLIMIT_AS on CPU, RLIMIT_DATA on CUDA"})
+    threads: int = field(default=0, metadata={
+        "help": "OMP/MKL/torch intra-op threads of the worker (0: the executor's share: cores / slots locally, the "
+                "task's CPUs on Ray; see share)"})
+    gpu_memory_fraction: float = field(default=0.0, metadata={
+        "help": "torch.cuda.set_per_process_memory_fraction of the worker when CUDA is used (0: the executor's share: "
+                "1 / slots locally, the task's GPUs on Ray; no cap where that is 0)"})
+    python_guards: bool = field(default=True, metadata={
+        "help": "the static SYNTAX/CONTRACT/SAFETY checks before a candidate runs and the in-worker audit hook; off "
+                "only to test that the kernel sandbox holds on its own"})
     cpu_seconds: int | None = field(default=None, metadata={
         "help": "CPU-time limit (RLIMIT_CPU); default: threads x wall timeout + 30"})
     file_mb: int = field(default=64, metadata={
@@ -34,17 +44,17 @@ class SandboxLimits:
     max_processes: int = field(default=64, metadata={
         "help": "weak mode, root: processes + threads of the worker's own uid (RLIMIT_NPROC); under "
                 "bubblewrap the seccomp filter forbids new processes altogether"})
-    threads: int = field(default=1, metadata={"help": "OMP/MKL/torch intra-op threads of the worker"})
-    gpu_memory_fraction: float | None = field(default=None, metadata={
-        "help": "torch.cuda.set_per_process_memory_fraction for the worker when CUDA is used"})
     drop_privileges: bool = field(default=True, metadata={
         "help": "weak mode: when started as root, run the candidate under a fresh unprivileged uid"})
-    audit_hook: bool = field(default=True, metadata={
-        "help": "install the in-worker audit hook (disable only to test the OS-level layers)"})
     kernel_sandbox: bool = field(default=True, metadata={
         "help": "run the worker under bubblewrap (+ seccomp) when the host provides it; False: the weak "
-                "mode, a plain subprocess that locks itself down (for comparison and hosts without it)"})
+                "mode, a plain subprocess that locks itself down (needs allow_weak_sandbox in the service)"})
     scratch_root: str | None = field(default=None, metadata={"help": "parent of per-job scratch dirs"})
+
+    def share(self, threads: int, gpu_memory_fraction: float) -> SandboxLimits:
+        """These limits with an executor's share of the host where they leave it to the executor (0)."""
+        return replace(self, threads=self.threads or threads,
+                       gpu_memory_fraction=self.gpu_memory_fraction or gpu_memory_fraction)
 
 
 @dataclass

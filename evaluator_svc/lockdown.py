@@ -148,7 +148,7 @@ def lock_down(job: Job, scratch: str, device: str) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
-    if limits.audit_hook:
+    if limits.python_guards:
         import torch
 
         package = os.path.dirname(os.path.abspath(__file__))

@@ -128,7 +128,7 @@ def host_layers(limits: SandboxLimits) -> tuple[str, ...]:
     else:
         uid_drop = os.geteuid() == 0 and limits.drop_privileges
         layers = ["weak-mode", "net-ns-unshare", *(["uid-drop"] if uid_drop else [])]
-    return (*layers, "rlimits", *(["audit-hook"] if limits.audit_hook else []))
+    return (*layers, "rlimits", *(["audit-hook"] if limits.python_guards else []))
 
 
 @contextlib.contextmanager
@@ -265,7 +265,10 @@ def _kill_group(pgid: int) -> None:
 
 
 def run_job(job: Job, data: Dataset, *, timeout_s: float) -> EvalResult:
-    """Run `job` in a fresh worker process; never raises for candidate misbehaviour."""
+    """Run `job` in a fresh worker process; never raises for candidate misbehaviour. ValueError when its limits
+    still leave the threads to an executor (SandboxLimits.share)."""
+    if job.limits.threads < 1:
+        raise ValueError(f"limits.threads: {job.limits.threads}; give the worker its share (SandboxLimits.share)")
     scratch = Path(tempfile.mkdtemp(prefix="deltanas-eval-", dir=job.limits.scratch_root))
     try:
         return _run_in(scratch, job, data, timeout_s)

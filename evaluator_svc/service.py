@@ -1,7 +1,7 @@
 """gRPC adapter of the evaluator: validation, extract/apply, the static checks, then a sandboxed run by the executor.
 
     python -m evaluator_svc --port 50063 --slots 2
-    python -m evaluator_svc --executor ray --ray-address 10.0.0.5:6379    # candidates as Ray tasks
+    python -m evaluator_svc --executor ray --ray.address 10.0.0.5:6379    # candidates as Ray tasks
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import time
 from collections import OrderedDict
 
 import deltadiff
+from deltanas.config import with_overrides
 from deltanas.errors import FailedPrecondition, InvalidArgument, require
 from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, SERVICE_NAMES
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
-from evaluator_svc.executors import make_executor
 from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.metrics import EvaluatorMetrics
 from evaluator_svc.patching import patch_candidate
 from evaluator_svc.pipeline import TrainTask, static_failure
@@ -65,12 +66,11 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 f"must be in [1, {self.cfg.max_epochs}], got {req.epochs}")
         require(req.batch >= 1, "batch", f"must be at least 1, got {req.batch}")
         require(bool(req.transform), "transform", "is required (a LEMUR transform name such as norm_32)")
-        if req.dataset in DATASETS:
-            spec = DATASETS[req.dataset]
-            try:
-                parse_transform(req.transform, spec.mean, spec.std)
-            except (KeyError, ValueError) as exc:
-                raise InvalidArgument("transform", str(exc)) from exc
+        spec = DATASETS[req.dataset]
+        try:
+            parse_transform(req.transform, spec.mean, spec.std)
+        except (KeyError, ValueError) as exc:
+            raise InvalidArgument("transform", str(exc)) from exc
         require(req.finish_reason in FINISH_REASONS, "finish_reason",
                 f"must be one of {', '.join(map(repr, FINISH_REASONS))}, got {req.finish_reason[:40]!r}")
         require(req.train_limit >= 0, "train_limit", "must not be negative")
@@ -127,7 +127,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         kind = req.WhichOneof("change")
         patched = patch_candidate(kind, getattr(req, kind), req.baseline_code, req.finish_reason)
         code, diff_text = patched.code, patched.diff
-        failure = patched.failure or (static_failure(code, cid) if self.cfg.python_guards else None)
+        failure = patched.failure or (static_failure(code, cid) if self.cfg.sandbox.python_guards else None)
         ran = Ran(failure) if failure else self._run(req, code, cid)
         result = ran.result
         duration = time.perf_counter() - start
@@ -148,9 +148,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str) -> Ran:
         prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
         task = TrainTask(code=code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform,
-                         timeout_s=req.timeout_s or self.cfg.default_timeout_s, epochs=req.epochs,
-                         train_limit=req.train_limit or None, test_limit=req.test_limit or None, candidate_id=cid,
+                         timeout_s=self.cfg.default_timeout_s, epochs=req.epochs, candidate_id=cid,
                          data_root=self.cfg.data_root, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
+        task = with_overrides(task, req, ("timeout_s", "train_limit", "test_limit"))  # 0: the default, no limit
         log.info("candidate %s: training on %s (%s executor, %s, batch %d)", cid, req.dataset, self.cfg.executor,
                  self.executor.device, req.batch)
         try:

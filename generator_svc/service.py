@@ -13,6 +13,7 @@ from pathlib import Path
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline
+from deltanas.config import request_fields
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
 from deltanas.prompts import render_messages
 from deltanas.server import ServiceServer
@@ -59,9 +60,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self.backend = backend
 
     def _sampling(self, req: generator_pb2.GenerateRequest) -> Sampling:
-        s, c = req.sampling, self.cfg
-        temperature, top_k = s.temperature or c.temperature, s.top_k or c.top_k
-        top_p, max_new = s.top_p or c.top_p, s.max_new_tokens or c.max_new_tokens
+        c = self.cfg
+        names = ("temperature", "top_k", "top_p", "max_new_tokens")  # SamplingParams' fields, named as the config's
+        values = {**{name: getattr(c, name) for name in names}, **request_fields(req.sampling, names)}
+        temperature, top_k, top_p, max_new = (values[name] for name in names)
         require(0 < temperature <= 5, "sampling.temperature", f"must be in (0, 5], got {temperature}")
         require(0 < top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {top_p}")
         require(top_k >= 0, "sampling.top_k", f"must not be negative, got {top_k}")

@@ -31,20 +31,24 @@ def evaluator_server() -> Iterator:
 @pytest.fixture(scope="session")
 def curator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     from curator_svc.config import CuratorConfig
+    from curator_svc.options import PairingConfig
     from curator_svc.service import build_server
 
     state = tmp_path_factory.mktemp("curator")
-    server = build_server(CuratorConfig(port=0, state_dir=state, model=TEST_MODEL, max_pairs_per_dataset=20)).start()
+    config = CuratorConfig(port=0, state_dir=state, model=TEST_MODEL, pairing=PairingConfig(max_pairs_per_dataset=20))
+    server = build_server(config).start()
     yield server
     server.stop(0)
 
 
 @pytest.fixture(scope="session")
 def generator_server() -> Iterator:
+    from generator_svc.backends.options import LocalOptions
     from generator_svc.config import GeneratorConfig
     from generator_svc.service import build_server
 
-    config = GeneratorConfig(port=0, model=TEST_MODEL, max_new_tokens=64, max_new_tokens_limit=50_000, threads=1)
+    config = GeneratorConfig(port=0, max_new_tokens=64, max_new_tokens_limit=50_000,
+                             local=LocalOptions(model=TEST_MODEL, threads=1))
     server = build_server(config).start()
     yield server
     server.stop(0)

@@ -29,7 +29,7 @@ from ports import free_port
 
 from client.cli import build_parser
 from deltanas import healthcheck
-from deltanas.config import build
+from deltanas.config import build, env_name, env_values, fields
 from deltanas.service_registry import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,21 +341,20 @@ def test_evaluator_has_no_way_out() -> None:
 
 @pytest.mark.parametrize("override", [(), ("vllm",), ("cpu",)], ids=["default", "vllm", "cpu"])
 def test_service_environment_is_real_config(override: tuple[str, ...]) -> None:
-    """Every DELTANAS_<SERVICE>_<FIELD> names a real field and its (default-interpolated) value parses."""
+    """Every DELTANAS_<SERVICE>_<FIELD> (<TABLE>__<FIELD> for a component's) names a real field and its
+    (default-interpolated) value parses."""
     doc = load_compose(*override)
     for name, service in doc["services"].items():
-        values: dict[str, str] = {}
-        for key, value in environment(service).items():
-            if not key.startswith("DELTANAS_") or key in ("DELTANAS_SERVICE", "DELTANAS_EVALUATORS"):
-                continue
+        variables = {k: v for k, v in environment(service).items()
+                     if k.startswith("DELTANAS_") and k not in ("DELTANAS_SERVICE", "DELTANAS_EVALUATORS")}
+        for key in variables:
             owner = next((s for s in SERVICES.values() if key.startswith(s.env_prefix())), None)
             assert owner is not None and owner.name == name, f"{name}: {key} configures no field of {name}"
-            fields = {f.name for f in dataclasses.fields(owner.config_type())}
-            field = key.removeprefix(owner.env_prefix()).lower()
-            assert field in fields, f"{name}: {key} is not a config field ({', '.join(sorted(fields))})"
-            values[field] = value
-        if values:  # all together: a generator option its backend does not take is refused, say
-            build(SERVICES[name].config_type(), values, f"{name}'s environment")
+            known = {env_name(owner.env_prefix(), dotted) for dotted, _, _ in fields(owner.config_type())}
+            assert key in known, f"{name}: {key} is not a config field ({', '.join(sorted(known))})"
+        if variables:  # all together, as the service reads them
+            spec = SERVICES[name]
+            build(spec.config_type(), env_values(spec.config_type(), spec.env_prefix(), variables), name)
         if name in GRPC_SERVICES:
             assert environment(service)[f"DELTANAS_{name.upper()}_HOST"] == "0.0.0.0", name
 
@@ -363,22 +362,24 @@ def test_service_environment_is_real_config(override: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("override", [(), ("vllm",), ("cpu",)], ids=["default", "vllm", "cpu"])
 def test_generator_reaches_an_llm_server_that_runs(override: tuple[str, ...]) -> None:
     doc = load_compose(*override)
-    cfg = build(SERVICES["generator"].config_type(), {
-        k.removeprefix("DELTANAS_GENERATOR_").lower(): v for k, v in environment(doc["services"]["generator"]).items()})
+    spec = SERVICES["generator"]
+    cfg = build(spec.config_type(), env_values(spec.config_type(), spec.env_prefix(),
+                                               environment(doc["services"]["generator"])))
     assert cfg.backend in ("local", "tgi", "openai")
     deps = doc["services"]["generator"].get("depends_on") or {}
     if cfg.backend == "local":
         assert "llm" not in active(doc) and not deps
         return
-    host = re.match(r"https?://([^:/]+)", cfg.url).group(1)  # type: ignore[union-attr]
-    assert host in active(doc), f"generator URL {cfg.url} names no running service"
+    url = cfg.backend_options()["url"]
+    host = re.match(r"https?://([^:/]+)", url).group(1)  # type: ignore[union-attr]
+    assert host in active(doc), f"generator URL {url} names no running service"
     assert deps[host]["condition"] == "service_healthy"
     llm = doc["services"][host]
-    port = re.match(r"https?://[^:/]+:(\d+)", cfg.url).group(1)  # type: ignore[union-attr]
+    port = re.match(r"https?://[^:/]+:(\d+)", url).group(1)  # type: ignore[union-attr]
     assert f"127.0.0.1/{port}" in " ".join(healthcheck_argv(llm)) or f"127.0.0.1:{port}/" in str(llm["healthcheck"])
     if cfg.backend == "openai":
         assert "--enable-lora" in " ".join(llm["command"])
-        assert not cfg.url.rstrip("/").endswith("/v1"), "the openai backend adds /v1/... to its URL itself"
+        assert not url.rstrip("/").endswith("/v1"), "the openai backend adds /v1/... to its URL itself"
     else:
         assert any(e.startswith("MODEL_ID=") for e in llm["environment"]) and "LORA_ADAPTERS" in llm["environment"]
 

@@ -71,7 +71,7 @@ class Evaluator:
 
 @pytest.fixture(scope="module")
 def evaluators() -> Iterator[dict[str, Evaluator]]:
-    started = {"guarded": Evaluator(), "bare": Evaluator(python_guards=False)}
+    started = {"guarded": Evaluator(), "bare": Evaluator(sandbox=SandboxLimits(python_guards=False))}
     assert started["guarded"].baseline > 0.5 and started["guarded"].baseline == started["bare"].baseline
     yield started
     for evaluator in started.values():

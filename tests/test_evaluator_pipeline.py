@@ -21,7 +21,7 @@ PRM = {"lr": 0.1, "momentum": 0.9}
 
 def evaluate(code: str, dataset: str = "digits", train_limit: int = 300, **kwargs) -> EvalResult:
     options = {"prm": PRM, "batch": 16, "transform": "norm", "test_limit": 200, "timeout_s": 60.0,
-               "limits": SandboxLimits(memory_mb=4096), "candidate_id": "test", **kwargs}
+               "limits": SandboxLimits(memory_mb=4096, threads=1), "candidate_id": "test", **kwargs}
     return evaluate_code(code, dataset=dataset, train_limit=train_limit, **options)
 
 

@@ -26,7 +26,7 @@ KERNEL = not missing_layers()
 def run(code: str, tmp_path: Path, timeout_s: float = 30.0, **limits) -> EvalResult:
     return evaluate_code(code, dataset="digits", prm={"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm",
                          train_limit=200, test_limit=100, timeout_s=timeout_s, static_checks=False,
-                         limits=SandboxLimits(memory_mb=4096, scratch_root=str(tmp_path), **limits),
+                         limits=SandboxLimits(memory_mb=4096, threads=1, scratch_root=str(tmp_path), **limits),
                          candidate_id="hostile")
 
 

@@ -36,6 +36,7 @@ from generator_svc.backends import (
     create_backend,
     register_backend,
 )
+from generator_svc.backends.options import OpenAIOptions, TgiOptions
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import SERVICE_NAME, build_server
 
@@ -155,7 +156,7 @@ def test_tgi_backend_refuses_a_grammar_and_the_service_says_invalid_argument(ser
     with pytest.raises(GrammarRefused, match="the tgi backend takes only a regex"):
         backend.generate(MESSAGES, n=1, sampling=Sampling(), adapter=None, seeds=[0],
                          constraint=Constraint("root ::= \"x\""))
-    config = GeneratorConfig(port=free_port(), backend="tgi", url=server, model="smollm2-135m")
+    config = GeneratorConfig(port=free_port(), backend="tgi", tgi=TgiOptions(url=server, model="smollm2-135m"))
     gen_server = build_server(config).start()
     try:
         with grpc.insecure_channel(gen_server.address) as channel:
@@ -231,7 +232,7 @@ def test_generator_service_starts_before_its_server() -> None:
     SERVING once the server answers, and NOT_SERVING again when it goes away."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    config = GeneratorConfig(backend="openai", url=url, model="", port=0, health_interval_s=0.1)
+    config = GeneratorConfig(backend="openai", openai=OpenAIOptions(url=url), port=0, health_interval_s=0.1)
     server = build_server(config).start()
     request = generator_pb2.GenerateRequest(
         baseline=common_pb2.Baseline(name="m", dataset="mnist", code="x = 1\n"), mode=common_pb2.MODE_DELTA, n=2,

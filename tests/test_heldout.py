@@ -44,7 +44,7 @@ def test_a_dataset_built_from_lemur_holds_no_held_out_model(mnist: list, tmp_pat
     unfiltered, _ = pair_baselines(mnist, PairingConfig(max_pairs_per_dataset=10_000, exclude_held_out=False))
     assert any(is_held_out(p.baseline.name) or is_held_out(p.improved.name) for p in unfiltered)
     # the dataset filter is the last guard, even for pairs made without the pairing's exclusion
-    built = build_datasets(unfiltered, tmp_path, WhitespaceTokenizer(), DatasetConfig(modes=("delta", "full")))
+    built = build_datasets(unfiltered, tmp_path, WhitespaceTokenizer(), DatasetConfig(), modes=("delta", "full"))
     for ds in built.values():
         for file in (TRAIN_FILE, EVAL_FILE):
             for line in (ds.path / file).read_text().splitlines():

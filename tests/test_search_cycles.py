@@ -144,14 +144,15 @@ class ScriptedLLM(FakeServer):
 
 @pytest.fixture()
 def scripted_generator() -> Iterator[str]:
+    from generator_svc.backends.options import OpenAIOptions
     from generator_svc.config import GeneratorConfig
     from generator_svc.service import build_server
 
     ScriptedLLM.adapters, ScriptedLLM.requests = {}, []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedLLM)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    server = build_server(GeneratorConfig(port=0, backend="openai", model="",
-                                          url=f"http://127.0.0.1:{httpd.server_address[1]}")).start()
+    server = build_server(GeneratorConfig(port=0, backend="openai", openai=OpenAIOptions(
+        url=f"http://127.0.0.1:{httpd.server_address[1]}"))).start()
     yield server.address
     server.stop(0)
     httpd.shutdown()

@@ -29,7 +29,7 @@ from deltanas.security import bearer
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc, generator_pb2_grpc
 from evaluator_svc.config import ENV_PREFIX, EvaluatorConfig
-from evaluator_svc.executors import make_executor
+from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.service import SERVICE_NAME, EvaluatorServicer
 
 TOKEN = "correct horse battery staple"

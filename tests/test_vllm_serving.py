@@ -30,6 +30,7 @@ from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from evaluator_svc.patching import patch_candidate
 from generator_svc.backends import Sampling, UnknownAdapter, create_backend
+from generator_svc.backends.options import OpenAIOptions
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import build_server
 
@@ -71,9 +72,9 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     family = [b for b in LemurIndex.load(datasets=("mnist",)).baselines("mnist") if b.name.startswith("alt-nn1")]
     pairs, _ = pair_baselines(family[:40], PairingConfig(max_pairs_per_dataset=4))
     built = build_datasets(pairs, tmp_path_factory.mktemp("datasets"), model_sources.load_tokenizer(MODEL),
-                           DatasetConfig(modes=("delta",), eval_fraction=0.0))
-    config = FineTuneConfig(base_model=MODEL, r=8, lora_alpha=16, max_steps=1, grad_accum=1, learning_rate=5e-2,
-                            device="cpu")
+                           DatasetConfig(eval_fraction=0.0), modes=("delta",))
+    config = FineTuneConfig(base_model=MODEL, lora_r=8, lora_alpha=16, max_steps=1, gradient_accumulation=1,
+                            learning_rate=5e-2, device="cpu")
     result = finetune(config, built["delta"].path, tmp_path_factory.mktemp("adapter"))
     assert result.adapter_dir is not None
     return Path(result.adapter_dir)
@@ -164,7 +165,8 @@ def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer,
 def test_constrained_answers_from_vllm_all_apply(vllm: VllmServer, baseline) -> None:
     """vLLM decodes under the baseline's diff grammar (structured_outputs, its xgrammar backend): the untuned SmolLM2
     then writes only diffs that fit; an answer cut at max_tokens applies once the evaluator drops its cut line."""
-    server = build_server(GeneratorConfig(backend="openai", url=vllm.url, model=MODEL, port=0)).start()
+    config = GeneratorConfig(backend="openai", openai=OpenAIOptions(url=vllm.url, model=MODEL), port=0)
+    server = build_server(config).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)
@@ -183,7 +185,8 @@ def test_constrained_answers_from_vllm_all_apply(vllm: VllmServer, baseline) -> 
 
 
 def test_generator_service_over_vllm(vllm: VllmServer, baseline, adapter_dir: Path) -> None:
-    server = build_server(GeneratorConfig(backend="openai", url=vllm.url, model=MODEL, port=0)).start()
+    config = GeneratorConfig(backend="openai", openai=OpenAIOptions(url=vllm.url, model=MODEL), port=0)
+    server = build_server(config).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)

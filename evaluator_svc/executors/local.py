@@ -34,10 +34,8 @@ class LocalExecutor(Executor):
         self.cfg = config
         self.device = resolve_device(config.device)
         self._slots = threading.BoundedSemaphore(config.slots)
-        fraction = config.gpu_memory_fraction or 1.0 / config.slots
-        threads = config.threads or max(1, (os.cpu_count() or 1) // config.slots)
-        self.limits = SandboxLimits(memory_mb=config.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads,
-                                    audit_hook=config.python_guards)
+        self.limits = config.sandbox.share(threads=max(1, (os.cpu_count() or 1) // config.slots),
+                                           gpu_memory_fraction=1.0 / config.slots)
         self.layers = check_host_sandbox(config.allow_weak_sandbox, self.limits)
 
     def _admission(self) -> contextlib.AbstractContextManager:
