@@ -104,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                               tls_client_key=args.tls_client_key)
     else:
         model = {"model": args.model} if args.model else {}  # the curator fine-tunes the generator's model
-        embedded = EmbeddedServices(curator=model, generator=model, evaluator={"slots": args.slots})
+        generator = {"local.model": args.model} if args.model else {}
+        embedded = EmbeddedServices(curator=model, generator=generator, evaluator={"slots": args.slots})
         endpoints = embedded.start()
     try:
         with Services(endpoints) as services:

@@ -1,6 +1,6 @@
 """Starts the three services in this process on loopback: the same gRPC path as a deployment.
 
-    with EmbeddedServices(generator={"model": "smollm2-135m"}) as endpoints:
+    with EmbeddedServices(generator={"local.model": "smollm2-135m"}) as endpoints:
         ...  # endpoints.curator, endpoints.generator, endpoints.evaluators
 """
 
