@@ -34,8 +34,8 @@ from deltanas.adapters import default_adapter
 from deltanas.logs import setup_logging
 from deltanas.model_sources import load_tokenizer
 from deltanas.prompts import render_messages
-from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
-from deltanas.vocabulary import DEFAULT_MODEL
+from deltanas.v1 import evaluator_pb2_grpc
+from deltanas.vocabulary import DEFAULT_MODEL, failure_stage_name, finish_reason_name
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.service import build_server
 from generator_svc.backends import Constraint, Sampling, create_backend
@@ -140,14 +140,13 @@ def main() -> None:
                     reply = evaluate(stub, b, "delta", gen.text, args, f"{config}-{b.name}-{gen.index}",
                                      finish_reason=gen.finish_reason)
                     valid = reply.status == VALID
-                    stage = "" if valid else evaluator_pb2.FailureStage.Name(reply.failure_stage).removeprefix(
-                        "FAILURE_STAGE_").lower()
+                    stage = failure_stage_name(reply.failure_stage)
                     rows.append(Outcome(config, b.name, gen.index, stage, reply.failure_reason[:300],
                                         reply.accuracy if valid else None, reference[b.name], gen.output_tokens,
-                                        gen.forced_tokens, gen.finish_reason))
+                                        gen.forced_tokens, finish_reason_name(gen.finish_reason)))
                     log.info("%s %s #%d: %s tokens=%d forced=%d finish=%s %s", config, b.name, gen.index,
                              f"valid {reply.accuracy:.4f}" if valid else f"invalid at {stage}", gen.output_tokens,
-                             gen.forced_tokens, gen.finish_reason, "" if valid else reply.failure_reason[:100])
+                             gen.forced_tokens, rows[-1].finish_reason, "" if valid else reply.failure_reason[:100])
     finally:
         channel.close()
         server.stop(0)

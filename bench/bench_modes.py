@@ -41,7 +41,7 @@ from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
 from deltanas.logs import setup_logging
 from deltanas.prompts import MODES, render_messages
-from deltanas.vocabulary import DEFAULT_MODEL
+from deltanas.vocabulary import DEFAULT_MODEL, FINISH_LENGTH, finish_reason_name
 from generator_svc.backends import Backend, BackendError, Generation, Sampling, create_backend
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def run(backend: Backend, baselines: list[Baseline], sampling: Sampling, seed: i
                 return None
             rows.append(Row(baseline, mode, gen, extracts(mode, gen.text)))
             log.info("candidate %s/%s: %d tokens, %d lines, %.1f s, finish=%s", baseline.name, mode,
-                     gen.output_tokens, rows[-1].lines, gen.latency_s, gen.finish_reason)
+                     gen.output_tokens, rows[-1].lines, gen.latency_s, finish_reason_name(gen.finish_reason))
         return rows[0], rows[1]
 
     with ThreadPoolExecutor(parallel) as pool:
@@ -141,7 +141,7 @@ def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
             f"{d.baseline.name[:44]:<44} {d.baseline.dataset:<10} {d.gen.output_tokens:>6} {f.gen.output_tokens:>6} "
             f"{d.lines:>6} {f.lines:>6} {d.gen.latency_s:>7.1f} {f.gen.latency_s:>7.1f}  "
             f"{'yes' if d.extracted else 'no':>5}/{'yes' if f.extracted else 'no':<5}   "
-            f"{'yes' if f.gen.finish_reason == 'length' else 'no'}"
+            f"{'yes' if f.gen.finish_reason == FINISH_LENGTH else 'no'}"
         )
     if not pairs:
         return "\n".join([*out, "no baseline finished"])
@@ -153,7 +153,7 @@ def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
         median = sorted(per)[len(per) // 2] if per else float("nan")
         out.append(f"{label:<8} delta/full total {_ratio(dsum, fsum)}; median per baseline {median:.3f}; "
                    f"mean delta {dsum / len(pairs):.1f}, mean full {fsum / len(pairs):.1f}")
-    cut = sum(f.gen.finish_reason == "length" for f in fulls)
+    cut = sum(f.gen.finish_reason == FINISH_LENGTH for f in fulls)
     out.append(f"extracted: delta {sum(r.extracted for r in deltas)}/{len(pairs)}, "
                f"full {sum(r.extracted for r in fulls)}/{len(pairs)}; full answers cut at max_new_tokens: {cut}"
                + (" (reduction is a lower bound)" if cut else ""))

@@ -41,7 +41,7 @@ from deltanas.logs import setup_logging
 from deltanas.model_sources import load_tokenizer
 from deltanas.prompts import render_messages
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
-from deltanas.vocabulary import DEFAULT_MODEL
+from deltanas.vocabulary import DEFAULT_MODEL, FINISH_UNKNOWN, failure_stage_name, finish_reason_name
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.service import build_server
 from generator_svc.backends import Sampling, create_backend
@@ -99,7 +99,7 @@ def pick(index: LemurIndex, n: int, max_size: int, max_prompt_tokens: int, token
 
 
 def evaluate(stub, baseline: Baseline, mode: str, answer: str, args, cid: str,
-             reference: bool = False, finish_reason: str = "") -> evaluator_pb2.EvaluateResponse:
+             reference: bool = False, finish_reason: int = FINISH_UNKNOWN) -> evaluator_pb2.EvaluateResponse:
     """One candidate through the evaluator; `reference` trains the baseline itself (no baseline to compare)."""
     change = {"delta_answer": answer} if mode == "delta" else {"code": answer}
     return stub.Evaluate(evaluator_pb2.EvaluateRequest(
@@ -196,10 +196,10 @@ def main() -> None:
                     valid = reply.status == VALID
                     rows.append(Outcome(
                         config, b.name, gen.index, valid,
-                        "" if valid else evaluator_pb2.FailureStage.Name(reply.failure_stage)
-                        .removeprefix("FAILURE_STAGE_").lower(),
+                        failure_stage_name(reply.failure_stage),
                         reply.failure_reason[:300], reply.accuracy if valid else None, reference[b.name],
-                        gen.output_tokens, len(gen.text.splitlines()), gen.finish_reason, gen.latency_s))
+                        gen.output_tokens, len(gen.text.splitlines()), finish_reason_name(gen.finish_reason),
+                        gen.latency_s))
                     r = rows[-1]
                     log.info("%s %s #%d: %s %s tokens=%d finish=%s %s", config, b.name, gen.index,
                              "valid" if valid else f"invalid at {r.stage}", _fmt(r.accuracy, "{:.4f}"),

@@ -26,7 +26,7 @@ from deltanas.config import build, upgraded, with_overrides
 from deltanas.errors import FailedPrecondition, NotFound, require
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
-from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
+from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES, operation_state_value
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,11 @@ CANDIDATES_FILE = "candidates.jsonl"
 DATASETS_DIR = "datasets"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # baselines per ListBaselines reply (code makes them large)
 _FINETUNE_FIELDS = ("max_steps", "learning_rate", "lora_r", "gradient_accumulation", "save_every")  # request = config
-STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
-          for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
 
 
 def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
     return curator_pb2.FineTuneOperation(
-        id=op.id, state=STATES[op.state], dataset_id=op.dataset_id, model=op.model, step=op.step,
+        id=op.id, state=operation_state_value(op.state), dataset_id=op.dataset_id, model=op.model, step=op.step,
         total_steps=op.total_steps, loss=op.loss, learning_rate=op.learning_rate,
         tokens_per_second=op.tokens_per_second, adapter_path=op.adapter_path, error=op.error,
         resumed_from_step=op.resumed_from, restarts=op.restarts)

@@ -1,10 +1,10 @@
 """The cheap first stages, in the evaluator process (text only): EXTRACT the change from the LLM's answer and
 APPLY it to the baseline.
 
-    patched = patch_candidate("delta_answer", answer, baseline_code, finish_reason="length")
+    patched = patch_candidate("delta_answer", answer, baseline_code, finish_reason=FINISH_LENGTH)
     patched.failure or patched.code
 
-An answer cut at max_new_tokens (finish_reason "length") loses its last, unfinished line before extraction: under
+An answer cut at max_new_tokens (finish_reason LENGTH) loses its last, unfinished line before extraction: under
 constrained decoding every line boundary ends a diff that fits, so the complete lines still apply. A failure of
 such an answer says that it was cut.
 """
@@ -15,7 +15,7 @@ import ast
 from dataclasses import dataclass
 
 import deltadiff
-from deltanas.vocabulary import FINISH_LENGTH
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_UNKNOWN
 from evaluator_svc.stages import EvalResult, Stage
 
 
@@ -35,7 +35,7 @@ def same_code(a: str, b: str) -> bool:
         return [x.rstrip() for x in a.splitlines() if x.strip()] == [x.rstrip() for x in b.splitlines() if x.strip()]
 
 
-def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: str = "") -> Patched:
+def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: int = FINISH_UNKNOWN) -> Patched:
     """`kind` "delta_answer" (`answer` holds a diff against `baseline_code`) or "code" (a whole model)."""
     if finish_reason == FINISH_LENGTH and kind == "delta_answer" and "\n" in answer and not answer.endswith("\n"):
         answer = answer[: answer.rindex("\n") + 1]  # the unfinished line of a cut answer

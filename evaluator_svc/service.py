@@ -18,7 +18,7 @@ from deltanas.config import with_overrides
 from deltanas.errors import FailedPrecondition, InvalidArgument, require
 from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
-from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, SERVICE_NAMES
+from deltanas.vocabulary import FINISH_REASONS, SERVICE_NAMES, failure_stage_value
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
 from evaluator_svc.executors.base import Executor, Ran
@@ -36,7 +36,6 @@ MAX_REQUEST_ID_CHARS = 256
 CANDIDATE_ID = re.compile(r"[A-Za-z0-9._:/@+-]{0,128}")
 MAX_NAME_CHARS = 64  # transform and hyperparameter names
 MAX_HYPERPARAMETERS = 64
-FINISH_REASONS = ("", FINISH_STOP, FINISH_LENGTH)  # "" = not known (a client that does not say)
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
@@ -72,7 +71,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         except (KeyError, ValueError) as exc:
             raise InvalidArgument("transform", str(exc)) from exc
         require(req.finish_reason in FINISH_REASONS, "finish_reason",
-                f"must be one of {', '.join(map(repr, FINISH_REASONS))}, got {req.finish_reason[:40]!r}")
+                f"must be a FinishReason (one of {sorted(FINISH_REASONS)}), got {req.finish_reason}")
         require(req.train_limit >= 0, "train_limit", "must not be negative")
         require(req.test_limit >= 0, "test_limit", "must not be negative")
         require(0 <= req.timeout_s <= self.cfg.max_timeout_s, "timeout_s",
@@ -139,7 +138,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         return evaluator_pb2.EvaluateResponse(
             candidate_id=req.candidate_id,
             status=evaluator_pb2.CANDIDATE_STATUS_VALID if result.valid else evaluator_pb2.CANDIDATE_STATUS_INVALID,
-            failure_stage=evaluator_pb2.FailureStage.Value(f"FAILURE_STAGE_{stage.name}") if stage else 0,
+            failure_stage=failure_stage_value(stage.name if stage else ""),
             failure_reason=result.failure_reason, accuracy=result.accuracy or 0.0, patched_code=code,
             applied_diff=diff_text, diff_lines=deltadiff.measure(diff_text).lines if diff_text else 0,
             duration_s=duration, metrics={k: float(v) for k, v in result.metrics.items()}, logs=result.logs,

@@ -18,7 +18,7 @@ from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
 from deltanas.prompts import render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
-from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
+from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES, finish_reason_name
 from generator_svc.backends import create_backend
 from generator_svc.backends.base import (
     Backend,
@@ -104,7 +104,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
                          "tokens_per_s=%.1f forced_tokens=%d finish=%s", request.request_id or "-",
                          gen.index, reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
-                         reply.tokens_per_second, gen.forced_tokens, gen.finish_reason)
+                         reply.tokens_per_second, gen.forced_tokens, finish_reason_name(gen.finish_reason))
                 yield reply
 
     def _response(

@@ -13,6 +13,7 @@ import torch
 
 from deltanas import model_sources
 from deltanas.paths import HOME_ENV
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends import (
     BACKENDS,
     BackendError,
@@ -70,7 +71,7 @@ def test_n_candidates_with_token_counts(backend: LocalBackend) -> None:
     for g in gens:
         assert g.prompt_tokens == prompt_tokens > 10
         assert 0 < g.output_tokens <= SHORT.max_new_tokens
-        assert g.text and g.latency_s > 0 and g.finish_reason in ("stop", "length")
+        assert g.text and g.latency_s > 0 and g.finish_reason in (FINISH_STOP, FINISH_LENGTH)
     assert backend.info().context_length == 8192
 
 

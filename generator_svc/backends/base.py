@@ -90,7 +90,7 @@ class Generation:
     prompt_tokens: int
     output_tokens: int
     latency_s: float
-    finish_reason: str = FINISH_STOP
+    finish_reason: int = FINISH_STOP  # a FinishReason value (deltanas.vocabulary); UNSPECIFIED when partial
     forced_tokens: int = 0  # of output_tokens, those a grammar forced (appended without sampling)
     partial: bool = False  # progress of a candidate still being written: no text, the tokens so far
 

@@ -12,7 +12,7 @@ explicit position ids, so one forward pass serves all rows.
 
 A row about to run out of tokens is closed instead of cut: from CLOSE_WINDOW tokens before the limit on, the
 `close` text (for a diff, the closing fence) is appended at the first point where the grammar accepts it, then
-the end-of-turn token; the row still reports finish reason "length".
+the end-of-turn token; the row still reports finish reason LENGTH.
 
 Compiled grammars are cached by the xgrammar compiler (one compile per baseline and tokenizer).
 """
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import GrammarRefused
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class GrammarDecoder:
         close: str,
         seeds: Sequence[int],
         processors: LogitsProcessorList,
-        on_finish: Callable[[int, list[int], str, int], None],
+        on_finish: Callable[[int, list[int], int, int], None],
         cancel: threading.Event,
         device: str,
         on_step: Callable[[dict[int, int]], None] = lambda tokens: None,
@@ -135,7 +136,7 @@ class GrammarDecoder:
                 steps[row] = [token]
                 if token in self.eos_ids or not matchers[row].accept_token(token):
                     alive.discard(row)
-                    on_finish(row, generated[row], "stop", forced_count[row])
+                    on_finish(row, generated[row], FINISH_STOP, forced_count[row])
                     continue
                 forced = self._forced(matchers[row], budget - len(generated[row]))
                 near_limit = len(generated[row]) + len(forced) >= budget - CLOSE_WINDOW
@@ -144,14 +145,14 @@ class GrammarDecoder:
                     generated[row].extend(forced)
                     forced_count[row] += len(forced)
                     alive.discard(row)
-                    on_finish(row, generated[row], "length", forced_count[row])
+                    on_finish(row, generated[row], FINISH_LENGTH, forced_count[row])
                     continue
                 generated[row].extend(forced)
                 steps[row].extend(forced)
                 forced_count[row] += len(forced)
                 if len(generated[row]) >= budget:
                     alive.discard(row)
-                    on_finish(row, generated[row], "length", forced_count[row])
+                    on_finish(row, generated[row], FINISH_LENGTH, forced_count[row])
             if not alive:
                 break
             on_step({row: len(generated[row]) for row in alive})

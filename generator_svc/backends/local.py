@@ -30,7 +30,7 @@ from transformers import (
 
 from deltanas import model_sources
 from deltanas.adapters import AdapterError, resolve_adapter
-from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, resolve_device
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, FINISH_UNKNOWN, resolve_device
 from generator_svc.backends.base import (
     Backend,
     BackendError,
@@ -300,7 +300,7 @@ class LocalBackend(Backend):
                     if item[0] == "progress":
                         for index, tokens in item[1].items():
                             yield Generation(index, seeds[index], "", prompt.shape[1], tokens,
-                                             time.monotonic() - start, finish_reason="", partial=True)
+                                             time.monotonic() - start, finish_reason=FINISH_UNKNOWN, partial=True)
                         continue
                     index, ids, reason, forced = item
                     yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
@@ -323,7 +323,7 @@ class LocalBackend(Backend):
         """Decode one batch, putting ``(index, token ids, finish reason, forced)`` on ``results`` as rows end (and
         what `on_step` reports while they go)."""
 
-        def on_finish(row: int, ids: list[int], reason: str, forced: int = 0) -> None:
+        def on_finish(row: int, ids: list[int], reason: int, forced: int = 0) -> None:
             results.put((offset + row, ids, reason, forced))
 
         try:
@@ -361,7 +361,7 @@ class LocalBackend(Backend):
             results.put(_DONE)
 
     def _generation(
-        self, index: int, seed: int, ids: list[int], reason: str, prompt_tokens: int, start: float, forced: int
+        self, index: int, seed: int, ids: list[int], reason: int, prompt_tokens: int, start: float, forced: int
     ) -> Generation:
         text_ids = ids[:-1] if reason == FINISH_STOP else ids
         return Generation(
