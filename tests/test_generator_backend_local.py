@@ -190,6 +190,8 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
     from transformers import LogitsProcessor, LogitsProcessorList
 
     from deltadiff.grammar import FENCE_CLOSE, diff_grammar
+    from generator_svc.backends import Constraint
+    from generator_svc.backends.grammar_decoding import DecodeHooks
     from generator_svc.backends.local import SeededSampler
 
     code = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y * {i}\n\n\n" for i in range(8))
@@ -205,10 +207,10 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
 
     decoder = backend.grammar_decoder()
     prompt = backend._encode(MESSAGES)
-    decoder.decode(prompt, diff_grammar(code), 40, FENCE_CLOSE, seeds,
-                   LogitsProcessorList([Record(), SeededSampler(hot, seeds)]),
-                   lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(), "cpu",
-                   lambda tokens: lengths_seen.append(dict(tokens)))
+    hooks = DecodeHooks(lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(),
+                        lambda tokens: lengths_seen.append(dict(tokens)))
+    decoder.decode(prompt, Constraint(diff_grammar(code), FENCE_CLOSE), len(seeds), 40,
+                   LogitsProcessorList([Record(), SeededSampler(hot, seeds)]), hooks, "cpu")
     checked, ragged = 0, False
     for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
         widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}

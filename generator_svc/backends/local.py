@@ -44,7 +44,7 @@ from generator_svc.backends.base import (
     check_fits,
     check_request,
 )
-from generator_svc.backends.grammar_decoding import GrammarDecoder
+from generator_svc.backends.grammar_decoding import DecodeHooks, GrammarDecoder
 from generator_svc.backends.options import LocalOptions
 
 log = logging.getLogger(__name__)
@@ -331,9 +331,9 @@ class LocalBackend(Backend):
                 guard = [NoOpEditGuard(self.tokenizer, 0, self.eos_ids)] if self.options.forbid_noop_edits else []
                 sampler = [] if sampling.greedy else [SeededSampler(sampling, seeds)]
                 with self._lock, self._use_adapter(adapter):
-                    self.grammar_decoder().decode(prompt, constraint.grammar, sampling.max_new_tokens,
-                                                  constraint.close, seeds, LogitsProcessorList(guard + sampler),
-                                                  on_finish, cancel, self.device, on_step)
+                    self.grammar_decoder().decode(prompt, constraint, len(seeds), sampling.max_new_tokens,
+                                                  LogitsProcessorList(guard + sampler),
+                                                  DecodeHooks(on_finish, cancel, on_step), self.device)
                 return
             config = GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
