@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -159,21 +160,51 @@ class FinishWatcher(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class ProgressReporter:
-    """`on_step` of a decoding batch: puts `("progress", {index: tokens so far})` on `results` at most every
-    `interval_s` (never, when it is 0)."""
+@dataclass(frozen=True)
+class Progress:
+    """Queue event of a decoding batch: tokens so far of the candidates still being written (index -> tokens)."""
 
-    def __init__(self, results: queue.Queue[Any], offset: int, interval_s: float) -> None:
+    tokens: dict[int, int]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Queue event: candidate `index` ended with these token ids, `reason` (a FinishReason), `forced` of them
+    appended by the grammar."""
+
+    index: int
+    ids: list[int]
+    reason: int
+    forced: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Queue event: the batch's decoding raised `error` (re-raised in the consuming thread)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """Queue event: the batch's decoding thread is done; nothing follows."""
+
+
+Event = Progress | Finished | Failed | BatchDone
+
+
+class ProgressReporter:
+    """`on_step` of a decoding batch: puts a Progress event on `results` at most every `interval_s` (never, when
+    it is 0)."""
+
+    def __init__(self, results: queue.Queue[Event], offset: int, interval_s: float) -> None:
         self.results, self.offset, self.interval_s = results, offset, interval_s
         self._next = time.monotonic() + interval_s
 
     def __call__(self, tokens: dict[int, int]) -> None:
         if self.interval_s > 0 and tokens and time.monotonic() >= self._next:
             self._next = time.monotonic() + self.interval_s
-            self.results.put(("progress", {self.offset + row: n for row, n in tokens.items()}))
-
-
-_DONE = object()
+            self.results.put(Progress({self.offset + row: n for row, n in tokens.items()}))
 
 
 class LocalBackend(Backend):
@@ -284,7 +315,7 @@ class LocalBackend(Backend):
         start = time.monotonic()
         for offset in range(0, len(seeds), self.options.max_batch):
             batch_seeds = seeds[offset : offset + self.options.max_batch]
-            results: queue.Queue[Any] = queue.Queue()
+            results: queue.Queue[Event] = queue.Queue()
             cancel = threading.Event()
             worker = threading.Thread(
                 target=self._run_batch,
@@ -294,16 +325,16 @@ class LocalBackend(Backend):
             )
             worker.start()
             try:
-                while (item := results.get()) is not _DONE:
-                    if isinstance(item, BaseException):
-                        raise item
-                    if item[0] == "progress":
-                        for index, tokens in item[1].items():
-                            yield Generation(index, seeds[index], "", prompt.shape[1], tokens,
-                                             time.monotonic() - start, finish_reason=FINISH_UNKNOWN, partial=True)
-                        continue
-                    index, ids, reason, forced = item
-                    yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
+                while not isinstance(event := results.get(), BatchDone):
+                    match event:
+                        case Failed(error):
+                            raise error
+                        case Progress(tokens):
+                            for index, count in tokens.items():
+                                yield Generation(index, seeds[index], "", prompt.shape[1], count,
+                                                 time.monotonic() - start, finish_reason=FINISH_UNKNOWN, partial=True)
+                        case Finished(index, ids, reason, forced):
+                            yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
             finally:  # also when the consumer stops early: end the decoding instead of leaving it running
                 cancel.set()
                 worker.join()
@@ -315,16 +346,17 @@ class LocalBackend(Backend):
         adapter: str | None,
         seeds: list[int],
         offset: int,
-        results: queue.Queue[Any],
+        results: queue.Queue[Event],
         cancel: threading.Event,
         constraint: Constraint | None,
         on_step: ProgressReporter,
     ) -> None:
-        """Decode one batch, putting ``(index, token ids, finish reason, forced)`` on ``results`` as rows end (and
-        what `on_step` reports while they go)."""
+        """Decode one batch, putting a Finished event on ``results`` as each row ends (Progress events from
+        `on_step` while they go, Failed on an error) and BatchDone last. Nine parameters: the batch's decoding
+        state, handed to its thread as it is (the batch loop is to be reworked with the search's streaming)."""
 
         def on_finish(row: int, ids: list[int], reason: int, forced: int = 0) -> None:
-            results.put((offset + row, ids, reason, forced))
+            results.put(Finished(offset + row, ids, reason, forced))
 
         try:
             if constraint is not None:
@@ -356,9 +388,9 @@ class LocalBackend(Backend):
                     stopping_criteria=StoppingCriteriaList([watcher]),
                 )
         except BaseException as exc:  # handed to the consuming thread, which re-raises it
-            results.put(exc)
+            results.put(Failed(exc))
         finally:
-            results.put(_DONE)
+            results.put(BatchDone())
 
     def _generation(
         self, index: int, seed: int, ids: list[int], reason: int, prompt_tokens: int, start: float, forced: int
