@@ -29,6 +29,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from deltadiff.lines import replaced_line
 from deltanas import model_sources
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, FINISH_UNKNOWN, resolve_device
@@ -100,24 +101,10 @@ class NoOpEditGuard(LogitsProcessor):
         self.tokenizer, self.prompt_len, self.candidates = tokenizer, prompt_len, candidates
         self.eos_ids = sorted(eos_ids)
 
-    def _target(self, text: str) -> str | None:
-        """The removed line the current `+` line replaces (without its `-`), if it replaces one."""
-        lines = text.split("\n")
-        if not lines[-1].startswith("+") or lines[-1].startswith("+++"):
-            return None
-        i, added = len(lines) - 2, 0
-        while i >= 0 and lines[i].startswith("+"):
-            i, added = i - 1, added + 1
-        removed = []
-        while i >= 0 and lines[i].startswith("-") and not lines[i].startswith("---"):
-            removed.insert(0, lines[i])
-            i -= 1
-        return removed[added][1:].rstrip() if added < len(removed) else None
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for row in range(input_ids.shape[0]):
             text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
-            target = self._target(text)
+            target = replaced_line(text)
             if target is None:
                 continue
             current = text.rsplit("\n", 1)[-1][1:]
