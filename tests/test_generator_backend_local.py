@@ -51,6 +51,7 @@ def adapter_dir(backend: LocalBackend, tmp_path_factory: pytest.TempPathFactory)
     from peft import LoraConfig, get_peft_model
 
     path = tmp_path_factory.mktemp("adapter")
+    torch.manual_seed(0)  # the same adapter in every run, whatever ran before
     config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(model_sources.load_model(MODEL), config).save_pretrained(path)
     return path
@@ -205,22 +206,23 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
             scores_seen.append(scores.clone())
             return scores
 
-    decoder = backend.grammar_decoder()
-    prompt = backend._encode(MESSAGES)
-    hooks = DecodeHooks(lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(),
-                        lambda tokens: lengths_seen.append(dict(tokens)))
-    decoder.decode(prompt, Constraint(diff_grammar(code), FENCE_CLOSE), len(seeds), 40,
-                   LogitsProcessorList([Record(), SeededSampler(hot, seeds)]), hooks, "cpu")
-    checked, ragged = 0, False
-    for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
-        widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}
-        ragged |= len(set(widths.values())) > 1  # rows appended different numbers of tokens in the last pass
-        for row, n in lengths.items():
-            sequence = torch.cat([prompt[0], torch.tensor(finished[row][:n])])[None]
-            with torch.inference_mode():
-                expected = decoder.model(input_ids=sequence).logits[0, -1].float()
-            allowed = torch.isfinite(scores[row])
-            assert allowed.any()
-            torch.testing.assert_close(scores[row][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
-            checked += 1
+    with backend._use_adapter(None):  # the base model, whatever adapter an earlier test loaded
+        decoder = backend.grammar_decoder()
+        prompt = backend._encode(MESSAGES)
+        hooks = DecodeHooks(lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(),
+                            lambda tokens: lengths_seen.append(dict(tokens)))
+        decoder.decode(prompt, Constraint(diff_grammar(code), FENCE_CLOSE), len(seeds), 40,
+                       LogitsProcessorList([Record(), SeededSampler(hot, seeds)]), hooks, "cpu")
+        checked, ragged = 0, False
+        for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
+            widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}
+            ragged |= len(set(widths.values())) > 1  # rows appended different numbers of tokens in the last pass
+            for row, n in lengths.items():
+                sequence = torch.cat([prompt[0], torch.tensor(finished[row][:n])])[None]
+                with torch.inference_mode():
+                    expected = decoder.model(input_ids=sequence).logits[0, -1].float()
+                allowed = torch.isfinite(scores[row])
+                assert allowed.any()
+                torch.testing.assert_close(scores[row][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
+                checked += 1
     assert checked >= 10 and ragged and len(finished) == len(seeds)
