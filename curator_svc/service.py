@@ -293,7 +293,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
 def build_server(config: CuratorConfig) -> ServiceServer:
     servicer = CuratorServicer(config)
-    server = ServiceServer.from_config("curator", config, probe=servicer.probe)
+    server = ServiceServer("curator", config, probe=servicer.probe)
     server.on_stop(servicer.close)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

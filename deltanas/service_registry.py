@@ -4,7 +4,7 @@
     DELTANAS_EVALUATOR_SLOTS=2 deltanas serve evaluator
 
 Each service package has `config.py` (a dataclass + ENV_PREFIX) and `service.py` with
-`build_server(config) -> ServiceServer` (built with `ServiceServer.from_config`, which applies the shared
+`build_server(config) -> ServiceServer` (built with `ServiceServer(name, config)`, which applies the shared
 ServerConfig: token, TLS, message limit); modules are imported lazily so that an evaluator host never
 imports transformers and a generator host never imports torchvision.
 """
@@ -48,7 +48,7 @@ class ServiceSpec:
             if ignored:
                 server.stop(0)
                 raise ConfigError(f"{ignored[0]}: {self.package}.service.build_server does not apply it; build the "
-                                  "server with ServiceServer.from_config(name, config)")
+                                  "server with ServiceServer(name, config)")
         return server
 
     def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Any:

@@ -168,7 +168,7 @@ def build_server(config: EvaluatorConfig) -> ServiceServer:
     """The evaluator's server; its executor starts here (SandboxUnavailable when a layer is missing)."""
     executor = make_executor(config)
     servicer = EvaluatorServicer(config, executor)
-    server = ServiceServer.from_config("evaluator", config, probe=executor.probe)
+    server = ServiceServer("evaluator", config, probe=executor.probe)
     server.on_stop(executor.close)
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
     if config.metrics_port:

@@ -164,6 +164,6 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 def build_server(config: GeneratorConfig) -> ServiceServer:
     backend = create_backend(config.backend, **config.backend_options())  # both checked when the config loaded
     servicer = GeneratorServicer(config, backend)
-    server = ServiceServer.from_config("generator", config, probe=backend.probe)
+    server = ServiceServer("generator", config, probe=backend.probe)
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server
