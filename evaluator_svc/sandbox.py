@@ -69,7 +69,7 @@ PACKAGE_MOUNT = "/opt/deltanas"  # PYTHONPATH inside the sandbox: only evaluator
 SYSTEM_VIEW = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime")
 KERNEL_LAYERS = ("bubblewrap", "user-ns", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "no-capabilities",
                  "no-new-privs")
-__all__ = ["Job", "SandboxLimits", "host_layers", "missing_layers", "run_job"]
+__all__ = ["host_layers", "missing_layers", "run_job"]
 
 
 @dataclass(frozen=True)

@@ -23,24 +23,13 @@ from curator_svc.dataset import (
 from curator_svc.pairing import Pair, make_pair
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
+from tests.support.tokenizer import WhitespaceTokenizer
 
 CODE = (
     "import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
     "    def __init__(self, in_shape, out_shape, prm, device):\n"
     "        super().__init__()\n        self.fc = nn.Linear({width}, out_shape[0])\n"
 )
-
-
-class WhitespaceTokenizer:
-    name_or_path = "whitespace"
-    eos_token = "<eos>"
-
-    def apply_chat_template(self, messages, add_generation_prompt: bool, tokenize: bool) -> str:
-        assert add_generation_prompt and not tokenize
-        return "".join(f"<{m['role']}> {m['content']} " for m in messages) + "<assistant> "
-
-    def __call__(self, texts: list[str], add_special_tokens: bool) -> dict[str, list[list[int]]]:
-        return {"input_ids": [list(range(len(t.split()))) for t in texts]}
 
 
 def _name(i: int) -> str:

@@ -26,9 +26,10 @@ from curator_svc.finetune import (
     finetune,
 )
 from deltanas import model_sources
-from deltanas.paths import HOME_ENV
+from tests.support import TEST_MODEL
 
-MODEL = "smollm2-135m"
+pytestmark = pytest.mark.usefixtures("deltanas_home")
+MODEL = TEST_MODEL
 CONFIG = FineTuneConfig(
     base_model=MODEL,
     lora_r=4,
@@ -41,14 +42,6 @@ CONFIG = FineTuneConfig(
     save_every=1,
     device="cpu",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(request: pytest.FixtureRequest):
-    """The deltanas home that tests/test_model_sources.py uses: the SmolLM2 conversion is paid once per machine."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from curator_svc.dataset import MANIFEST_FILE, TRAIN_FILE
 from curator_svc.service import DATASETS_DIR
 from deltanas import model_sources
 from deltanas.paths import HOME_ENV
+from deltanas.testing.processes import free_port
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
-from tests.ports import free_port
 
 MODEL = "smollm2-135m"
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +88,8 @@ def _wait(stub, op_id: str, done, timeout_s: float = 600) -> curator_pb2.FineTun
     raise AssertionError(f"operation {op_id} did not get there in {timeout_s} s: {op}")
 
 
-def test_operation_resumes_after_sigkill_of_the_curator(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    home = request.config.cache.mkdir("deltanas_home")  # the SmolLM2 copy test_model_sources.py made
-    curator = Curator(tmp_path / "state", home)
+def test_operation_resumes_after_sigkill_of_the_curator(tmp_path: Path, deltanas_home: Path) -> None:
+    curator = Curator(tmp_path / "state", deltanas_home)
     dataset_id = _dataset(curator.state_dir)
     try:
         stub = curator.start()

@@ -9,30 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 import deltadiff
+from deltanas.testing.candidates import BASE, WIDER, request
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
-
-LEMUR_NN = Path(__import__("importlib").util.find_spec("ab").submodule_search_locations[0]) / "nn" / "nn"
-MODEL = "rag-5ade978e0153718fa4c0b4ceb533ce32"  # a 10k-parameter two-conv LEMUR model with MNIST records
-BASE = (LEMUR_NN / f"{MODEL}.py").read_text()
-_TAIL = ",\n            torch.nn.ReLU(inplace=True),\n        ]\n\n        self._last"
-WIDER = (BASE.replace("torch.nn.Conv2d(32, 32,", "torch.nn.Conv2d(32, 48,")
-         .replace("torch.nn.BatchNorm2d(32)" + _TAIL, "torch.nn.BatchNorm2d(48)" + _TAIL)
-         .replace("self._last_channels = 32", "self._last_channels = 48"))
-ANSWER = f"Here is a wider second block:\n```diff\n{deltadiff.make_diff(BASE, WIDER)}```\nIt should help."
-
-
-def request(**overrides) -> evaluator_pb2.EvaluateRequest:
-    fields = {"candidate_id": "t", "baseline_code": BASE, "delta_answer": ANSWER, "dataset": "digits",
-              "hyperparameters": {"lr": 0.05, "momentum": 0.9}, "batch": 32, "transform": "norm", "epochs": 1,
-              "train_limit": 1000, "test_limit": 300, "timeout_s": 120, **overrides}
-    return evaluator_pb2.EvaluateRequest(**fields)
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_evaluator_grpc import BASE, MODEL, request
-from test_failover import eventually
 
-from bench.bench_workers import EvaluatorProcess, RayCluster, candidates
 from client.config import SearchConfig
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
 from deltanas.config import ConfigError
+from deltanas.testing.candidates import BASE, MODEL, candidates, request
+from deltanas.testing.processes import EvaluatorProcess, RayCluster, eventually
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import CANDIDATE_TAG
 from evaluator_svc.config import EvaluatorConfig

@@ -15,15 +15,14 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
-from ports import free_port
-from test_evaluator_grpc import MODEL, request
 
-from bench.bench_workers import EvaluatorProcess, candidates
 from client.config import SearchConfig
 from client.scheduler import EvaluatorPool, NoWorkerLeft
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
+from deltanas.testing.candidates import MODEL, candidates, request
+from deltanas.testing.processes import EvaluatorProcess, free_port
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import CANDIDATE_TAG
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from deltanas import model_sources
-from deltanas.paths import HOME_ENV
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends import (
     BACKENDS,
@@ -34,14 +33,12 @@ GREEDY = Sampling(temperature=0, max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def backend(request: pytest.FixtureRequest):
+def backend(deltanas_home: Path):
     """One thread: with other jobs on the 2 cores, two OpenMP threads spin against each other (10x slower)."""
     threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
-        backend = create_backend("local", model=MODEL, max_batch=2, threads=1)
-        assert isinstance(backend, LocalBackend)
-        yield backend
+    backend = create_backend("local", model=MODEL, max_batch=2, threads=1)
+    assert isinstance(backend, LocalBackend)
+    yield backend
     torch.set_num_threads(threads)
 
 
@@ -134,8 +131,7 @@ def test_dtype_defaults_to_bfloat16_on_cuda_and_names_the_field() -> None:
         create_backend("local", model=MODEL, dtype="float33")
 
 
-def test_dtype_is_applied(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+def test_dtype_is_applied(deltanas_home: Path) -> None:
     threads = torch.get_num_threads()
     try:
         backend = create_backend("local", model=MODEL, device="cpu", dtype="bfloat16", threads=1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from test_evaluator_grpc import BASE, MODEL
 
 import deltadiff
+from deltanas.testing.candidates import BASE, MODEL
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, FINISH_UNKNOWN
 

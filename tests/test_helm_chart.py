@@ -17,10 +17,10 @@ import helm_python._native as helm_native
 import kubernetes_validate
 import pytest
 import yaml
-from test_deploy_files import GRPC_SERVICES, ROOT, strict_parser
 
 from deltanas.config import build, env_name, env_values, fields
 from deltanas.service_registry import SERVICES
+from tests.support.deploy import GRPC_SERVICES, ROOT, strict_parser
 
 CHART = ROOT / "deploy" / "helm" / "deltanas"
 OLDEST = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"].removeprefix(">=").removesuffix("-0")

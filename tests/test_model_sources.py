@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 
 from deltanas import model_sources
-from deltanas.paths import HOME_ENV
 
 SMOL = model_sources.SOURCES["smollm2-135m"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(request: pytest.FixtureRequest):
-    """A deltanas home in pytest's cache: the SmolLM2 conversion is paid once, not on every run."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = request.config.cache.mkdir("deltanas_home")
-        mp.setenv(HOME_ENV, str(path))
-        yield path
+pytestmark = pytest.mark.usefixtures("deltanas_home")
 
 
 def _split(src: Path, dest: Path, parts: int) -> list[Path]:
@@ -40,7 +31,7 @@ def test_join_verifies_real_parts(tmp_path: Path) -> None:
     assert model_sources.file_sha256(joined) == SMOL.sha256
 
 
-def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, home: Path) -> None:
+def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, deltanas_home: Path) -> None:
     parts = _split(model_sources._part_path(SMOL.parts[0]), tmp_path, 3)
     with parts[1].open("r+b") as f:
         f.seek(1000)

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from test_evaluator_grpc import ANSWER, MODEL
-from test_generator_backend_remote import FakeServer
 
 from client.cli import PRESET_DIR, main
 from client.config import SearchConfig, stored_config
@@ -28,9 +26,11 @@ from client.report import make_report
 from client.sdk import Endpoints, Services
 from client.search import Search, repair_id
 from client.tracking import Tracker
-from curator_svc.lemur import DATASETS
 from deltanas.config import build
+from deltanas.lemur import DATASETS
+from deltanas.testing.candidates import ANSWER, MODEL
 from deltanas.vocabulary import CANDIDATE_TAG
+from tests.support.llm_servers import FakeServer
 
 
 def _no_services(*args: object) -> None:

@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from ports import free_port
 
 from client.sdk import Endpoints, Services, open_channel
 from deltanas.config import load_config
 from deltanas.security import bearer
 from deltanas.server import ServiceServer
+from deltanas.testing.processes import free_port
 from deltanas.v1 import curator_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc, generator_pb2_grpc
 from evaluator_svc.config import ENV_PREFIX, EvaluatorConfig
 from evaluator_svc.executors.registry import make_executor

@@ -29,8 +29,9 @@ from typing import IO
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ports import free_port
-from test_deploy_files import (
+
+from deltanas.testing.processes import free_port
+from tests.support.deploy import (
     APT_HOST_CHECKS,
     BUILD_DIR,
     GRPC_SERVICES,
@@ -41,7 +42,7 @@ from test_deploy_files import (
     ops,
     stage_arg,
 )
-from test_generator_backend_remote import FakeServer
+from tests.support.llm_servers import FakeServer
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_vllm_serving import VENV, VllmServer
 
 from curator_svc.lemur import LemurIndex
 from deltanas import model_sources
@@ -20,6 +19,7 @@ from deltanas.heldout import is_held_out
 from deltanas.prompts import render_messages
 from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Sampling, create_backend
+from tests.support.llm_servers import VENV, VllmServer
 
 pytestmark = [
     pytest.mark.slow,
