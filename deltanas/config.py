@@ -86,19 +86,21 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         items = [s for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
         return origin(_coerce(name, item, s.strip() if isinstance(s, str) else s) for s in items)
     try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if kind is Path:
-            return Path(raw).expanduser()
-        return kind(raw)
+        return _scalar(kind, raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: cannot read {raw!r} as {getattr(kind, '__name__', kind)}") from exc
+
+
+def _scalar(kind: Any, raw: Any) -> Any:
+    if kind is bool and not isinstance(raw, bool):
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if kind is Path:
+        return Path(raw).expanduser()
+    return raw if kind is bool else kind(raw)
 
 
 def renamed(cls: type) -> dict[str, tuple[str, ...]]:

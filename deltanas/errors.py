@@ -33,10 +33,6 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 def require(condition: bool, field: str, problem: str) -> None:
     """Raises InvalidArgument(field, problem) unless `condition` holds."""
     if not condition:

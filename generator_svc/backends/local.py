@@ -326,7 +326,7 @@ class LocalBackend(Backend):
                 cancel.set()
                 worker.join()
 
-    def _run_batch(
+    def _run_batch(  # noqa: PLR0913 - see the docstring
         self,
         prompt: torch.Tensor,
         sampling: Sampling,
