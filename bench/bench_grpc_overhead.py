@@ -24,8 +24,8 @@ from deltanas.testing.candidates import BASE, WIDER, request
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import TrainTask, static_failure, train_in_sandbox
 from evaluator_svc.service import build_server
+from evaluator_svc.task import TrainTask, static_failure, train_in_sandbox
 
 KINDS = {"trained": [BASE, WIDER], "rejected by static checks": ["import subprocess\n" + BASE]}
 

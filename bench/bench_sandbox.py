@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deltanas.testing.candidates import TINY_MODEL
 from evaluator_svc import sandbox
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import TrainTask, train_in_sandbox
+from evaluator_svc.task import TrainTask, train_in_sandbox
 
 
 def startup_seconds(kernel: bool) -> float:

@@ -22,7 +22,7 @@ import torch
 from evaluator_svc.datasets import Split
 from evaluator_svc.job import STAGE_FILE, Job
 from evaluator_svc.lockdown import NETWORK_ERRNOS
-from evaluator_svc.stages import Stage
+from evaluator_svc.results import Stage
 from evaluator_svc.trainer import Batches, TrainOptions, non_finite_parameters, predict, seed_everything, train
 from evaluator_svc.transforms import BatchTransform, parse_transform
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import deltadiff
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_UNKNOWN
-from evaluator_svc.stages import EvalResult, Stage
+from evaluator_svc.results import EvalResult, Stage
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,8 @@ import numpy as np
 from evaluator_svc import seccomp
 from evaluator_svc.datasets import Dataset, packaged_data_dirs
 from evaluator_svc.job import DATA_FILES, JOB_FILE, STAGE_FILE, Job, SandboxLimits, data_file
+from evaluator_svc.results import MAX_LOG_CHARS, EvalResult, Stage, printable
 from evaluator_svc.scoring import WORKER_STAGES, MalformedReport, WorkerReport, frame_limit, score
-from evaluator_svc.stages import MAX_LOG_CHARS, EvalResult, Stage, printable
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.metrics import EvaluatorMetrics
 from evaluator_svc.patching import patch_candidate
-from evaluator_svc.pipeline import TrainTask, static_failure
-from evaluator_svc.stages import printable
+from evaluator_svc.results import printable
+from evaluator_svc.task import TrainTask, static_failure
 from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ast
 
-from evaluator_svc.stages import Stage
+from evaluator_svc.results import Stage
 
 Failure = tuple[Stage, str]
 

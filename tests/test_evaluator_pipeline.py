@@ -12,7 +12,7 @@ from deltanas.testing.candidates import MODEL as LEMUR_MODEL  # 79 % on MNIST af
 from deltanas.testing.candidates import TINY_MODEL
 from evaluator_svc.datasets import DATASETS, load_dataset
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.stages import EvalResult, Stage
+from evaluator_svc.results import EvalResult, Stage
 from evaluator_svc.transforms import parse_transform
 from tests.support.evaluation import evaluate as evaluate_task
 

@@ -15,8 +15,8 @@ import pytest
 
 from deltanas.testing.candidates import TINY_MODEL, with_hook
 from evaluator_svc.job import SandboxLimits
+from evaluator_svc.results import EvalResult, Stage
 from evaluator_svc.sandbox import missing_layers
-from evaluator_svc.stages import EvalResult, Stage
 from tests.support.evaluation import evaluate
 
 ROOT = os.geteuid() == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deltanas.testing.candidates import LEMUR_NN, TINY_MODEL, with_hook
-from evaluator_svc.stages import Stage
+from evaluator_svc.results import Stage
 from evaluator_svc.static_checks import run_static_checks
 
 

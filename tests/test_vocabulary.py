@@ -51,7 +51,7 @@ def test_enums_convert_to_and_from_names_in_one_place() -> None:
 
 
 def test_the_evaluators_stages_are_the_proto_failure_stages() -> None:
-    from evaluator_svc.stages import Stage
+    from evaluator_svc.results import Stage
 
     assert {vocabulary.failure_stage_value(s.name): s.name.lower() for s in Stage} == {
         n: name for n, name in vocabulary.FAILURE_STAGES.items() if n}

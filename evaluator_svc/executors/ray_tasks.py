@@ -25,8 +25,8 @@ from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.executors.local import check_host_sandbox, probe_device
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import SandboxUnavailable
+from evaluator_svc.task import TrainTask, train_in_sandbox
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 60.0  # the start-up check: a 0-CPU task answers even on a cluster whose CPUs all train

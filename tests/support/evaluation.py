@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluator_svc.pipeline import TrainTask, static_failure, train_in_sandbox
-from evaluator_svc.stages import EvalResult
+from evaluator_svc.results import EvalResult
+from evaluator_svc.task import TrainTask, static_failure, train_in_sandbox
 
 
 def evaluate(code: str, *, static_checks: bool = True, **task: Any) -> EvalResult:

@@ -14,8 +14,8 @@ from pathlib import Path
 from deltanas.vocabulary import resolve_device
 from evaluator_svc.datasets import load_dataset
 from evaluator_svc.job import Job, SandboxLimits
+from evaluator_svc.results import EvalResult
 from evaluator_svc.sandbox import run_job
-from evaluator_svc.stages import EvalResult
 from evaluator_svc.static_checks import run_static_checks
 
 log = logging.getLogger(__name__)
