@@ -140,7 +140,7 @@ def test_service_image_starts_with_only_its_own_extra(service: str, wheels: Path
         port = free_port()
         settings = {"HOST": "127.0.0.1", "PORT": str(port)}
         if service == "generator":
-            settings |= {"BACKEND": "openai", "URL": llm_url, "MODEL": ""}  # the server's first model
+            settings |= {"BACKEND": "openai", "OPENAI__URL": llm_url}  # [openai] model unset: the server's first
         if service == "evaluator":  # the image serves Prometheus metrics: on a free port here
             settings["METRICS_PORT"] = str(free_port())
         env = {**clean_environ(venv), **image_env(service), "DELTANAS_HOME": str(tmp_path / "home"),
