@@ -39,6 +39,9 @@ class ConfigError(ValueError):
     """A configuration key is unknown or a value does not parse."""
 
 
+REQUIRED: Any = dataclasses.MISSING  # option(REQUIRED, help): a field without a default
+
+
 def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with help text; mutable defaults (lists, dicts, sets, dataclass instances) are copied for
     each instance."""

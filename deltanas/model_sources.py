@@ -29,10 +29,11 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deltanas.config import option
 from deltanas.logs import setup_logging
 from deltanas.paths import deltanas_home, package_path
 from deltanas.vocabulary import DEFAULT_MODEL
@@ -227,7 +228,7 @@ class GgufSource(ModelSource):
     parts: Sequence[PartRef]
     sha256: str | None
     fix: TokenizerFix | None = None
-    origin: str = field(default="", metadata={"help": "where the weights come from, for `list`"})
+    origin: str = option("", "where the weights come from, for `list`")
 
     @property
     def target(self) -> Path:

@@ -17,6 +17,8 @@ from evaluator_svc.transforms import BatchTransform
 
 @dataclass(frozen=True)
 class TrainOptions:
+    """How the worker trains (field(), not deltanas.config.option: the sandboxed worker sees no deltanas)."""
+
     batch: int = field(metadata={"help": "the model's own batch size (train and test)"})
     epochs: int = field(default=1, metadata={"help": "epochs of model.learn() before evaluation"})
     seed: int = field(default=42, metadata={"help": "seed of torch/numpy/random, shuffling and flips"})
