@@ -56,7 +56,8 @@ def main() -> None:
         for kind, codes in KINDS.items():
             times: dict[str, list[float]] = {"direct": [], "grpc": []}
             for i in range(args.candidates + 1):  # the first round warms both paths up and is not counted
-                req = request(code=codes[i % len(codes)], request_id=uuid.uuid4().hex, candidate_id=f"b{i}",
+                req = request(code=codes[i % len(codes)], baseline_code="",  # whole models: nothing to compare
+                              request_id=uuid.uuid4().hex, candidate_id=f"b{i}",
                               hyperparameters={"lr": 0.02 + 0.005 * i, "momentum": 0.9})
                 d, d_valid = timed(lambda r=req: direct(r, config))
                 g, reply = timed(lambda r=req: stub.Evaluate(r, timeout=600))
