@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
+from evaluator_svc.job import SandboxLimits
 from evaluator_svc.service import build_server
 
 BLOCKING = '''
@@ -127,7 +128,16 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=16, help="max_queue: calls that may wait for a slot")
     parser.add_argument("--generator", action="store_true", help="also measure a cancelled generation")
     args = parser.parse_args()
-    server = build_server(EvaluatorConfig(port=0, slots=args.slots, max_queue=args.queue, threads=1)).start()
+    evaluator_flood(args.calls, args.slots, args.queue)
+    if args.generator:
+        generator_cancel()
+
+
+def evaluator_flood(n: int, slots: int, queue: int) -> None:
+    """`n` concurrent Evaluate calls against `slots` + `queue`: refusals, health and GetCapacity latency idle and
+    under the flood, and how fast the admitted calls stop once cancelled."""
+    server = build_server(EvaluatorConfig(port=0, slots=slots, max_queue=queue,
+                                          sandbox=SandboxLimits(threads=1))).start()
     flood_channel, probe_channel = grpc.insecure_channel(server.address), grpc.insecure_channel(server.address)
     evaluator = evaluator_pb2_grpc.EvaluatorServiceStub(flood_channel)
     health = health_pb2_grpc.HealthStub(probe_channel)
@@ -141,23 +151,18 @@ def main() -> None:
         return capacity.GetCapacity(evaluator_pb2.GetCapacityRequest(), timeout=60).busy
 
     try:
-        idle = {"health": [], "capacity": []}
-        for _ in range(200):
-            for name, call in (("health", check), ("capacity", busy)):
-                start = time.perf_counter()
-                call()
-                idle[name].append(time.perf_counter() - start)
-        admitted = args.slots + args.queue
+        idle = idle_latencies({"health": check, "capacity": busy})
+        admitted = slots + queue
         start = time.perf_counter()
-        calls = [evaluator.Evaluate.future(request(i), timeout=900) for i in range(args.calls)]
+        calls = [evaluator.Evaluate.future(request(i), timeout=900) for i in range(n)]
         sent = time.perf_counter() - start
         settled = threading.Event()
         under: dict[str, list[float]] = {}
-        probes = [threading.Thread(target=lambda n=name, c=call: under.__setitem__(n, latencies(c, settled.is_set)))
+        probes = [threading.Thread(target=lambda k=name, c=call: under.__setitem__(k, latencies(c, settled.is_set)))
                   for name, call in (("health", check), ("capacity", busy))]
         for probe in probes:
             probe.start()
-        while sum(c.done() for c in calls) < args.calls - admitted:
+        while sum(c.done() for c in calls) < n - admitted:
             time.sleep(0.01)
         refused_by = time.perf_counter() - start
         time.sleep(2.0)  # the probes go on while the admitted calls hold their slot and queue
@@ -173,24 +178,36 @@ def main() -> None:
         while busy():
             time.sleep(0.01)
         stopped = time.perf_counter() - cancelled
-        print(f"flood: {args.calls} concurrent Evaluate calls sent in {sent:.2f} s against {args.slots} slot(s) + "
-              f"queue {args.queue}")
-        print(f"  refused RESOURCE_EXHAUSTED: {refused}; admitted: {args.calls - refused} ({running} running); "
+        print(f"flood: {n} concurrent Evaluate calls sent in {sent:.2f} s against {slots} slot(s) + queue {queue}")
+        print(f"  refused RESOURCE_EXHAUSTED: {refused}; admitted: {n - refused} ({running} running); "
               f"all refusals answered {refused_by:.2f} s after the first call")
         for name in ("health", "capacity"):
-            (i50, i99, imax), (f50, f99, fmax) = summary(idle[name]), summary(under[name])
-            print(f"  {name:8s} idle   p50 {i50 * 1e3:7.2f} ms  p99 {i99 * 1e3:7.2f} ms  max {imax * 1e3:7.2f} ms "
-                  f"({len(idle[name])} calls)")
-            print(f"  {name:8s} flood  p50 {f50 * 1e3:7.2f} ms  p99 {f99 * 1e3:7.2f} ms  max {fmax * 1e3:7.2f} ms "
-                  f"({len(under[name])} calls)")
-            print(f"  {name:8s} flood / idle: p50 x{f50 / i50:.1f}, p99 x{f99 / i99:.1f}, max x{fmax / imax:.1f}")
-        print(f"  cancelled: busy slots back to 0 {stopped:.2f} s after the {args.calls} calls were cancelled")
+            print_latencies(name, idle[name], under[name])
+        print(f"  cancelled: busy slots back to 0 {stopped:.2f} s after the {n} calls were cancelled")
     finally:
         flood_channel.close()
         probe_channel.close()
         server.stop(0)
-    if args.generator:
-        generator_cancel()
+
+
+def idle_latencies(calls: dict[str, Callable[[], object]], rounds: int = 200) -> dict[str, list[float]]:
+    """Seconds of each of `calls`, `rounds` times, on an idle server."""
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def print_latencies(name: str, idle: list[float], flood: list[float]) -> None:
+    (i50, i99, imax), (f50, f99, fmax) = summary(idle), summary(flood)
+    print(f"  {name:8s} idle   p50 {i50 * 1e3:7.2f} ms  p99 {i99 * 1e3:7.2f} ms  max {imax * 1e3:7.2f} ms "
+          f"({len(idle)} calls)")
+    print(f"  {name:8s} flood  p50 {f50 * 1e3:7.2f} ms  p99 {f99 * 1e3:7.2f} ms  max {fmax * 1e3:7.2f} ms "
+          f"({len(flood)} calls)")
+    print(f"  {name:8s} flood / idle: p50 x{f50 / i50:.1f}, p99 x{f99 / i99:.1f}, max x{fmax / imax:.1f}")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ or applied at all for a control.
 """
 
 import argparse
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -17,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.apply_corpus import Variant, corpus
 from deltadiff import DiffError, apply_diff, extract_diff
+from deltanas.testing.damage import Variant, corpus, gnu_patch
 
 OUTCOMES = ("correct", "wrong", "refused")
 
@@ -28,29 +26,6 @@ def ours(base: str, text: str) -> str | None:
         return apply_diff(base, extract_diff(text))
     except DiffError:
         return None
-
-
-def gnu_patch(base: str, text: str) -> str | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "model.py"
-        target.write_bytes(base.encode())
-        (Path(tmp) / "change.diff").write_bytes(text.encode())
-        command = [
-            "patch",
-            "--fuzz=2",
-            "--force",
-            "--silent",
-            "--no-backup-if-mismatch",
-            "--reject-file=-",
-            "model.py",
-            "-i",
-            "change.diff",
-        ]
-        try:
-            done = subprocess.run(command, cwd=tmp, capture_output=True, timeout=10)
-        except subprocess.TimeoutExpired:
-            return None
-        return target.read_bytes().decode(errors="replace") if done.returncode == 0 else None
 
 
 def outcome(variant: Variant, result: str | None) -> str:

@@ -16,7 +16,6 @@ apply %, valid % and tokens/s, in this run, and the grammar compile times (uncac
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -26,20 +25,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_validity import VALID, evaluate, pick
-from client.sdk import open_channel
-from curator_svc.lemur import LemurIndex
+from bench.common import (
+    VALID,
+    chosen_configs,
+    evaluate,
+    evaluation_arguments,
+    held_out_baselines,
+    loopback_evaluator,
+    reference_accuracies,
+    write_json,
+)
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import default_adapter
-from deltanas.llm import load_tokenizer
+from deltanas.baseline import Baseline
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages
-from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
-from deltanas.vocabulary import DEFAULT_MODEL
-from evaluator_svc.config import EvaluatorConfig
-from evaluator_svc.service import build_server
+from deltanas.vocabulary import failure_stage_name, finish_reason_name
 from generator_svc.backends import Constraint, Sampling, create_backend
+from generator_svc.backends.local import LocalBackend
 
-log = logging.getLogger("bench.constrained")
+log = logging.getLogger(__name__)
 
 CONFIGS = ("untuned-free", "untuned-constrained", "tuned-free", "tuned-constrained")
 PAST_APPLY = {"extract", "apply"}
@@ -76,84 +81,45 @@ def summarize(rows: list[Outcome], wall_s: float) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--adapter", default="", help="delta adapter dir or shipped:NAME (default: the shipped one)")
-    parser.add_argument("--baselines", type=int, default=6)
-    parser.add_argument("--candidates", type=int, default=3)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {CONFIGS}")
-    parser.add_argument("--max-new-tokens", type=int, default=384)
-    parser.add_argument("--max-size", type=int, default=64, help="largest transform resolution (CPU budget)")
-    parser.add_argument("--max-prompt-tokens", type=int, default=1100)
-    parser.add_argument("--train-limit", type=int, default=1000)
-    parser.add_argument("--test-limit", type=int, default=300)
-    parser.add_argument("--eval-timeout-s", type=float, default=300.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--first", default="rag-5ade978e0153718fa4c0b4ceb533ce32")
-    parser.add_argument("--json", type=Path, help="write every outcome and the summary here")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    configs = [c for c in args.configs.split(",") if c]
-    if unknown := sorted(set(configs) - set(CONFIGS)):
-        parser.error(f"--configs: unknown {unknown}; known: {CONFIGS}")
-    shipped = default_adapter(args.model, "delta")
-    adapter = args.adapter or (shipped.ref if shipped else "")
-    if not adapter and any(c.startswith("tuned") for c in configs):
-        print(f"tuned configurations left out: no delta adapter is shipped for {args.model} (pass --adapter)")
-        configs = [c for c in configs if c.startswith("untuned")]
+def compile_seconds(backend: LocalBackend, grammars: dict[str, str]) -> dict[str, float]:
+    """Seconds of each baseline's first (uncached) grammar compile."""
+    seconds = {}
+    for name, grammar in grammars.items():
+        start = time.monotonic()
+        backend.grammar_decoder().compile(grammar)
+        seconds[name] = time.monotonic() - start
+    return seconds
 
-    baselines = pick(LemurIndex.load(), args.baselines, args.max_size, args.max_prompt_tokens,
-                     load_tokenizer(args.model), tuple(args.first.split(",")))
-    print(f"{len(baselines)} held-out MNIST baselines: {', '.join(b.name for b in baselines)}", flush=True)
-    backend = create_backend("local", model=args.model, adapters={"delta": adapter} if adapter else {})
-    grammars = {b.name: diff_grammar(b.code) for b in baselines}
-    compile_s = {}
+
+def run_config(config: str, backend: LocalBackend, stub, baselines: list[Baseline], reference: dict[str, float],
+               args: argparse.Namespace) -> tuple[list[Outcome], float]:
+    """K delta candidates per baseline in one configuration, checked and trained; and the generation seconds."""
+    tuned, decoding = config.split("-")
+    rows, wall = [], 0.0
     for b in baselines:
-        backend.grammar_decoder().compile(grammars[b.name])
-        compile_s[b.name] = backend.grammar_decoder().last_compile_s
-    server = build_server(EvaluatorConfig(port=0, slots=1, device="cpu")).start()
-    channel = open_channel(server.address)
-    stub = evaluator_pb2_grpc.EvaluatorServiceStub(channel)
-    rows: list[Outcome] = []
-    wall = dict.fromkeys(configs, 0.0)
-    started = time.monotonic()
-    try:
-        reference = {}
-        for b in baselines:
-            reply = evaluate(stub, b, "full", b.code, args, f"{b.name}-reference", reference=True)
-            reference[b.name] = reply.accuracy if reply.status == VALID else 0.0
-            print(f"reference {b.name}: {reference[b.name]:.4f}", flush=True)
-        for config in configs:
-            tuned, decoding = config.split("-")
-            for b in baselines:
-                constraint = Constraint(grammars[b.name], FENCE_CLOSE) if decoding == "constrained" else None
-                t0 = time.monotonic()
-                gens = list(backend.generate(render_messages("delta", b), n=args.candidates,
-                                             sampling=Sampling(max_new_tokens=args.max_new_tokens),
-                                             adapter="delta" if tuned == "tuned" else None,
-                                             seeds=[args.seed + i for i in range(args.candidates)],
-                                             constraint=constraint))
-                wall[config] += time.monotonic() - t0
-                for gen in gens:
-                    reply = evaluate(stub, b, "delta", gen.text, args, f"{config}-{b.name}-{gen.index}",
-                                     finish_reason=gen.finish_reason)
-                    valid = reply.status == VALID
-                    stage = "" if valid else evaluator_pb2.FailureStage.Name(reply.failure_stage).removeprefix(
-                        "FAILURE_STAGE_").lower()
-                    rows.append(Outcome(config, b.name, gen.index, stage, reply.failure_reason[:300],
-                                        reply.accuracy if valid else None, reference[b.name], gen.output_tokens,
-                                        gen.forced_tokens, gen.finish_reason))
-                    log.info("%s %s #%d: %s tokens=%d forced=%d finish=%s %s", config, b.name, gen.index,
-                             f"valid {reply.accuracy:.4f}" if valid else f"invalid at {stage}", gen.output_tokens,
-                             gen.forced_tokens, gen.finish_reason, "" if valid else reply.failure_reason[:100])
-    finally:
-        channel.close()
-        server.stop(0)
+        constraint = Constraint(diff_grammar(b.code), FENCE_CLOSE) if decoding == "constrained" else None
+        t0 = time.monotonic()
+        gens = list(backend.generate(render_messages("delta", b), n=args.candidates,
+                                     sampling=Sampling(max_new_tokens=args.max_new_tokens),
+                                     adapter="delta" if tuned == "tuned" else None,
+                                     seeds=[args.seed + i for i in range(args.candidates)], constraint=constraint))
+        wall += time.monotonic() - t0
+        for gen in gens:
+            reply = evaluate(stub, b, "delta", gen.text, args, f"{config}-{b.name}-{gen.index}",
+                             finish_reason=gen.finish_reason)
+            valid = reply.status == VALID
+            stage = failure_stage_name(reply.failure_stage)
+            rows.append(Outcome(config, b.name, gen.index, stage, reply.failure_reason[:300],
+                                reply.accuracy if valid else None, reference[b.name], gen.output_tokens,
+                                gen.forced_tokens, finish_reason_name(gen.finish_reason)))
+            log.info("%s %s #%d: %s tokens=%d forced=%d finish=%s %s", config, b.name, gen.index,
+                     f"valid {reply.accuracy:.4f}" if valid else f"invalid at {stage}", gen.output_tokens,
+                     gen.forced_tokens, rows[-1].finish_reason, "" if valid else reply.failure_reason[:100])
+    return rows, wall
 
-    summary = {c: summarize([r for r in rows if r.config == c], wall[c]) for c in configs}
-    print(f"\n{len(baselines)} baselines x {args.candidates} candidates, max_new_tokens {args.max_new_tokens}, "
-          f"train/test {args.train_limit}/{args.test_limit}, {time.monotonic() - started:.0f} s")
+
+def report(summary: dict[str, dict], compile_s: dict[str, float]) -> None:
+    """The table per configuration, the ratios constrained/free, the grammar compile times."""
     print(f"{'config':20s} {'apply%':>7s} {'valid%':>7s} {'>base%':>7s} {'tokens':>7s} {'tok/s':>6s} "
           f"{'forced%':>8s} {'cut':>4s}  failure stages")
     for c, s in summary.items():
@@ -167,10 +133,34 @@ def main() -> None:
                 print(f"{tuned} constrained/free {key}: {ratio}")
     print(f"grammar compile s (uncached): mean {statistics.mean(compile_s.values()):.3f}, "
           f"max {max(compile_s.values()):.3f}")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "reference": reference,
-                                         "compile_s": compile_s, "summary": summary,
-                                         "outcomes": [asdict(r) for r in rows]}, indent=2))
+
+
+def main() -> None:
+    parser = evaluation_arguments(__doc__.splitlines()[0], CONFIGS, baselines=6, train_limit=1000, test_limit=300)
+    parser.add_argument("--adapter", default="", help="delta adapter dir or shipped:NAME (default: the shipped one)")
+    parser.add_argument("--max-new-tokens", type=int, default=384)
+    args = parser.parse_args()
+    setup_logging()
+    configs = chosen_configs(parser, args, CONFIGS)
+    shipped = default_adapter(args.model, "delta")
+    adapter = args.adapter or (shipped.ref if shipped else "")
+    if not adapter and any(c.startswith("tuned") for c in configs):
+        print(f"tuned configurations left out: no delta adapter is shipped for {args.model} (pass --adapter)")
+        configs = [c for c in configs if c.startswith("untuned")]
+    baselines = held_out_baselines(args)
+    backend = create_backend("local", model=args.model, adapters={"delta": adapter} if adapter else {})
+    compile_s = compile_seconds(backend, {b.name: diff_grammar(b.code) for b in baselines})
+    started = time.monotonic()
+    with loopback_evaluator() as stub:
+        reference = reference_accuracies(stub, baselines, args)
+        runs = {c: run_config(c, backend, stub, baselines, reference, args) for c in configs}
+    rows = [r for outcomes, _ in runs.values() for r in outcomes]
+    summary = {c: summarize(outcomes, wall) for c, (outcomes, wall) in runs.items()}
+    print(f"\n{len(baselines)} baselines x {args.candidates} candidates, max_new_tokens {args.max_new_tokens}, "
+          f"train/test {args.train_limit}/{args.test_limit}, {time.monotonic() - started:.0f} s")
+    report(summary, compile_s)
+    write_json(args.json, args, reference=reference, compile_s=compile_s, summary=summary,
+               outcomes=[asdict(r) for r in rows])
 
 
 if __name__ == "__main__":

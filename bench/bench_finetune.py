@@ -5,9 +5,9 @@ baseline's code, target: its diff), cut to the setting's sequence length, and pr
 (prompt + completion tokens through forward and backward, median over the steps), its ratio to the
 reference setting, seconds per optimizer step and the optimizer's own time per step (gradient clipping +
 AdamW, including the first step's allocation of AdamW's state). A discarded warm-up run comes first.
-Reference: FineTuneConfig's defaults (r=32 on all 7 projections) with grad_accum=1 and 384-token examples
-(about 200 of them are the prompt template). The load average is printed: on shared cores the ratios tell
-more than the absolute figures.
+Reference: FineTuneConfig's defaults (lora_r=32 on all 7 projections) with gradient_accumulation=1 and
+384-token examples (about 200 of them are the prompt template). The load average is printed: on shared cores
+the ratios tell more than the absolute figures.
 
     .venv/bin/python bench/bench_finetune.py              # ~2 min on 2 idle cores, < 5 min on busy ones
     .venv/bin/python bench/bench_finetune.py --steps 3    # steadier figures, ~3x the training time
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import sys
@@ -35,7 +34,8 @@ from curator_svc.dataset import TRAIN_FILE
 from curator_svc.finetune import FineTuneConfig, encode, finetune
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import Pair, PairingConfig, pair_baselines
-from deltanas import llm
+from deltanas import model_sources
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages, render_target
 
 MODEL = "smollm2-135m"
@@ -79,8 +79,8 @@ def records(tokenizer, pairs: Sequence[Pair], seq: int) -> list[dict]:
 
 def run(setting: Setting, dataset_dir: Path, steps: int) -> tuple[float, float, float]:
     """(median tokens/s, median seconds per step, mean optimizer seconds per step)."""
-    config = replace(FineTuneConfig(), base_model=MODEL, r=setting.r, lora_alpha=setting.r,
-                     grad_accum=setting.grad_accum, max_length=setting.seq + SLACK, max_steps=steps,
+    config = replace(FineTuneConfig(), base_model=MODEL, lora_r=setting.r, lora_alpha=setting.r,
+                     gradient_accumulation=setting.grad_accum, max_length=setting.seq + SLACK, max_steps=steps,
                      save_every=0, device="cpu", log_every_s=float("inf"))
     per_step: list[tuple[float, float]] = []  # (tokens/s, seconds) of each step
     last = [time.perf_counter()]
@@ -101,9 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1, help="optimizer steps per setting")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     started = time.perf_counter()
     print(f"SmolLM2-135M LoRA fine-tuning on CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}), "
           f"load average {os.getloadavg()[0]:.1f}, {args.steps} steps each")

@@ -39,11 +39,12 @@ import deltadiff
 from curator_svc.dataset import TRAIN_FILE
 from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
+from deltanas.logs import setup_logging
 from deltanas.prompts import MODES, render_messages
-from deltanas.vocabulary import DEFAULT_MODEL
+from deltanas.vocabulary import DEFAULT_MODEL, FINISH_LENGTH, finish_reason_name
 from generator_svc.backends import Backend, BackendError, Generation, Sampling, create_backend
 
-log = logging.getLogger("bench.modes")
+log = logging.getLogger(__name__)
 
 PAPER_SAMPLING = Sampling()  # its defaults are the paper's
 
@@ -110,7 +111,7 @@ def run(backend: Backend, baselines: list[Baseline], sampling: Sampling, seed: i
                 return None
             rows.append(Row(baseline, mode, gen, extracts(mode, gen.text)))
             log.info("candidate %s/%s: %d tokens, %d lines, %.1f s, finish=%s", baseline.name, mode,
-                     gen.output_tokens, rows[-1].lines, gen.latency_s, gen.finish_reason)
+                     gen.output_tokens, rows[-1].lines, gen.latency_s, finish_reason_name(gen.finish_reason))
         return rows[0], rows[1]
 
     with ThreadPoolExecutor(parallel) as pool:
@@ -140,7 +141,7 @@ def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
             f"{d.baseline.name[:44]:<44} {d.baseline.dataset:<10} {d.gen.output_tokens:>6} {f.gen.output_tokens:>6} "
             f"{d.lines:>6} {f.lines:>6} {d.gen.latency_s:>7.1f} {f.gen.latency_s:>7.1f}  "
             f"{'yes' if d.extracted else 'no':>5}/{'yes' if f.extracted else 'no':<5}   "
-            f"{'yes' if f.gen.finish_reason == 'length' else 'no'}"
+            f"{'yes' if f.gen.finish_reason == FINISH_LENGTH else 'no'}"
         )
     if not pairs:
         return "\n".join([*out, "no baseline finished"])
@@ -152,7 +153,7 @@ def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
         median = sorted(per)[len(per) // 2] if per else float("nan")
         out.append(f"{label:<8} delta/full total {_ratio(dsum, fsum)}; median per baseline {median:.3f}; "
                    f"mean delta {dsum / len(pairs):.1f}, mean full {fsum / len(pairs):.1f}")
-    cut = sum(f.gen.finish_reason == "length" for f in fulls)
+    cut = sum(f.gen.finish_reason == FINISH_LENGTH for f in fulls)
     out.append(f"extracted: delta {sum(r.extracted for r in deltas)}/{len(pairs)}, "
                f"full {sum(r.extracted for r in fulls)}/{len(pairs)}; full answers cut at max_new_tokens: {cut}"
                + (" (reduction is a lower bound)" if cut else ""))
@@ -161,7 +162,7 @@ def report(pairs: list[tuple[Row, Row]], model: str, sampling: Sampling) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.llm model name or HF directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.model_sources model name or HF directory")
     parser.add_argument("--baselines", type=int, default=20, help="LEMUR baselines (round-robin over datasets)")
     parser.add_argument("--max-new-tokens", type=int, default=PAPER_SAMPLING.max_new_tokens)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -179,7 +180,7 @@ def main() -> None:
     parser.add_argument("--exclude", type=Path, nargs="*", default=[],
                         help="curator dataset directories whose training baselines are not benchmarked")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     sampling = Sampling(temperature=PAPER_SAMPLING.temperature, top_k=PAPER_SAMPLING.top_k,
                         top_p=PAPER_SAMPLING.top_p, max_new_tokens=args.max_new_tokens)
     if args.url:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import logging
 import random
 import time
 import tracemalloc
@@ -26,6 +25,7 @@ from curator_svc.novelty import NoveltyConfig, NoveltyIndex, code_tokens
 from curator_svc.pairing import PairingConfig, pair_baselines
 from deltadiff import make_diff
 from deltanas.baseline import Baseline
+from deltanas.logs import setup_logging
 
 SAMPLE_PAIRS = 3000
 
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
 
     seconds, _, index = timed(LemurIndex.load)
     everything = index.all_baselines()

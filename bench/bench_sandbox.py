@@ -4,8 +4,8 @@
     .venv/bin/python bench/bench_sandbox.py --repeats 10
 
 Start-up: an empty interpreter (``python -S -c ''``) as a plain subprocess vs inside the sandbox the
-evaluator builds. Per candidate: `evaluate_code` of a tiny model on 300 digits, weak mode vs kernel
-sandbox, interleaved so that background load hits both alike; medians and their ratio, in one run.
+evaluator builds. Per candidate: a tiny model (deltanas.testing) trained in the sandboxed worker on 300 digits,
+weak mode vs kernel sandbox, interleaved so that background load hits both alike; medians and their ratio, in one run.
 """
 
 from __future__ import annotations
@@ -15,41 +15,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deltanas.testing.candidates import TINY_MODEL
 from evaluator_svc import sandbox
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import evaluate_code
-
-MODEL = textwrap.dedent("""
-    import torch
-    import torch.nn as nn
-
-
-    def supported_hyperparameters():
-        return {"lr"}
-
-
-    class Net(nn.Module):
-        def __init__(self, in_shape, out_shape, prm, device):
-            super().__init__()
-            self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
-
-        def train_setup(self, prm):
-            self.criteria = nn.CrossEntropyLoss()
-            self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"])
-
-        def learn(self, train_data):
-            for x, y in train_data:
-                self.optimizer.zero_grad()
-                self.criteria(self(x), y).backward()
-                self.optimizer.step()
-
-        def forward(self, x):
-            return self.fc(torch.flatten(x, 1))
-""")
+from evaluator_svc.task import TrainTask, train_in_sandbox
 
 
 def startup_seconds(kernel: bool) -> float:
@@ -64,8 +38,9 @@ def startup_seconds(kernel: bool) -> float:
 
 def candidate_seconds(kernel: bool) -> float:
     start = time.perf_counter()
-    result = evaluate_code(MODEL, dataset="digits", prm={"lr": 0.05}, batch=32, transform="norm", train_limit=300,
-                           test_limit=100, timeout_s=120, limits=SandboxLimits(kernel_sandbox=kernel))
+    task = TrainTask(TINY_MODEL, "digits", {"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm", timeout_s=120,
+                     train_limit=300, test_limit=100, limits=SandboxLimits(threads=1, kernel_sandbox=kernel))
+    result = train_in_sandbox(task, "cpu")
     if not result.valid:
         raise RuntimeError(f"benchmark model failed: {result.failure_reason}")
     return time.perf_counter() - start

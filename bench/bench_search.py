@@ -132,9 +132,9 @@ def main() -> None:
     base_cfg = build(SearchConfig, {**preset, **overrides, "baseline_names": []})
     store = args.store or Path(tempfile.mkdtemp(prefix="bench-search-"))
     tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", "bench-search", journal_dir=store / "journal")
-    model = {"model": args.model} if args.model else {}
+    curator, generator = ({"model": args.model}, {"local.model": args.model}) if args.model else ({}, {})
     started = time.monotonic()
-    with EmbeddedServices(curator=model, generator=model) as endpoints, Services(endpoints) as services:
+    with EmbeddedServices(curator=curator, generator=generator) as endpoints, Services(endpoints) as services:
         chosen = learners(services, tracker, base_cfg, held_out_candidates(LemurIndex.load(datasets=("mnist",)),
                                                                            args.max_size, args.min_lemur_accuracy),
                           args.baselines)

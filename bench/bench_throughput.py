@@ -14,7 +14,6 @@ tokens per second of wall time; the ratio is ours / reference. On CUDA the model
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curator_svc.lemur import LemurIndex
+from deltanas.logs import setup_logging
 from deltanas.prompts import render_messages
 from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Sampling, create_backend
@@ -67,14 +67,14 @@ def reference(backend: LocalBackend, messages: list[dict[str, str]], b: int, sam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.llm model name or HF directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="deltanas.model_sources model name or HF directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA), float32, bfloat16")
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     parser.add_argument("--max-new-tokens", type=int, default=PAPER.max_new_tokens)
     parser.add_argument("--dataset", default="mnist", help="LEMUR dataset of the baseline")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     batches = [int(b) for b in args.batches.split(",")]
     sampling = Sampling(temperature=PAPER.temperature, top_k=PAPER.top_k, top_p=PAPER.top_p,
                         max_new_tokens=args.max_new_tokens)

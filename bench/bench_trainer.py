@@ -35,7 +35,10 @@ from bench.lemur_reference import (
     run_reference,
     synthetic_dataset,
 )
+from deltanas.logs import setup_logging
 from evaluator_svc.datasets import Dataset, load_dataset
+
+log = logging.getLogger(__name__)
 
 # Small LEMUR MNIST models (<= 20k parameters, so the data path matters) with epoch-1 records, native 28 px
 # transforms, batch sizes from 128 down to 2, and no random compute paths (FractalNet's drop-path, for one,
@@ -108,7 +111,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="LEMUR model names (default: the built-in list)")
     parser.add_argument("--skip-reference", action="store_true", help="ours only (e.g. for a quick check)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging("WARNING")
     torch.set_num_threads(args.threads)
     device = parse_device(args.device)
     lemur_dataset, data = _dataset(args)
@@ -139,7 +142,7 @@ def main() -> None:
               f"{ours.cpu_seconds:8.2f} {ref.cpu_seconds if ref else nan:8.2f} "
               f"{ref.cpu_seconds / ours.cpu_seconds if ref else nan:6.2f} "
               f"{ours.accuracy:8.3f} {ref.accuracy if ref else nan:8.3f}", flush=True)
-        logging.info("done %s", describe(case))
+        log.info("done %s", describe(case))
     if args.slots > 1:
         slots_throughput(cases, args, ours_total)
 

@@ -5,7 +5,8 @@ LEMUR's reference harness (ab/nn/util/Train.py) rebuilt from its own parts witho
 (ab/nn/transform/<name>.py, loaded from its file), DataLoader(num_workers=1, shuffle=True, batch=model batch)
 for train and test, the model's own train_setup/learn, then top-1 accuracy on the test split. And ours:
 evaluator_svc's uint8 split on the device, batch-wise transforms and the same train_setup/learn, called
-in-process through evaluator_svc.trainer. Both time train_setup + learn + evaluation, like LEMUR's recorded
+in-process through evaluator_svc.trainer (scored here with `evaluate`, labels in this process: a bench, never the
+evaluator's way). Both time train_setup + learn + evaluation, like LEMUR's recorded
 `duration`, as wall clock and as CPU time (which a busy shared machine disturbs less); model weights start
 from the same seed on both sides.
 """
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
-import math
 import resource
 import statistics
 import time
+import types
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from curator_svc.lemur import LemurIndex, lemur_root
+from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
+from deltanas.lemur import lemur_root, read_trials, record_dirs
 from evaluator_svc.datasets import DATASETS, Dataset, Split
-from evaluator_svc.trainer import Batches, TrainOptions, evaluate, seed_everything, train
+from evaluator_svc.trainer import Batches, TrainOptions, autocast, class_logits, seed_everything, synchronize, train
 from evaluator_svc.transforms import parse_transform
-from evaluator_svc.worker import _load_module
 
 SEED = 42
 
@@ -77,10 +77,8 @@ def load_cases(dataset: str, names: list[str]) -> list[Case]:
     for name in names:
         if name not in by_name:
             raise KeyError(f"no usable epoch-1 record of {name!r} on {dataset}")
-        path = index.root / "stat" / "train" / f"img-classification_{dataset}_acc_{name}" / "1.json"
-        trials = tuple(t for t in json.loads(path.read_bytes())
-                       if isinstance(t.get("accuracy"), int | float) and math.isfinite(t["accuracy"]))
-        cases.append(Case(by_name[name], trials))
+        record_dir = dict(record_dirs((dataset,), index.root)[dataset])[name]
+        cases.append(Case(by_name[name], tuple(read_trials(record_dir, epoch=1))))
     return cases
 
 
@@ -129,7 +127,35 @@ class PILImages(torch.utils.data.Dataset):
 
 
 def _net(case: Case) -> ModuleType:
-    return _load_module(case.baseline.code)
+    """The model's code as a module (LEMUR's harness imports it from its file)."""
+    module = types.ModuleType(case.name)
+    exec(compile(case.baseline.code, f"<{case.name}>", "exec"), module.__dict__)
+    return module
+
+
+def prm(b: Baseline) -> dict[str, object]:
+    """The `prm` dict a LEMUR model receives: the trial's hyperparameters with its batch, transform and epoch."""
+    return {**b.hyperparameters, "batch": b.batch, "transform": b.transform, "epoch": b.epoch}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Batches, options: TrainOptions) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy over the split, in eval mode, in this process."""
+    device = batches.images.device
+    model.eval()
+    start = time.perf_counter()
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # sums stay on the device: one sync at the end
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    total = 0
+    with autocast(device, options.bf16):
+        for x, y in batches:
+            logits = class_logits(model, x)
+            correct += (logits.argmax(dim=1) == y).sum()
+            loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
+            total += len(y)
+    synchronize(device)
+    accuracy, mean_loss = int(correct) / max(total, 1), float(loss) / max(total, 1)
+    return {"accuracy": accuracy, "test_loss": mean_loss, "eval_seconds": time.perf_counter() - start}
 
 
 def run_reference(case: Case, data: Dataset, device: torch.device) -> Result:
@@ -142,9 +168,9 @@ def run_reference(case: Case, data: Dataset, device: torch.device) -> Result:
     test_loader = DataLoader(test_set, batch_size=b.batch, shuffle=False, num_workers=1)
     in_shape = (min(b.batch, len(train_set)), *train_set[0][0].shape)  # LEMUR: the first batch's shape
     seed_everything(SEED)
-    model = _net(case).Net(in_shape, (data.num_classes,), b.prm(), device).to(device)
+    model = _net(case).Net(in_shape, (data.num_classes,), prm(b), device).to(device)
     start, cpu = time.perf_counter(), _cpu_now()
-    model.train_setup(b.prm())
+    model.train_setup(prm(b))
     model.train()
     model.learn(train_loader)
     model.eval()
@@ -166,9 +192,9 @@ def run_ours(case: Case, data: Dataset, device: torch.device) -> Result:
     test_batches = Batches(data.test, transform, options, device, shuffle=False)
     seed_everything(SEED)
     x, _ = train_batches.first()
-    model = _net(case).Net(tuple(x.shape), (data.num_classes,), b.prm(), device).to(device)
+    model = _net(case).Net(tuple(x.shape), (data.num_classes,), prm(b), device).to(device)
     start, cpu = time.perf_counter(), _cpu_now()
-    train(model, train_batches, b.prm(), options)
+    train(model, train_batches, prm(b), options)
     accuracy = evaluate(model, test_batches, options)["accuracy"]
     return Result(time.perf_counter() - start, _cpu_now() - cpu, accuracy)
 

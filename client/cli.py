@@ -31,7 +31,7 @@ from client.config import SearchConfig, stored_config
 from client.store import DEFAULT_STATE, TRACKING_ENV, default_uri
 from deltanas.config import add_config_arguments, build, config_overrides
 from deltanas.logs import setup_logging
-from deltanas.services import SERVICES, serve
+from deltanas.service_registry import SERVICES, serve
 
 log = logging.getLogger("deltanas.cli")
 
@@ -129,7 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                               tls_client_key=args.tls_client_key)
     else:
         model = {"model": args.model} if args.model else {}  # the curator fine-tunes the generator's model
-        embedded = EmbeddedServices(curator=model, generator=model, evaluator={"slots": args.slots})
+        generator = {"local.model": args.model} if args.model else {}
+        embedded = EmbeddedServices(curator=model, generator=generator, evaluator={"slots": args.slots})
         endpoints = embedded.start()
     try:
         with Services(endpoints) as services:

@@ -1,6 +1,6 @@
 """Starts the three services in this process on loopback: the same gRPC path as a deployment.
 
-    with EmbeddedServices(generator={"model": "smollm2-135m"}) as endpoints:
+    with EmbeddedServices(generator={"local.model": "smollm2-135m"}) as endpoints:
         ...  # endpoints.curator, endpoints.generator, endpoints.evaluators
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from client.sdk import Endpoints
 from deltanas.server import ServiceServer
-from deltanas.services import SERVICES
+from deltanas.service_registry import SERVICES
 
 log = logging.getLogger("deltanas.embedded")
 

@@ -1,5 +1,5 @@
 """Serve the curator: python -m curator_svc --help."""
 
-from deltanas.services import service_main
+from deltanas.service_registry import service_main
 
 service_main("curator")

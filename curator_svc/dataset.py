@@ -25,13 +25,15 @@ import random
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curator_svc.novelty import NoveltyConfig, NoveltyIndex
+from curator_svc.novelty import NoveltyIndex
+from curator_svc.options import DatasetConfig
 from curator_svc.pairing import Pair
 from deltanas.heldout import is_held_out
+from deltanas.logs import setup_logging
 from deltanas.prompts import MODES, render_messages, render_target
 
 log = logging.getLogger(__name__)
@@ -47,20 +49,6 @@ _ID_CHARS = 12
 
 class EmptyDatasetError(ValueError):
     """No example survived the filters; the message lists the count after each one."""
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    modes: tuple[str, ...] = field(default=MODES, metadata={"help": "datasets to write: delta and/or full"})
-    max_tokens: int = field(default=4096, metadata={"help": "longest prompt + target in tokens (any mode)"})
-    eval_fraction: float = field(default=0.05, metadata={"help": "share of examples held out for evaluation"})
-    per_dataset: int = field(
-        default=0, metadata={"help": "most examples per LEMUR dataset after the other filters (0: no cap)"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of the per-dataset sample"})
-    novelty: NoveltyConfig = field(
-        default_factory=NoveltyConfig, metadata={"help": "near-duplicate targets (diffs) are dropped"}
-    )
 
 
 @dataclass(frozen=True)
@@ -131,7 +119,7 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
 
 
 def _filter(
-    pairs: Sequence[Pair], extra: Sequence[Pair], tokenizer: Any, config: DatasetConfig
+    pairs: Sequence[Pair], extra: Sequence[Pair], tokenizer: Any, config: DatasetConfig, modes: Sequence[str]
 ) -> tuple[list[Pair], dict[str, int]]:
     counts = {"pairs": len(pairs), "extra": len(extra)}
     kept = [p for p in pairs if not (is_held_out(p.baseline.name) or is_held_out(p.improved.name))]
@@ -144,7 +132,7 @@ def _filter(
     kept = [by_key[k] for k, _ in unique]
     counts["unique_targets"] = len(kept)
     longest = [0] * len(kept)
-    for mode in config.modes:
+    for mode in modes:
         prompts = _token_lengths(
             tokenizer, [prompt_text(tokenizer, messages_for(mode, p)) for p in kept]
         )
@@ -196,10 +184,12 @@ def build_datasets(
     tokenizer: Any,
     config: DatasetConfig | None = None,
     extra: Sequence[Pair] = (),
+    modes: Sequence[str] = MODES,
 ) -> dict[str, BuiltDataset]:
-    """One dataset per mode under `root` from `pairs` + `extra`; EmptyDatasetError if nothing is left."""
+    """One dataset per mode of `modes` under `root` from `pairs` + `extra`; EmptyDatasetError if nothing is
+    left (the examples are the same pairs in every mode)."""
     config = config or DatasetConfig()
-    kept, counts = _filter(pairs, extra, tokenizer, config)
+    kept, counts = _filter(pairs, extra, tokenizer, config, modes)
     train = [p for p in kept if not _is_eval(pair_key(p), config.eval_fraction)]
     evaluation = [p for p in kept if _is_eval(pair_key(p), config.eval_fraction)]
     counts |= {"train": len(train), "eval": len(evaluation)}
@@ -215,11 +205,11 @@ def build_datasets(
     manifest = {
         "counts": counts,
         "train_per_dataset": dict(sorted(per_dataset.items())),
-        "config": asdict(config),
+        "config": {"modes": list(modes), **asdict(config)},
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
     }
     built = {}
-    for mode in config.modes:
+    for mode in modes:
         dataset_id, path = _write(
             root,
             mode,
@@ -242,7 +232,7 @@ def build_datasets(
 def main() -> None:
     from curator_svc.lemur import LemurIndex
     from curator_svc.pairing import PairingConfig, pair_baselines
-    from deltanas.llm import load_tokenizer
+    from deltanas.model_sources import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
@@ -256,16 +246,15 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=DatasetConfig.max_tokens)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: delta, full")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     pairing = PairingConfig(
         max_pairs_per_dataset=args.pairs_per_dataset, max_diff_lines=args.max_diff_lines, workers=2
     )
     pairs, report = pair_baselines(LemurIndex.load().all_baselines(), pairing)
     print(report.format())
-    config = DatasetConfig(
-        modes=tuple(args.modes.split(",")), max_tokens=args.max_tokens, per_dataset=args.per_dataset
-    )
-    for mode, built in build_datasets(pairs, args.root, load_tokenizer(args.model), config).items():
+    config = DatasetConfig(max_tokens=args.max_tokens, per_dataset=args.per_dataset)
+    tokenizer = load_tokenizer(args.model)
+    for mode, built in build_datasets(pairs, args.root, tokenizer, config, modes=args.modes.split(",")).items():
         print(f"{mode}: {built.path} train={built.train} eval={built.eval} {built.counts}")
 
 if __name__ == "__main__":

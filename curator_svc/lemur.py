@@ -13,12 +13,7 @@ cache; epochs other than the requested ones are read lazily on first use.
 from __future__ import annotations
 
 import ast
-import importlib.metadata
-import importlib.util
-import json
 import logging
-import math
-import os
 import re
 import time
 from collections import Counter
@@ -26,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deltanas.baseline import Baseline
+from deltanas.lemur import DATASETS, METRIC, TASK, best_trial, lemur_root, lemur_version, read_trials, record_dirs
+from deltanas.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-TASK = "img-classification"
-METRIC = "acc"
-DATASETS = ("cifar-10", "cifar-100", "mnist", "svhn", "imagenette", "celeba-gender")
 # Trial keys that are not model hyperparameters (they have their own Baseline fields or are bookkeeping).
 _NON_HYPERPARAMETERS = frozenset({"accuracy", "batch", "batch_size", "transform", "duration", "uid", "epoch"})
 
@@ -53,25 +47,6 @@ NETWORK_PATTERNS: dict[str, tuple[str, re.Pattern[str]]] = {
     "http.client": ("http", re.compile(r"^\s*(?:import|from)\s+http\.client\b", re.M)),
     "download=True": ("download", re.compile(r"\bdownload\s*=\s*True\b")),
 }
-
-
-def lemur_root() -> Path:
-    """The installed `ab/nn` directory, found without importing `ab.nn` (its import builds a database)."""
-    spec = importlib.util.find_spec("ab")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("LEMUR not installed: pip install --no-deps nn-dataset==2.1.2")
-    for location in spec.submodule_search_locations:
-        root = Path(location) / "nn"
-        if (root / "stat" / "train").is_dir():
-            return root
-    raise FileNotFoundError(f"no ab/nn/stat/train under {list(spec.submodule_search_locations)}")
-
-
-def lemur_version() -> str:
-    try:
-        return importlib.metadata.version("nn-dataset")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def network_reasons(code: str) -> list[str]:
@@ -150,16 +125,8 @@ class LemurIndex:
         return index
 
     def _scan(self) -> None:
-        prefixes = {f"{TASK}_{d}_{METRIC}_": d for d in self.datasets_wanted}
-        models: set[str] = set()
-        with os.scandir(self.root / "stat" / "train") as entries:
-            for entry in entries:
-                parts = entry.name.split("_", 3)
-                if len(parts) == 4 and (dataset := prefixes.get("_".join(parts[:3]) + "_")):
-                    self._runs.setdefault(dataset, []).append((parts[3], Path(entry.path)))
-                    models.add(parts[3])
-        for runs in self._runs.values():
-            runs.sort()
+        self._runs = {d: runs for d, runs in record_dirs(self.datasets_wanted, self.root).items() if runs}
+        models = {model for runs in self._runs.values() for model, _ in runs}
         for model in sorted(models):
             path = self.root / "nn" / f"{model}.py"
             if not path.is_file():
@@ -197,29 +164,17 @@ class LemurIndex:
         """How long LEMUR's best recorded trial of `model` on `dataset` took (its own hardware and budget): a cost
         estimate for ordering re-trainings cheapest first; None when not recorded."""
         run_dir = next((d for m, d in self._runs.get(dataset, []) if m == model), None)
-        try:
-            trials = json.loads((run_dir / f"{epoch}.json").read_bytes()) if run_dir else []
-        except FileNotFoundError:
-            return None
-        scored = [t for t in trials if isinstance(t.get("accuracy"), int | float) and math.isfinite(t["accuracy"])]
-        best = max(scored, key=lambda t: t["accuracy"], default={})
-        duration = best.get("duration")
+        best = best_trial(read_trials(run_dir, epoch)) if run_dir else None
+        duration = (best or {}).get("duration")
         return duration / 1e9 if isinstance(duration, int | float) and duration > 0 else None
 
     def all_baselines(self, epoch: int = 1) -> list[Baseline]:
         return [b for d in self.datasets() for b in self.baselines(d, epoch)]
 
     def _best(self, dataset: str, epoch: int, model: str, run_dir: Path) -> Baseline | None:
-        try:
-            trials = json.loads((run_dir / f"{epoch}.json").read_bytes())
-        except FileNotFoundError:
+        best = best_trial(read_trials(run_dir, epoch))
+        if best is None:
             return None
-        trials = [
-            t for t in trials if isinstance(t.get("accuracy"), int | float) and math.isfinite(t["accuracy"])
-        ]
-        if not trials:
-            return None
-        best = max(trials, key=lambda t: t["accuracy"])
         names = self._hyperparameters[model]
         if names is None:
             names = frozenset(best) - _NON_HYPERPARAMETERS
@@ -243,7 +198,7 @@ class LemurIndex:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
+    setup_logging()
     t0 = time.perf_counter()
     index = LemurIndex.load()
     print(

@@ -331,7 +331,7 @@ def build_dataset(results: Sequence[MeasuredPair], cfg: MeasureConfig, options: 
     sample of `lemur` (see BuildOptions)."""
     from curator_svc.dataset import DatasetConfig, build_datasets
     from curator_svc.service import CandidateStore, candidate_pairs
-    from deltanas.llm import load_tokenizer
+    from deltanas.model_sources import load_tokenizer
 
     measured = measured_pairs(results)
     found = candidate_pairs(CandidateStore(options.candidates).records) if options.candidates else []

@@ -18,12 +18,13 @@ import re
 import sys
 import zlib
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from curator_svc.options import NoveltyConfig
 
 K = TypeVar("K", bound=Hashable)
 
@@ -33,15 +34,6 @@ _TOKEN = re.compile(
     r"|(?P<comment>\#[^\n]*)"
     r"|(?P<tok>[A-Za-z_]\w*|\d[\w.]*|[^\s\w])"
 )
-
-
-@dataclass(frozen=True)
-class NoveltyConfig:
-    num_perm: int = field(default=128, metadata={"help": "MinHash permutations (accuracy vs. speed)"})
-    shingle: int = field(default=7, metadata={"help": "tokens per shingle"})
-    threshold: float = field(
-        default=0.9, metadata={"help": "Jaccard at or above which code is a near-duplicate"}
-    )
 
 
 def code_tokens(code: str) -> list[str]:

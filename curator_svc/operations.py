@@ -19,7 +19,7 @@ from pathlib import Path
 
 from deltanas.errors import FailedPrecondition, NotFound
 
-log = logging.getLogger("deltanas.operations")
+log = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = {SUCCEEDED, FAILED, CANCELLED}

@@ -37,30 +37,17 @@ from itertools import groupby
 
 import numpy as np
 
+from curator_svc.options import PairingConfig
 from deltadiff import make_diff
 from deltanas.baseline import Baseline, Budget
 from deltanas.heldout import is_held_out
+from deltanas.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 FILTERS = ("baselines", "with_better", "within_bound", "paired", "kept")
 _HEADER_LINES = 3  # ---, +++ and at least one @@ line
 _LOG_EVERY_S = 5.0
-
-
-@dataclass(frozen=True)
-class PairingConfig:
-    min_gain: float = field(
-        default=0.01, metadata={"help": "required accuracy gain of the partner (absolute)"}
-    )
-    max_diff_lines: int = field(default=60, metadata={"help": "longest diff (lines of diff text) kept"})
-    max_diffs: int = field(default=16, metadata={"help": "most diffs made per baseline (bound order)"})
-    max_pairs_per_dataset: int = field(default=1000, metadata={"help": "cap per dataset (seeded sample)"})
-    seed: int = field(default=0, metadata={"help": "seed of the per-dataset sample"})
-    workers: int = field(default=1, metadata={"help": "processes; every group is split over them"})
-    exclude_held_out: bool = field(
-        default=True, metadata={"help": "leave out held-out models (deltanas.heldout) on both sides"}
-    )
 
 
 @dataclass(frozen=True)
@@ -241,7 +228,7 @@ def pair_baselines(
 def main() -> None:
     from curator_svc.lemur import LemurIndex
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     index = LemurIndex.load()
     pairs, report = pair_baselines(index.all_baselines(), PairingConfig(workers=2))
     print(report.format())

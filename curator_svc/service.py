@@ -15,21 +15,22 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from curator_svc.config import CuratorConfig
-from curator_svc.dataset import MANIFEST_FILE, DatasetConfig, EmptyDatasetError, build_datasets
+from curator_svc.dataset import MANIFEST_FILE, EmptyDatasetError, build_datasets
 from curator_svc.lemur import LemurIndex
-from curator_svc.novelty import NoveltyConfig, NoveltyIndex
+from curator_svc.novelty import NoveltyIndex
 from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
-from curator_svc.pairing import Pair, PairingConfig, make_pair, pair_baselines
+from curator_svc.pairing import Pair, make_pair, pair_baselines
 from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline, Budget
+from deltanas.config import build, upgraded, with_overrides
 from deltanas.errors import Cancelled as CallCancelled
 from deltanas.errors import FailedPrecondition, InvalidArgument, NotFound, require
 from deltanas.fields import require_baseline, require_code, require_finite, require_id, require_text
 from deltanas.server import ServiceServer
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
-from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES
+from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES, operation_state_value
 
-log = logging.getLogger("deltanas.curator")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["curator"]
 CANDIDATES_FILE = "candidates.jsonl"
@@ -39,13 +40,12 @@ MAX_DATASETS, MAX_COUNT, MAX_TOKENS = 16, 1_000_000, 131_072  # bounds of BuildD
 MAX_MODEL_CHARS = 1024  # a model name, hub id or directory
 # Calls served at once (deltanas.admission; max_queue more may wait): writes and builds one at a time.
 CAPACITY = {"AddCandidates": 1, "BuildDataset": 1, "StartFineTune": 1, "CheckNovelty": 2, "WatchFineTune": 16}
-STATES = {name: curator_pb2.OperationState.Value(f"OPERATION_STATE_{name}")
-          for name in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}
+_FINETUNE_FIELDS = ("max_steps", "learning_rate", "lora_r", "gradient_accumulation", "save_every")  # request = config
 
 
 def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
     return curator_pb2.FineTuneOperation(
-        id=op.id, state=STATES[op.state], dataset_id=op.dataset_id, model=op.model, step=op.step,
+        id=op.id, state=operation_state_value(op.state), dataset_id=op.dataset_id, model=op.model, step=op.step,
         total_steps=op.total_steps, loss=op.loss, learning_rate=op.learning_rate,
         tokens_per_second=op.tokens_per_second, adapter_path=op.adapter_path, error=op.error,
         resumed_from_step=op.resumed_from, restarts=op.restarts)
@@ -119,8 +119,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         """The MinHash-LSH index over LEMUR's models and accepted candidates (built once, in the background)."""
         with self._novelty_lock:
             if self._novelty is None:
-                index = NoveltyIndex(NoveltyConfig(num_perm=self.cfg.num_perm, shingle=self.cfg.shingle_size,
-                                                   threshold=self.cfg.novelty_threshold))
+                index = NoveltyIndex(self.cfg.novelty)
                 for model in self.lemur.models():
                     if self._closing.is_set():
                         raise RuntimeError("curator is stopping: novelty index not built")
@@ -180,8 +179,8 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         require_code("code", request.code, self.cfg.max_code_bytes)
         jaccard, nearest = self.novelty().query(request.code)
         return curator_pb2.CheckNoveltyResponse(max_jaccard=jaccard, nearest=str(nearest or ""),
-                                                novel=jaccard < self.cfg.novelty_threshold,
-                                                threshold=self.cfg.novelty_threshold)
+                                                novel=jaccard < self.cfg.novelty.threshold,
+                                                threshold=self.cfg.novelty.threshold)
 
     def AddCandidates(self, request: curator_pb2.AddCandidatesRequest, context) -> curator_pb2.AddCandidatesResponse:
         """Stores each new candidate and adds it to the novelty index; stops between records when the client left
@@ -218,7 +217,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
     def _model(self, requested: str) -> str:
         """The request's base model, or the configured one; InvalidArgument unless it names a model source."""
-        from deltanas.llm import ModelSourceError, source_for
+        from deltanas.model_sources import ModelSourceError, source_for
 
         model = requested or self.cfg.model
         require_text("model", model, MAX_MODEL_CHARS)
@@ -229,7 +228,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         return model
 
     def _tokenizer(self, model: str):
-        from deltanas.llm import ModelSourceError, load_tokenizer
+        from deltanas.model_sources import ModelSourceError, load_tokenizer
 
         if model not in self._tokenizers:
             try:
@@ -251,18 +250,14 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         require(0 <= request.max_tokens <= MAX_TOKENS, "max_tokens", f"must be in [0, {MAX_TOKENS}]")
         model = self._model(request.model)
         cfg, mode = self.cfg, MODE_NAMES[request.mode]
-        pairing = PairingConfig(min_gain=request.min_gain or cfg.min_gain,
-                                max_diff_lines=request.max_diff_lines or cfg.max_diff_lines,
-                                max_pairs_per_dataset=request.max_pairs_per_dataset or cfg.max_pairs_per_dataset)
+        pairing = with_overrides(cfg.pairing, request, ("min_gain", "max_diff_lines", "max_pairs_per_dataset"))
         baselines = [b for name in request.datasets for b in self.lemur.baselines(name, 1)]
         pairs, report = pair_baselines(baselines, pairing)
         extra = candidate_pairs(self.candidates.records) if request.include_candidates else []
         tokenizer = self._tokenizer(model)
-        dataset_cfg = DatasetConfig(modes=(mode,), max_tokens=request.max_tokens or cfg.max_tokens,
-                                    eval_fraction=cfg.eval_fraction,
-                                    novelty=NoveltyConfig(cfg.num_perm, cfg.shingle_size, cfg.novelty_threshold))
+        dataset_cfg = with_overrides(cfg.dataset, request, ("max_tokens",))
         try:
-            built = build_datasets(pairs, cfg.state_dir / DATASETS_DIR, tokenizer, dataset_cfg, extra)[mode]
+            built = build_datasets(pairs, cfg.state_dir / DATASETS_DIR, tokenizer, dataset_cfg, extra, (mode,))[mode]
         except EmptyDatasetError as exc:
             pairing_counts = ", ".join(f"{k}={v}" for k, v in report.counts.items())
             raise FailedPrecondition(f"filters left an empty dataset: pairing {pairing_counts}; then {exc}; "
@@ -313,12 +308,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
                     f"dataset_id: {previous.id} trained on dataset {previous.dataset_id!r}; resume with that "
                     "dataset or start a new operation")
             work_dir = Path(previous.work_dir)
-        defaults = FineTuneConfig()
-        config = FineTuneConfig(base_model=model, max_steps=request.max_steps,
-                                learning_rate=request.learning_rate or defaults.learning_rate,
-                                r=request.lora_r or defaults.r, device=self.cfg.device,
-                                grad_accum=request.gradient_accumulation or defaults.grad_accum,
-                                save_every=request.save_every or defaults.save_every)
+        config = with_overrides(FineTuneConfig(base_model=model, device=self.cfg.device), request, _FINETUNE_FIELDS)
         params = {"config": asdict(config), "resume_operation_id": request.resume_operation_id}
         op = self.operations.start(request.dataset_id, model, self._finetune_job(request.dataset_id, params),
                                    work_dir, params)
@@ -330,8 +320,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
         from curator_svc.finetune import FineTuneConfig, finetune, latest_checkpoint_step
 
         dataset_dir = self._dataset_dir(dataset_id)
-        raw = dict(params["config"])
-        config = FineTuneConfig(**{**raw, "target_modules": tuple(raw["target_modules"])})
+        config = build(FineTuneConfig, upgraded(FineTuneConfig, params["config"]), f"operation of {dataset_id}")
         tracker = open_tracker(self.cfg)
 
         def job(op: Operation, report, cancel: threading.Event) -> str:
@@ -367,7 +356,7 @@ class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):
 
 def build_server(config: CuratorConfig) -> ServiceServer:
     servicer = CuratorServicer(config)
-    server = ServiceServer.from_config("curator", config, probe=servicer.probe, capacity=CAPACITY)
+    server = ServiceServer("curator", config, probe=servicer.probe, capacity=CAPACITY)
     server.on_stop(servicer.close)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

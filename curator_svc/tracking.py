@@ -31,26 +31,27 @@ from typing import TYPE_CHECKING, Any
 
 from curator_svc.operations import Cancelled
 from deltanas.adapters import adapter_files
+from deltanas.mlflowutil import artifact_location, experiment_id, finished_run, param_values
 from deltanas.vocabulary import ROLE_TAG, TAG_PREFIX
 
 if TYPE_CHECKING:
     from curator_svc.config import CuratorConfig
 
-log = logging.getLogger("deltanas.curator.tracking")
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "deltanas-curator"
 DATASET_TAG = f"{TAG_PREFIX}dataset_id"
 MODE_TAG = f"{TAG_PREFIX}mode"
 OPERATION_TAG = f"{TAG_PREFIX}operation_id"
 BASE_MODEL_TAG = f"{TAG_PREFIX}base_model"
-URI_ENV = ("MLFLOW_TRACKING_URI",)
+URI_ENV = "MLFLOW_TRACKING_URI"
 _TRACKERS: dict[str, CuratorTracker] = {}
 _TRACKERS_LOCK = threading.Lock()
 
 
 def tracking_uri(config: CuratorConfig | None) -> str:
     """The configured tracking URI, else $MLFLOW_TRACKING_URI, or '' when tracking is off."""
-    return (config.tracking_uri if config else "") or next((os.environ[e] for e in URI_ENV if os.environ.get(e)), "")
+    return (config.tracking_uri if config else "") or os.environ.get(URI_ENV, "")
 
 
 def open_tracker(config: CuratorConfig | None) -> CuratorTracker:
@@ -74,13 +75,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _artifact_location(uri: str) -> str | None:
-    """Artifacts of a SQLite store go beside the database file (MLflow's default is ./mlruns of the cwd)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    return None
 
 
 class CuratorTracker:
@@ -127,9 +121,7 @@ class CuratorTracker:
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)
-            found = self._client.get_experiment_by_name(self.experiment)
-            self._experiment_id = found.experiment_id if found else self._client.create_experiment(
-                self.experiment, artifact_location=_artifact_location(self.uri))
+            self._experiment_id = experiment_id(self._client, self.experiment, artifact_location(self.uri))
         return self._client, self._experiment_id
 
     def _log(self, run_id: str, params: Mapping[str, Any], metrics: Mapping[str, float], step: int = 0) -> None:
@@ -137,7 +129,7 @@ class CuratorTracker:
 
         now = int(time.time() * 1000)
         self._client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
-                               params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+                               params=[Param(k, v) for k, v in param_values(params).items()])
 
     def _start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any]) -> str:
         client, experiment_id = self._connect()
@@ -149,13 +141,9 @@ class CuratorTracker:
                     counts: Mapping[str, int]) -> None:
         """A finished run for a built dataset, unless this dataset id already has one."""
         def send() -> None:
-            query = f"tags.`{ROLE_TAG}` = 'dataset' and tags.`{DATASET_TAG}` = '{dataset_id}'"
-            client, experiment_id = self._connect()
-            runs = client.search_runs([experiment_id], query, max_results=10)
-            if any(r.info.status == "FINISHED" for r in runs):
+            client, experiment = self._connect()
+            if finished_run(client, experiment, {ROLE_TAG: "dataset", DATASET_TAG: dataset_id}):
                 return
-            for stale in runs:  # an earlier attempt that died half-way
-                client.delete_run(stale.info.run_id)
             run_id = self._start_run(f"dataset-{dataset_id}", {ROLE_TAG: "dataset", DATASET_TAG: dataset_id,
                                                                 MODE_TAG: mode}, params)
             self._log(run_id, {}, counts)
@@ -176,6 +164,21 @@ class CuratorTracker:
         self._submit(operation_id, send)
         return FineTuneRun(self, operation_id)
 
+    def log_step(self, operation_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        """Metrics of one training step of an operation's run (after its finetune_run)."""
+        self._submit(operation_id, lambda: self._log(self._run_ids[operation_id], {}, metrics, step))
+
+    def end_finetune(self, operation_id: str, status: str, adapter_dir: str | None) -> None:
+        """Ends an operation's run with `status`, uploading the adapter directory's files first when one is given."""
+        def send() -> None:
+            run_id = self._run_ids[operation_id]
+            for path in adapter_files(adapter_dir or ""):
+                self._client.log_artifact(run_id, str(path), "adapter")
+            self._client.set_terminated(run_id, status)
+            log.info("operation %s logged to MLflow run %s (%s)", operation_id, run_id, status)
+
+        self._submit(operation_id, send)
+
 
 class FineTuneRun:
     """Per-step metrics and the end of one operation's run; `adapter_dir` set before a clean exit is uploaded."""
@@ -185,15 +188,12 @@ class FineTuneRun:
         self.operation_id = operation_id
         self.adapter_dir: str | None = None
 
-    def _send(self, action: Callable[[str], None]) -> None:
-        self.tracker._submit(self.operation_id, lambda: action(self.tracker._run_ids[self.operation_id]))
-
     def progress(self, report: Callable[..., None]) -> Callable[[int, int, float, float, float], None]:
         """`report` (the operation's progress callback), also sending each step to MLflow."""
         def both(step: int, total: int, loss: float, lr: float, tokens_per_s: float) -> None:
             report(step, total, loss, lr, tokens_per_s)
-            metrics = {"loss": loss, "learning_rate": lr, "tokens_per_second": tokens_per_s}
-            self._send(lambda run_id: self.tracker._log(run_id, {}, metrics, step))
+            self.tracker.log_step(self.operation_id, step,
+                                  {"loss": loss, "learning_rate": lr, "tokens_per_second": tokens_per_s})
 
         return both
 
@@ -202,13 +202,4 @@ class FineTuneRun:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, Cancelled) else "FAILED"
-        adapter = self.adapter_dir if kind is None else None
-
-        def end(run_id: str) -> None:
-            client = self.tracker._client
-            for path in adapter_files(adapter or ""):
-                client.log_artifact(run_id, str(path), "adapter")
-            client.set_terminated(run_id, status)
-            log.info("operation %s logged to MLflow run %s (%s)", self.operation_id, run_id, status)
-
-        self._send(end)
+        self.tracker.end_finetune(self.operation_id, status, self.adapter_dir if kind is None else None)

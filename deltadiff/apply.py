@@ -7,8 +7,9 @@ from deltadiff.lines import SourceText
 from deltadiff.normalize import normalize_diff
 
 
-def apply_well_formed(base: str, diff_text: str) -> str:
-    """Apply a well-formed one-file unified diff exactly; raises ApplyError on any mismatch."""
+def apply_well_formed(base: str, diff_text: str) -> str:  # noqa: C901 - see the docstring
+    """Apply a well-formed one-file unified diff exactly; raises ApplyError on any mismatch. (One loop over the
+    hunks' lines, each check next to the line it is about: the strict back end reads top to bottom.)"""
     try:
         patch = unidiff.PatchSet(diff_text)
     except unidiff.UnidiffParseError as exc:

@@ -2,7 +2,7 @@
 
 Each lives in `deltanas/adapters/<name>/` (adapter_config.json, adapter_model.safetensors, README.md with the
 model card). The expected digests are pinned here, in code, not next to the files, so a changed or damaged
-file is refused exactly like an unverified base-model blob (deltanas.llm). An adapter is named in requests
+file is refused exactly like an unverified base-model blob (deltanas.model_sources). An adapter is named in requests
 and configs as `shipped:<name>`:
 
     >>> path = resolve_adapter("shipped:qwen2.5-coder-0.5b-delta")   # verified directory, or AdapterError
@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltanas.llm import file_sha256
+from deltanas.model_sources import file_sha256
 from deltanas.vocabulary import DEFAULT_MODEL
 
 ADAPTERS_DIR = Path(__file__).with_name("adapters")

@@ -24,10 +24,6 @@ class Baseline:
     batch: int = 64
     transform: str = "norm"
 
-    def prm(self) -> dict[str, object]:
-        """The `prm` dict a LEMUR model receives: hyperparameters plus batch and transform."""
-        return {**self.hyperparameters, "batch": self.batch, "transform": self.transform, "epoch": self.epoch}
-
     def to_proto(self) -> common_pb2.Baseline:
         return common_pb2.Baseline(name=self.name, dataset=self.dataset, task=self.task, metric=self.metric,
                                    epoch=self.epoch, accuracy=self.accuracy, code=self.code,

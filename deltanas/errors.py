@@ -33,10 +33,6 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 class Cancelled(ServiceError):
     """The client cancelled the call or its deadline passed: the work for it was stopped (nobody reads the answer)."""
 

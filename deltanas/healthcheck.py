@@ -24,7 +24,7 @@ def resolve(target: str) -> str:
     """`host:port` as given, or a service name as 127.0.0.1:<its configured port>."""
     if ":" in target:
         return target
-    from deltanas.services import SERVICES
+    from deltanas.service_registry import SERVICES
 
     if target not in SERVICES:
         raise ValueError(f"{target!r} is neither host:port nor a service ({', '.join(SERVICES)})")

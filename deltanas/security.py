@@ -20,7 +20,7 @@ import grpc
 
 from deltanas.admission import refusal
 
-log = logging.getLogger("deltanas.security")
+log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 AUTH_HEADER = "authorization"

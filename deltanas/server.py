@@ -1,6 +1,6 @@
 """One way to serve every deltanas service: interceptors, health, reflection, auth, TLS, graceful drain.
 
-    server = ServiceServer.from_config("curator", config)    # config: a ServerConfig (host, port, token, TLS...)
+    server = ServiceServer("curator", config)    # config: a ServerConfig (host, port, token, TLS, ...)
     server.add(curator_pb2_grpc.add_CuratorServiceServicer_to_server, servicer, SERVICE_NAMES["curator"])
     server.start(); server.wait()          # SIGTERM/SIGINT: stop accepting, drain in-flight calls, exit
 """
@@ -27,10 +27,9 @@ from deltanas.errors import Cancelled, InvalidArgument, ServiceError
 from deltanas.security import TokenAuthInterceptor, server_credentials
 from deltanas.wire import Malformed, lenient
 
-log = logging.getLogger("deltanas.server")
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_MB = 8
-MAX_MESSAGE_BYTES = MAX_MESSAGE_MB * 1024 * 1024
 MAX_DETAILS_BYTES = 1024  # percent-encoded in grpc-message, so at most about 3 KiB of the 8 KiB trailers
 
 
@@ -136,60 +135,49 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 
 class ServiceServer:
-    """A grpc.Server bound to one address with health (exercised by `probe`, again every `health_interval_s`)
-    and reflection."""
+    """A grpc.Server bound to `config`'s address with its drain time, message limit, token and TLS (the one place
+    for them), health (exercised by `probe`, again every `config.health_interval_s`) and reflection."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, grace_s: float = 30.0,
-                 probe: Callable[[], None] | None = None, health_interval_s: float = 0.0,
-                 credentials: grpc.ServerCredentials | None = None, auth_token: str | None = None,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, capacity: dict[str, int] | None = None,
-                 max_queue: int = 16, max_other_calls: int = 32) -> None:
-        """`capacity`: method name -> calls it serves at once (deltanas.admission); `max_queue` more may wait."""
+    def __init__(self, name: str, config: ServerConfig, probe: Callable[[], None] | None = None,
+                 capacity: dict[str, int] | None = None,
+                 interceptors: list[grpc.ServerInterceptor] | None = None) -> None:
+        """`capacity`: method name -> calls it serves at once (deltanas.admission); `config.max_queue` more may
+        wait, `config.max_other_calls` of the other methods run at once."""
         self.name = name
-        self.grace_s = grace_s
-        self.config: ServerConfig | None = None
-        self.authenticated = bool(auth_token)
+        self.config = config
+        self.grace_s = config.grace_s
+        self.authenticated = bool(config.auth_token)
+        credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.tls = credentials is not None
         self._probe = probe
-        self._health_interval_s = health_interval_s
+        self._health_interval_s = config.health_interval_s
         self._healthy: bool | None = None
         self._services: list[str] = []
-        self.admission = Admission(name, capacity or {}, max_queue, max_other_calls)
-        auth = [TokenAuthInterceptor(name, auth_token)] if auth_token else []
+        self.admission = Admission(name, capacity or {}, config.max_queue, config.max_other_calls)
+        auth = [TokenAuthInterceptor(name, config.auth_token)] if config.auth_token else []
+        message_bytes = config.max_message_mb * 1024 * 1024
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=name),  # admission routes every call
-            interceptors=[self.admission, *auth, ErrorInterceptor()],
-            options=[("grpc.max_receive_message_length", max_message_bytes),
-                     ("grpc.max_send_message_length", max_message_bytes)],
+            interceptors=[self.admission, *auth, *(interceptors or []), ErrorInterceptor()],
+            options=[("grpc.max_receive_message_length", message_bytes),
+                     ("grpc.max_send_message_length", message_bytes)],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        address = f"{host}:{port}"
+        address = f"{config.host}:{config.port}"
         if credentials is None:
             self.port = self._server.add_insecure_port(address)
         else:
             self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"{name}: cannot bind {address}")
-        self.address = f"{host}:{self.port}"
+        self.address = f"{config.host}:{self.port}"
         self._stopped = threading.Event()
         self._finished = threading.Event()
         self._stop_hooks: list[Callable[[], None]] = []
-
-    @classmethod
-    def from_config(cls, name: str, config: ServerConfig, **kwargs: Any) -> ServiceServer:
-        """A server with `config`'s address, drain time, message limit, token and TLS (the one place for them)."""
-        server = cls(name, config.host, config.port, grace_s=config.grace_s, auth_token=config.auth_token or None,
-                     credentials=server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca),
-                     max_message_bytes=config.max_message_mb * 1024 * 1024,
-                     health_interval_s=config.health_interval_s, max_queue=config.max_queue,
-                     max_other_calls=config.max_other_calls, **kwargs)
-        server.config = config
-        if not _is_loopback(config.host) and not (server.authenticated and server.tls):
-            log.warning("%s listens on %s without %s: set auth_token and TLS off loopback", name, server.address,
-                        " and ".join(w for w, on in (("a token", server.authenticated), ("TLS", server.tls))
-                                     if not on))
-        return server
+        if not _is_loopback(config.host) and not (self.authenticated and self.tls):
+            log.warning("%s listens on %s without %s: set auth_token and TLS off loopback", name, self.address,
+                        " and ".join(w for w, on in (("a token", self.authenticated), ("TLS", self.tls)) if not on))
 
     def add(self, register: Callable[[Any, grpc.Server], None], servicer: Any, service_name: str) -> None:
         register(servicer, self._server)

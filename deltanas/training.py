@@ -49,8 +49,9 @@ class Settings:
 
     def request(self, request_id: str, candidate_id: str, *, seed: int, timeout_s: float, code: str = "",
                 delta_answer: str = "", baseline_code: str = "",
-                finish_reason: str = "") -> evaluator_pb2.EvaluateRequest:
-        """An EvaluateRequest training a whole model (`code`) or an LLM's diff answer against `baseline_code`."""
+                finish_reason: int = 0) -> evaluator_pb2.EvaluateRequest:
+        """An EvaluateRequest training a whole model (`code`) or an LLM's diff answer against `baseline_code`
+        (`finish_reason`: the generator's FinishReason of that answer)."""
         change = {"delta_answer": delta_answer, "baseline_code": baseline_code} if delta_answer else {"code": code}
         return evaluator_pb2.EvaluateRequest(
             request_id=request_id, candidate_id=candidate_id, dataset=self.dataset, transform=self.transform,

@@ -1,5 +1,5 @@
 """Serve the evaluator: python -m evaluator_svc --help."""
 
-from deltanas.services import service_main
+from deltanas.service_registry import service_main
 
 service_main("evaluator")

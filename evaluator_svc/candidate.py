@@ -22,7 +22,7 @@ import torch
 from evaluator_svc.datasets import Split
 from evaluator_svc.job import Job
 from evaluator_svc.lockdown import NETWORK_ERRNOS
-from evaluator_svc.stages import Stage
+from evaluator_svc.results import Stage
 from evaluator_svc.static_checks import runtime_builtins
 from evaluator_svc.trainer import Batches, TrainOptions, non_finite_parameters, predict, seed_everything, train
 from evaluator_svc.transforms import BatchTransform, parse_transform
@@ -73,7 +73,7 @@ def _stage(stage_fd: int, current: Stage, fn: Callable[..., T], *args) -> T:
 def _instantiate(job: Job, in_shape: tuple[int, ...], device: torch.device, metrics: dict) -> torch.nn.Module:
     module = types.ModuleType("candidate")
     module.__file__ = "<candidate>"
-    if job.limits.audit_hook:  # the Python guards: reflection refuses what the static check refuses
+    if job.limits.python_guards:  # the Python guards: reflection refuses what the static check refuses
         module.__builtins__ = runtime_builtins()  # type: ignore[attr-defined]
     exec(compile(job.code, "<candidate>", "exec"), module.__dict__)
     start = time.perf_counter()

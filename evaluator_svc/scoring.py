@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluator_svc.stages import MAX_REASON_CHARS, EvalResult, Stage
+from evaluator_svc.results import MAX_REASON_CHARS, EvalResult, Stage
 
 HEADER_LIMIT = 64 * 1024
 WORKER_STAGES = (Stage.INSTANTIATE, Stage.FORWARD, Stage.TRAIN, Stage.EVALUATE)

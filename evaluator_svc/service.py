@@ -5,7 +5,7 @@ RESOURCE_EXHAUSTED; a call whose client leaves (cancel, deadline) is dropped whi
 worker is killed while it runs.
 
     python -m evaluator_svc --port 50063 --slots 2
-    python -m evaluator_svc --executor ray --ray-address 10.0.0.5:6379    # candidates as Ray tasks
+    python -m evaluator_svc --executor ray --ray.address 10.0.0.5:6379    # candidates as Ray tasks
 """
 
 from __future__ import annotations
@@ -17,26 +17,26 @@ import time
 from collections import OrderedDict
 
 import deltadiff
+from deltanas.config import with_overrides
 from deltanas.errors import Cancelled, FailedPrecondition, InvalidArgument, require
 from deltanas.fields import MAX_REQUEST_ID_CHARS, require_hyperparameters, require_id, require_text
 from deltanas.server import ServiceServer
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
-from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, SERVICE_NAMES
+from deltanas.vocabulary import FINISH_REASONS, SERVICE_NAMES, failure_stage_value
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
-from evaluator_svc.executors import make_executor
 from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.metrics import EvaluatorMetrics
 from evaluator_svc.patching import patch_candidate
-from evaluator_svc.pipeline import TrainTask, static_failure
-from evaluator_svc.stages import printable
+from evaluator_svc.results import printable
+from evaluator_svc.task import TrainTask, static_failure
 from evaluator_svc.transforms import parse_transform
 
-log = logging.getLogger("deltanas.evaluator")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["evaluator"]
 MAX_TRANSFORM_CHARS = 64
-FINISH_REASONS = ("", FINISH_STOP, FINISH_LENGTH)  # "" = not known (a client that does not say)
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
@@ -64,14 +64,13 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 f"must be in [1, {self.cfg.max_epochs}], got {req.epochs}")
         require(req.batch >= 1, "batch", f"must be at least 1, got {req.batch}")
         require(bool(req.transform), "transform", "is required (a LEMUR transform name such as norm_32)")
-        if req.dataset in DATASETS:
-            spec = DATASETS[req.dataset]
-            try:
-                parse_transform(req.transform, spec.mean, spec.std)
-            except (KeyError, ValueError) as exc:
-                raise InvalidArgument("transform", str(exc)) from exc
+        spec = DATASETS[req.dataset]
+        try:
+            parse_transform(req.transform, spec.mean, spec.std)
+        except (KeyError, ValueError) as exc:
+            raise InvalidArgument("transform", str(exc)) from exc
         require(req.finish_reason in FINISH_REASONS, "finish_reason",
-                f"must be one of {', '.join(map(repr, FINISH_REASONS))}, got {req.finish_reason[:40]!r}")
+                f"must be a FinishReason (one of {sorted(FINISH_REASONS)}), got {req.finish_reason}")
         require(0 <= req.seed < 2**31, "seed", f"must be in [0, 2^31), got {req.seed}")
         require(req.train_limit >= 0, "train_limit", "must not be negative")
         require(req.test_limit >= 0, "test_limit", "must not be negative")
@@ -137,7 +136,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         kind = req.WhichOneof("change")
         patched = patch_candidate(kind, getattr(req, kind), req.baseline_code, req.finish_reason)
         code, diff_text = patched.code, patched.diff
-        failure = patched.failure or (static_failure(code, cid) if self.cfg.python_guards else None)
+        failure = patched.failure or (static_failure(code, cid) if self.cfg.sandbox.python_guards else None)
         ran = Ran(failure) if failure else self._run(req, code, cid, cancel)
         result = ran.result
         duration = time.perf_counter() - start
@@ -149,7 +148,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         return evaluator_pb2.EvaluateResponse(
             candidate_id=req.candidate_id,
             status=evaluator_pb2.CANDIDATE_STATUS_VALID if result.valid else evaluator_pb2.CANDIDATE_STATUS_INVALID,
-            failure_stage=evaluator_pb2.FailureStage.Value(f"FAILURE_STAGE_{stage.name}") if stage else 0,
+            failure_stage=failure_stage_value(stage.name if stage else ""),
             failure_reason=result.failure_reason, accuracy=result.accuracy or 0.0, patched_code=code,
             applied_diff=diff_text, diff_lines=deltadiff.measure(diff_text).lines if diff_text else 0,
             duration_s=duration, metrics={k: float(v) for k, v in result.metrics.items()}, logs=result.logs,
@@ -159,10 +158,10 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str, cancel: threading.Event) -> Ran:
         prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
         task = TrainTask(code=code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform,
-                         timeout_s=req.timeout_s or self.cfg.default_timeout_s, epochs=req.epochs,
-                         train_limit=req.train_limit or None, test_limit=req.test_limit or None, candidate_id=cid,
+                         timeout_s=self.cfg.default_timeout_s, epochs=req.epochs, candidate_id=cid,
                          data_root=self.cfg.data_root, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last,
                          seed=req.seed)
+        task = with_overrides(task, req, ("timeout_s", "train_limit", "test_limit"))  # 0: the default, no limit
         log.info("candidate %s: training on %s (%s executor, %s, batch %d, seed %d)", cid, req.dataset,
                  self.cfg.executor, self.executor.device, req.batch, req.seed)
         try:
@@ -181,8 +180,7 @@ def build_server(config: EvaluatorConfig) -> ServiceServer:
     """The evaluator's server; its executor starts here (SandboxUnavailable when a layer is missing)."""
     executor = make_executor(config)
     servicer = EvaluatorServicer(config, executor)
-    server = ServiceServer.from_config("evaluator", config, probe=executor.probe,
-                                       capacity={"Evaluate": executor.slots()})
+    server = ServiceServer("evaluator", config, probe=executor.probe, capacity={"Evaluate": executor.slots()})
     server.on_stop(executor.close)
     server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server, servicer, SERVICE_NAME)
     if config.metrics_port:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ast
 import builtins
 
-from evaluator_svc.stages import Stage
+from evaluator_svc.results import Stage
 
 Failure = tuple[Stage, str]
 

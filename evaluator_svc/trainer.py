@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from evaluator_svc.datasets import Split
 from evaluator_svc.transforms import BatchTransform
@@ -18,6 +17,8 @@ from evaluator_svc.transforms import BatchTransform
 
 @dataclass(frozen=True)
 class TrainOptions:
+    """How the worker trains (field(), not deltanas.config.option: the sandboxed worker sees no deltanas)."""
+
     batch: int = field(metadata={"help": "the model's own batch size (train and test)"})
     epochs: int = field(default=1, metadata={"help": "epochs of model.learn() before evaluation"})
     seed: int = field(default=42, metadata={"help": "seed of torch/numpy/random, shuffling and flips"})
@@ -72,7 +73,7 @@ class Batches:
         return x, self.labels[: self.options.batch]
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
@@ -83,11 +84,11 @@ def train(model: torch.nn.Module, batches: Batches, prm: dict, options: TrainOpt
         model.to(memory_format=torch.channels_last)
     start = time.perf_counter()
     model.train_setup(prm)
-    with _autocast(device, options.bf16):
+    with autocast(device, options.bf16):
         for _ in range(options.epochs):
             model.train()
             model.learn(batches)
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"train_seconds": seconds, "train_samples": float(batches.samples),
             "samples_per_second": batches.samples / max(seconds, 1e-9)}
@@ -97,7 +98,7 @@ def non_finite_parameters(model: torch.nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
 
 
-def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def class_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     logits = model(x)
     return (logits.real if logits.is_complex() else logits).float()
 
@@ -107,46 +108,26 @@ def predict(model: torch.nn.Module, images: torch.Tensor, transform: BatchTransf
             num_classes: int) -> torch.Tensor:
     """Top-1 class indices (int64, CPU) over `images` in order, in eval mode; no labels needed.
 
-    Batches and the transform's generator match `Batches` without shuffling, so the indices are those
-    `evaluate` would compare. A ValueError when the model's output is not (batch, num_classes).
+    Batches and the transform's generator match `Batches` without shuffling. A ValueError when the model's output
+    is not (batch, num_classes).
     """
     device = images.device
     model.eval()
     generator = torch.Generator().manual_seed(options.seed)
     out = []
-    with _autocast(device, options.bf16):
+    with autocast(device, options.bf16):
         for start in range(0, len(images), options.batch):
             x = transform(images[start:start + options.batch], generator)
             if options.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = _logits(model, x)
+            logits = class_logits(model, x)
             if tuple(logits.shape) != (len(x), num_classes):
                 raise ValueError(f"output shape {tuple(logits.shape)}, expected {(len(x), num_classes)}")
             out.append(logits.argmax(dim=1).to("cpu", torch.int64))
-    _synchronize(device)
+    synchronize(device)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Batches, options: TrainOptions) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy over the split, in eval mode."""
-    device = batches.images.device
-    model.eval()
-    start = time.perf_counter()
-    # Sums stay on the device: one synchronisation at the end instead of two per batch.
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    total = 0
-    with _autocast(device, options.bf16):
-        for x, y in batches:
-            logits = _logits(model, x)
-            correct += (logits.argmax(dim=1) == y).sum()
-            loss += F.cross_entropy(logits, y, reduction="sum").double()
-            total += len(y)
-    accuracy, mean_loss = int(correct) / max(total, 1), float(loss) / max(total, 1)
-    return {"accuracy": accuracy, "test_loss": mean_loss, "eval_seconds": time.perf_counter() - start}
-
-
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

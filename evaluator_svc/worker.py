@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evaluator_svc.job import Job, data_file
 from evaluator_svc.lockdown import isolate_network, lock_down
-from evaluator_svc.stages import Stage
+from evaluator_svc.results import Stage
 
 
 def main(argv: list[str]) -> None:
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
 
     set_stage(stage_fd, Stage.INSTANTIATE)
     torch.set_num_threads(job.limits.threads)
-    device = job.device  # resolved by the host (evaluator_svc.pipeline); the worker imports no deltanas code
+    device = job.device  # resolved by the host (evaluator_svc.task); the worker imports no deltanas code
     if device.startswith("cuda"):
         torch.zeros(1, device=device)  # create the CUDA context before the memory limit is measured and set
         if job.limits.gpu_memory_fraction:

@@ -1,5 +1,5 @@
 """Serve the generator: python -m generator_svc --help."""
 
-from deltanas.services import service_main
+from deltanas.service_registry import service_main
 
 service_main("generator")

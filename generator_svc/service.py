@@ -18,6 +18,7 @@ from pathlib import Path
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline, Budget
+from deltanas.config import request_fields
 from deltanas.errors import InvalidArgument, NotFound, Unavailable, require
 from deltanas.fields import (
     INT64_MAX,
@@ -31,7 +32,7 @@ from deltanas.fields import (
 from deltanas.prompts import Tried, render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
-from deltanas.vocabulary import MODE_NAMES, MODE_VALUES, SERVICE_NAMES
+from deltanas.vocabulary import MODE_NAMES, MODE_VALUES, SERVICE_NAMES, finish_reason_name
 from generator_svc.backends import create_backend
 from generator_svc.backends.base import (
     Backend,
@@ -46,7 +47,7 @@ from generator_svc.backends.base import (
 )
 from generator_svc.config import GeneratorConfig
 
-log = logging.getLogger("deltanas.generator")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["generator"]
 MIN_TEMPERATURE = 1e-3  # below, logits / temperature overflow float32: every token gets probability NaN
@@ -88,9 +89,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self.backend = backend
 
     def _sampling(self, req: generator_pb2.GenerateRequest) -> Sampling:
-        s, c = req.sampling, self.cfg
-        temperature, top_k = s.temperature or c.temperature, s.top_k or c.top_k
-        top_p, max_new = s.top_p or c.top_p, s.max_new_tokens or c.max_new_tokens
+        c = self.cfg
+        names = ("temperature", "top_k", "top_p", "max_new_tokens")  # SamplingParams' fields, named as the config's
+        values = {**{name: getattr(c, name) for name in names}, **request_fields(req.sampling, names)}
+        temperature, top_k, top_p, max_new = (values[name] for name in names)
         require_finite("sampling.temperature", temperature, MIN_TEMPERATURE, 5)
         require(0 < top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {top_p}")
         require(top_k >= 0, "sampling.top_k", f"must not be negative, got {top_k}")
@@ -147,7 +149,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
                          "tokens_per_s=%.1f forced_tokens=%d finish=%s", request.request_id or "-",
                          gen.index, reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
-                         reply.tokens_per_second, gen.forced_tokens, gen.finish_reason)
+                         reply.tokens_per_second, gen.forced_tokens, finish_reason_name(gen.finish_reason))
                 yield reply
 
     def _response(
@@ -209,6 +211,6 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
 def build_server(config: GeneratorConfig) -> ServiceServer:
     backend = create_backend(config.backend, **config.backend_options())  # both checked when the config loaded
     servicer = GeneratorServicer(config, backend)
-    server = ServiceServer.from_config("generator", config, probe=backend.probe, capacity={"Generate": 1})
+    server = ServiceServer("generator", config, probe=backend.probe, capacity={"Generate": 1})
     server.add(generator_pb2_grpc.add_GeneratorServiceServicer_to_server, servicer, SERVICE_NAME)
     return server

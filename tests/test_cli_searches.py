@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ports import free_port
-from test_report import EXPERIMENT, ROWS, _record
 
 from client.cli import main
 from client.tracking import Tracker
+from deltanas.testing.processes import free_port
+from tests.support.records import EXPERIMENT, ROWS, candidate_record
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def two_searches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for search, rows in (("s-one", ROWS[:6]), ("s-two", ROWS[6:])):
         run_id = tracker.start_search(search, {"model": "smollm2-135m", "modes": ["delta"]}, {})
         for i, row in enumerate(rows):
-            record = _record(i, row)
+            record = candidate_record(i, row)
             tracker.log_candidate(run_id, search, replace(record, candidate_id=f"{search}-{record.candidate_id}"))
         tracker.finish(run_id)
         ids[search] = run_id

@@ -23,24 +23,13 @@ from curator_svc.dataset import (
 from curator_svc.pairing import Pair, make_pair
 from deltanas.baseline import Baseline
 from deltanas.heldout import is_held_out
+from tests.support.tokenizer import WhitespaceTokenizer
 
 CODE = (
     "import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
     "    def __init__(self, in_shape, out_shape, prm, device):\n"
     "        super().__init__()\n        self.fc = nn.Linear({width}, out_shape[0])\n"
 )
-
-
-class WhitespaceTokenizer:
-    name_or_path = "whitespace"
-    eos_token = "<eos>"
-
-    def apply_chat_template(self, messages, add_generation_prompt: bool, tokenize: bool) -> str:
-        assert add_generation_prompt and not tokenize
-        return "".join(f"<{m['role']}> {m['content']} " for m in messages) + "<assistant> "
-
-    def __call__(self, texts: list[str], add_special_tokens: bool) -> dict[str, list[list[int]]]:
-        return {"input_ids": [list(range(len(t.split()))) for t in texts]}
 
 
 def _name(i: int) -> str:
@@ -104,7 +93,7 @@ def test_filters_are_counted(tmp_path: Path) -> None:
     same_diff = _pairs(1, dataset="svhn")  # the same target as pairs[0]: a duplicate
     extra = [*_pairs(2, dataset="svhn", first=10), *same_diff, identical]
     built = build_datasets(
-        [*pairs, pairs[1]], tmp_path, WhitespaceTokenizer(), DatasetConfig(modes=("delta",)), extra=extra
+        [*pairs, pairs[1]], tmp_path, WhitespaceTokenizer(), DatasetConfig(), modes=("delta",), extra=extra
     )
     counts = built["delta"].counts
     assert (counts["pairs"], counts["extra"], counts["nonempty"]) == (5, 4, 8)
@@ -114,7 +103,7 @@ def test_filters_are_counted(tmp_path: Path) -> None:
 def test_token_limit_applies_to_every_mode(tmp_path: Path) -> None:
     tokenizer = WhitespaceTokenizer()
     delta_only = build_datasets(
-        _pairs(3), tmp_path, tokenizer, DatasetConfig(modes=("delta",), max_tokens=200)
+        _pairs(3), tmp_path, tokenizer, DatasetConfig(max_tokens=200), modes=("delta",)
     )
     assert delta_only["delta"].counts["fits_tokens"] == 3
     with pytest.raises(
@@ -142,7 +131,7 @@ def test_no_held_out_model_enters_a_dataset(tmp_path: Path) -> None:
     candidate_of_held = make_pair(held[0].baseline, Baseline("cand-1", "mnist", held[0].improved.code, 0.7))
     held_named_candidate = make_pair(kept[0].baseline, Baseline(_held_out_name(99), "mnist", CODE.format(width=7), 0.7))
     built = build_datasets([*held, *kept, *improved_held], tmp_path, WhitespaceTokenizer(),
-                           DatasetConfig(modes=("delta",), eval_fraction=0.0),
+                           DatasetConfig(eval_fraction=0.0), modes=("delta",),
                            extra=[candidate_of_held, held_named_candidate])["delta"]
     assert built.counts["pairs"] == 9 and built.counts["extra"] == 2
     # a candidate id is no LEMUR name: only its baseline decides, so the second candidate stays
@@ -155,7 +144,7 @@ def test_no_held_out_model_enters_a_dataset(tmp_path: Path) -> None:
 def test_per_dataset_cap_balances_datasets(tmp_path: Path) -> None:
     pairs = _pairs(6, "mnist") + _pairs(2, "svhn", first=30)
     built = build_datasets(pairs, tmp_path, WhitespaceTokenizer(),
-                           DatasetConfig(modes=("delta",), eval_fraction=0.0, per_dataset=3))["delta"]
+                           DatasetConfig(eval_fraction=0.0, per_dataset=3), modes=("delta",))["delta"]
     assert built.counts["fits_tokens"] == 8 and built.counts["balanced"] == 5
     manifest = json.loads((built.path / MANIFEST_FILE).read_text())
     assert manifest["train_per_dataset"] == {"mnist": 3, "svhn": 2}

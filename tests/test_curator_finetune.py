@@ -25,29 +25,23 @@ from curator_svc.finetune import (
     encode,
     finetune,
 )
-from deltanas import llm
+from deltanas import model_sources
+from tests.support import TEST_MODEL
 
-MODEL = "smollm2-135m"
+pytestmark = pytest.mark.usefixtures("deltanas_home")
+MODEL = TEST_MODEL
 CONFIG = FineTuneConfig(
     base_model=MODEL,
-    r=4,
+    lora_r=4,
     lora_alpha=8,
     target_modules=("q_proj", "v_proj"),
     max_steps=2,
     batch_size=1,
-    grad_accum=1,
+    gradient_accumulation=1,
     learning_rate=1e-3,
     save_every=1,
     device="cpu",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(request: pytest.FixtureRequest):
-    """The deltanas home that tests/test_llm.py uses: the SmolLM2 conversion is paid once per machine."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +59,7 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_labels_mask_the_prompt(dataset_dir: Path) -> None:
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     record = json.loads((dataset_dir / TRAIN_FILE).read_text().splitlines()[0])
     ids, labels = encode(tokenizer, record)
     prompt = tokenizer.apply_chat_template(record["messages"], add_generation_prompt=True, tokenize=False)
@@ -110,13 +104,13 @@ def test_adapter_loads_as_is_in_peft_tgi_and_vllm(dataset_dir: Path, tmp_path: P
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
     assert (config["r"], config["lora_alpha"]) == (4, 8) and set(config["target_modules"]) == {"q_proj", "v_proj"}
-    assert config["base_model_name_or_path"] == str(llm.resolve(MODEL))
+    assert config["base_model_name_or_path"] == str(model_sources.resolve(MODEL))
     weights = load_file(tmp_path / "adapter_model.safetensors")
     assert all(n.startswith("base_model.model.") and n.endswith((".lora_A.weight", ".lora_B.weight")) for n in weights)
 
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     ids = torch.tensor([tokenizer("class Net(nn.Module):")["input_ids"]])
-    base = llm.load_model(MODEL)
+    base = model_sources.load_model(MODEL)
     with torch.no_grad():
         before = base(input_ids=ids).logits
         tuned = PeftModel.from_pretrained(base, tmp_path).eval()
@@ -125,10 +119,12 @@ def test_adapter_loads_as_is_in_peft_tgi_and_vllm(dataset_dir: Path, tmp_path: P
 
 
 def test_command_line_resumes_only_when_asked(dataset_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    """`python -m curator_svc.finetune`: a checkpoint in OUTPUT_DIR needs --resume, --resume needs one; flags,
-    DELTANAS_FINETUNE_* variables and a TOML file go through deltanas.config (unknown keys are errors)."""
-    from curator_svc.finetune import STATE_FILE, main
-    from deltanas.config import ConfigError, add_config_arguments, config_overrides, load_config
+    """`python -m curator_svc.finetune`: a checkpoint in OUTPUT_DIR needs --resume, --resume needs one; flags over
+    DELTANAS_FINETUNE_* variables over a TOML file (unknown keys are errors, moved ones name the new key); the bar
+    replaces the log lines. `parse` is what `main` trains with."""
+    from curator_svc.finetune import STATE_FILE
+    from curator_svc.finetune.cli import main, parse
+    from deltanas.config import ConfigError
 
     (tmp_path / CHECKPOINTS_DIR / "step-0000003").mkdir(parents=True)
     (tmp_path / CHECKPOINTS_DIR / "step-0000003" / STATE_FILE).write_bytes(b"")
@@ -139,15 +135,18 @@ def test_command_line_resumes_only_when_asked(dataset_dir: Path, tmp_path: Path,
         main([str(dataset_dir), str(tmp_path / "fresh"), "--resume"])
     assert "--resume: " in (err := capsys.readouterr().err) and "has no checkpoint" in err
 
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser, FineTuneConfig)
-    args = parser.parse_args(["--target-modules", "q_proj,v_proj", "--r", "8", "--no-load-in-4bit"])
+    (tmp_path / "ft.toml").write_text("learning_rate = 1e-3\nlora_alpha = 4\n")
     monkeypatch.setenv("DELTANAS_FINETUNE_LEARNING_RATE", "3e-4")
-    config = load_config(FineTuneConfig, None, "DELTANAS_FINETUNE_", config_overrides(args, FineTuneConfig))
-    assert (config.target_modules, config.r, config.learning_rate, config.load_in_4bit) == (
-        ("q_proj", "v_proj"), 8, 3e-4, False)
+    args, config = parse([str(dataset_dir), str(tmp_path), "--resume", "--config", str(tmp_path / "ft.toml"),
+                          "--target-modules", "q_proj,v_proj", "--lora-r", "8", "--no-load-in-4bit"])
+    assert args.resume and (config.target_modules, config.lora_r, config.learning_rate, config.lora_alpha) == (
+        ("q_proj", "v_proj"), 8, 3e-4, 4)
+    assert not config.load_in_4bit and config.log_every_s == math.inf
+    with pytest.raises(ConfigError, match=r"command line: --r was moved: use --lora-r"):
+        parse([str(dataset_dir), str(tmp_path / "new"), "--r", "8"])
+    (tmp_path / "ft.toml").write_text("grad_accum = 8\n")
+    with pytest.raises(ConfigError, match=r"ft.toml: grad_accum was moved: use gradient_accumulation"):
+        parse([str(dataset_dir), str(tmp_path / "new"), "--config", str(tmp_path / "ft.toml")])
     (tmp_path / "ft.toml").write_text("lora_rank = 8\n")
     with pytest.raises(ConfigError, match="unknown key"):
-        load_config(FineTuneConfig, tmp_path / "ft.toml")
+        parse([str(dataset_dir), str(tmp_path / "new"), "--config", str(tmp_path / "ft.toml")])

@@ -20,9 +20,10 @@ import torch
 
 from curator_svc.dataset import MANIFEST_FILE, TRAIN_FILE
 from curator_svc.service import DATASETS_DIR
-from deltanas import llm
+from deltanas import model_sources
+from deltanas.paths import HOME_ENV
+from deltanas.testing.processes import free_port
 from deltanas.v1 import curator_pb2, curator_pb2_grpc
-from tests.ports import free_port
 
 MODEL = "smollm2-135m"
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ class Curator:
     def __init__(self, state_dir: Path, home: Path) -> None:
         self.port, self.state_dir = free_port(), state_dir
         self.env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        self.env |= {llm.HOME_ENV: str(home), "OMP_NUM_THREADS": "1"}
+        self.env |= {HOME_ENV: str(home), "OMP_NUM_THREADS": "1"}
         self.proc: subprocess.Popen | None = None
         self.log = state_dir.parent / "curator.log"
 
@@ -87,9 +88,8 @@ def _wait(stub, op_id: str, done, timeout_s: float = 600) -> curator_pb2.FineTun
     raise AssertionError(f"operation {op_id} did not get there in {timeout_s} s: {op}")
 
 
-def test_operation_resumes_after_sigkill_of_the_curator(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    home = request.config.cache.mkdir("deltanas_home")  # the SmolLM2 conversion that tests/test_llm.py pays once
-    curator = Curator(tmp_path / "state", home)
+def test_operation_resumes_after_sigkill_of_the_curator(tmp_path: Path, deltanas_home: Path) -> None:
+    curator = Curator(tmp_path / "state", deltanas_home)
     dataset_id = _dataset(curator.state_dir)
     try:
         stub = curator.start()
@@ -115,8 +115,8 @@ def test_operation_resumes_after_sigkill_of_the_curator(tmp_path: Path, request:
 
     adapter = Path(final.adapter_path)
     assert (adapter / "adapter_model.safetensors").is_file()
-    base = llm.load_model(MODEL)
-    ids = torch.tensor([llm.load_tokenizer(MODEL)("x = 1")["input_ids"]])
+    base = model_sources.load_model(MODEL)
+    ids = torch.tensor([model_sources.load_tokenizer(MODEL)("x = 1")["input_ids"]])
     with torch.no_grad():
         before = base(input_ids=ids).logits
         after = PeftModel.from_pretrained(base, adapter).eval()(input_ids=ids).logits

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_evaluator_grpc import BASE, LEMUR_NN, MODEL, WIDER
 
+from deltanas.testing.candidates import BASE, LEMUR_NN, MODEL, WIDER
 from deltanas.v1 import common_pb2, curator_pb2, curator_pb2_grpc
 
 

@@ -78,7 +78,7 @@ def test_mlflow_down_does_not_fail_the_work(stub, monkeypatch: pytest.MonkeyPatc
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    caplog.set_level(logging.WARNING, logger="deltanas.curator.tracking")
+    caplog.set_level(logging.WARNING, logger="curator_svc.tracking")
     built = stub.BuildDataset(DATASET, timeout=600)
     final = fine_tune(stub, built.dataset_id, cancel=True)
     assert final.state == curator_pb2.OPERATION_STATE_CANCELLED, final.error

@@ -4,27 +4,11 @@ import random
 
 import pytest
 
-from bench.apply_corpus import DAMAGES
 from deltadiff import ApplyError, apply_diff, extract_diff, make_diff, normalize_diff
+from deltanas.testing.damage import DAMAGES
+from tests.support.diffs import NET
 
-BASE = """import torch
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 32, kernel_size=3)
-        self.bn = nn.BatchNorm2d(32)
-        self.relu = nn.ReLU()
-
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = self.relu(self.bn(self.conv(x)))
-        x = x.mean((2, 3))
-        return self.fc(x)
-"""
+BASE = NET
 TARGET = (
     BASE.replace("kernel_size=3)", "kernel_size=5, padding=2)")
     .replace("ReLU()\n", "ReLU()\n        self.drop = nn.Dropout(0.2)\n")

@@ -11,19 +11,19 @@ import xgrammar as xgr
 from curator_svc.lemur import LemurIndex
 from deltadiff import apply_diff, diff_grammar, extract_diff, make_diff
 from deltadiff.grammar import FENCE_CLOSE, FENCE_OPEN, grammar_shape
-from deltanas import llm
-from tests.conftest import TEST_MODEL
-from tests.test_deltadiff_damage import BASE as DAMAGE_BASE
+from deltanas import model_sources
+from tests.support import TEST_MODEL
+from tests.support.diffs import NET
 
 # The damage tests' model, with a line of quotes, backslashes and a tab, and a tab-indented line, after the ReLU.
-BASE = DAMAGE_BASE.replace("        self.relu = nn.ReLU()\n", "        self.relu = nn.ReLU()\n"
+BASE = NET.replace("        self.relu = nn.ReLU()\n", "        self.relu = nn.ReLU()\n"
                            "        self.name = \"a \\\"quoted\\\" \\\\ name\\t\"\n\tself.tabbed = 1\n")
 HEAD = f"{FENCE_OPEN}--- a/model.py\n+++ b/model.py\n"
 
 
 @cache
 def _compiler() -> xgr.GrammarCompiler:
-    tokenizer = llm.load_tokenizer(TEST_MODEL)
+    tokenizer = model_sources.load_tokenizer(TEST_MODEL)
     return xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer), max_threads=2)
 
 

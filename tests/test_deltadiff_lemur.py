@@ -6,9 +6,8 @@ from collections import Counter
 import pytest
 import unidiff
 
-from bench.apply_corpus import corpus, lemur_pairs
-from bench.bench_apply import gnu_patch
 from deltadiff import DiffError, apply_diff, extract_diff, make_diff, measure, normalize_diff
+from deltanas.testing.damage import corpus, gnu_patch, lemur_pairs
 
 ROUND_TRIP_PAIRS = 300
 CORPUS_PAIRS = 40

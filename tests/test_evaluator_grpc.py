@@ -9,29 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 import deltadiff
+from deltanas.testing.candidates import BASE, WIDER, request
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
-
-LEMUR_NN = Path(__import__("importlib").util.find_spec("ab").submodule_search_locations[0]) / "nn" / "nn"
-MODEL = "rag-5ade978e0153718fa4c0b4ceb533ce32"  # a 10k-parameter two-conv LEMUR model with MNIST records
-BASE = (LEMUR_NN / f"{MODEL}.py").read_text()
-_TAIL = ",\n            torch.nn.ReLU(inplace=True),\n        ]\n\n        self._last"
-WIDER = (BASE.replace("torch.nn.Conv2d(32, 32,", "torch.nn.Conv2d(32, 48,")
-         .replace("torch.nn.BatchNorm2d(32)" + _TAIL, "torch.nn.BatchNorm2d(48)" + _TAIL)
-         .replace("self._last_channels = 32", "self._last_channels = 48"))
-ANSWER = f"Here is a wider second block:\n```diff\n{deltadiff.make_diff(BASE, WIDER)}```\nIt should help."
-
-
-def request(**overrides) -> evaluator_pb2.EvaluateRequest:
-    fields = {"candidate_id": "t", "baseline_code": BASE, "delta_answer": ANSWER, "dataset": "digits",
-              "hyperparameters": {"lr": 0.05, "momentum": 0.9}, "batch": 32, "transform": "norm", "epochs": 1,
-              "train_limit": 1000, "test_limit": 300, "timeout_s": 120, **overrides}
-    return evaluator_pb2.EvaluateRequest(**fields)
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +77,14 @@ def test_a_candidate_that_changes_nothing_is_invalid(stub) -> None:
 def test_an_answer_cut_at_the_length_limit_says_so_and_its_complete_lines_apply(stub) -> None:
     line = next(x for x in BASE.splitlines() if "self.device = device" in x)
     cut = f"```diff\n--- a/model.py\n+++ b/model.py\n@@ -1,1 +1,1 @@\n-{line}\n+{line}\n+        self.extra = 1\n+   "
-    reply = stub.Evaluate(request(delta_answer=cut, finish_reason="length"), timeout=300)
+    reply = stub.Evaluate(request(delta_answer=cut, finish_reason=FINISH_LENGTH), timeout=300)
     assert reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, reply.failure_reason  # "+   " was dropped
     assert "self.extra = 1" in reply.patched_code
-    reply = stub.Evaluate(request(delta_answer="I would first", finish_reason="length"), timeout=60)
+    reply = stub.Evaluate(request(delta_answer="I would first", finish_reason=FINISH_LENGTH), timeout=60)
     assert reply.failure_stage == evaluator_pb2.FAILURE_STAGE_EXTRACT
     assert reply.failure_reason.startswith("the answer was cut at the generator's max_new_tokens"), \
         reply.failure_reason
-    reply = stub.Evaluate(request(delta_answer="I would first", finish_reason="stop"), timeout=60)
+    reply = stub.Evaluate(request(delta_answer="I would first", finish_reason=FINISH_STOP), timeout=60)
     assert not reply.failure_reason.startswith("the answer was cut")
 
 
@@ -114,7 +99,7 @@ def test_an_answer_cut_at_the_length_limit_says_so_and_its_complete_lines_apply(
     ({"batch": 0}, "batch"),
     ({"timeout_s": -1}, "timeout_s"),
     ({"hyperparameters": {"lr": float("nan")}}, "hyperparameters[lr]"),
-    ({"finish_reason": "eos"}, "finish_reason"),
+    ({"finish_reason": 7}, "finish_reason"),  # not a FinishReason
 ])
 def test_bad_input_is_invalid_argument_naming_the_field(stub, overrides: dict, field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:

@@ -25,8 +25,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_evaluator_static import MODEL, with_hook
 
+from deltanas.testing.candidates import TINY_MODEL, with_hook
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.local import check_host_sandbox
@@ -49,7 +49,7 @@ class Evaluator:
                                                    allow_weak_sandbox=not KERNEL, **config)).start()
         self.channel = grpc.insecure_channel(self.server.address)
         self.stub = evaluator_pb2_grpc.EvaluatorServiceStub(self.channel)
-        self.baseline = self.evaluate(MODEL).accuracy
+        self.baseline = self.evaluate(TINY_MODEL).accuracy
 
     def evaluate(self, code: str, **fields) -> evaluator_pb2.EvaluateResponse:
         request = {"request_id": uuid.uuid4().hex, "candidate_id": "hostile", "code": code, "dataset": "digits",
@@ -61,7 +61,7 @@ class Evaluator:
         health = health_pb2_grpc.HealthStub(self.channel).Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-        reply = self.evaluate(MODEL)
+        reply = self.evaluate(TINY_MODEL)
         assert reply.status == VALID and reply.accuracy == self.baseline, (reply.failure_reason, self.baseline)
 
     def close(self) -> None:
@@ -71,7 +71,7 @@ class Evaluator:
 
 @pytest.fixture(scope="module")
 def evaluators() -> Iterator[dict[str, Evaluator]]:
-    started = {"guarded": Evaluator(), "bare": Evaluator(python_guards=False)}
+    started = {"guarded": Evaluator(), "bare": Evaluator(sandbox=SandboxLimits(python_guards=False))}
     assert started["guarded"].baseline > 0.5 and started["guarded"].baseline == started["bare"].baseline
     yield started
     for evaluator in started.values():
@@ -102,7 +102,7 @@ def assert_contained(reply: evaluator_pb2.EvaluateResponse) -> None:
     assert reply.status == VALID, (reply.failure_reason, reply.logs[-2000:])
 
 
-UNTRAINED = MODEL.replace("            self.optimizer.step()", "            pass")
+UNTRAINED = TINY_MODEL.replace("            self.optimizer.step()", "            pass")
 
 
 def untrained(body: str) -> str:
@@ -273,7 +273,7 @@ def test_unbounded_or_control_character_ids_are_invalid_argument(guarded) -> Non
                    {"candidate_id": "c1\nINFO forged log line"}, {"candidate_id": "c1\x1b[2J"},
                    {"candidate_id": "c" * 129}):
         with pytest.raises(grpc.RpcError) as err:
-            guarded.evaluate(MODEL, **fields)
+            guarded.evaluate(TINY_MODEL, **fields)
         field = next(iter(fields))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details().startswith(f"{field}:"), err.value.details()
@@ -281,7 +281,7 @@ def test_unbounded_or_control_character_ids_are_invalid_argument(guarded) -> Non
 
 def test_control_characters_of_a_failure_are_escaped_in_the_logs(guarded, caplog) -> None:
     code = with_hook('raise RuntimeError("boom \\x1b[2J\\x07 done")')
-    with caplog.at_level(logging.INFO, logger="deltanas.evaluator"):
+    with caplog.at_level(logging.INFO, logger="evaluator_svc.service"):
         reply = guarded.evaluate(code)
     assert_invalid(reply, "INSTANTIATE", "boom")
     lines = [r.getMessage() for r in caplog.records if "boom" in r.getMessage()]

@@ -7,10 +7,10 @@ import time
 import urllib.request
 
 import grpc
-from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
-from test_evaluator_grpc import ANSWER, request
 
+from deltanas.testing.candidates import ANSWER, request
+from deltanas.testing.processes import free_port
 from deltanas.v1 import evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.sandbox import missing_layers

@@ -20,19 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_evaluator_grpc import BASE, MODEL, request
-from test_failover import eventually
 
-from bench.bench_workers import EvaluatorProcess, RayCluster, candidates
 from client.config import SearchConfig
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
 from deltanas.config import ConfigError
+from deltanas.testing.candidates import BASE, MODEL, candidates, request
+from deltanas.testing.processes import EvaluatorProcess, RayCluster, eventually
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import CANDIDATE_TAG
 from evaluator_svc.config import EvaluatorConfig
-from evaluator_svc.executors import make_executor
+from evaluator_svc.executors.options import RayOptions
+from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.sandbox import missing_layers
 
 TASK = "run_candidate"  # the Ray task's function name: its worker's process title is ray::run_candidate
@@ -94,7 +94,8 @@ def test_on_a_ray_node_the_sandbox_alone_hides_the_cluster_token_and_network(ray
     code = ESCAPE + BASE[:init.end()] + f"{init.group(1)}    _escape({cluster.port})\n" + BASE[init.end():]
     req = request(request_id=uuid.uuid4().hex, candidate_id="ray-escape")
     req.code = code  # full mode (the oneof drops the diff)
-    with EvaluatorProcess(env={**cluster.evaluator_env(), "DELTANAS_EVALUATOR_PYTHON_GUARDS": "false"}) as bare:
+    env = {**cluster.evaluator_env(), "DELTANAS_EVALUATOR_SANDBOX__PYTHON_GUARDS": "false"}
+    with EvaluatorProcess(env=env) as bare:
         reply = stub_of(bare).Evaluate(req, timeout=300)
     assert reply.failure_stage == evaluator_pb2.FAILURE_STAGE_INSTANTIATE, reply.failure_reason
     assert "escape: token=none net=refused" in reply.failure_reason  # the candidate ran, and saw neither
@@ -150,8 +151,8 @@ def test_a_search_through_the_ray_executor_records_one_child_run_per_candidate(
 def test_unknown_executor_and_bad_ray_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="executor: unknown 'slurm'; known: local, ray"):
         EvaluatorConfig(executor="slurm")
-    with pytest.raises(ConfigError, match="ray_cpus"):
-        EvaluatorConfig(executor="ray", ray_cpus=0)
+    with pytest.raises(ConfigError, match=r"ray\.cpus"):
+        EvaluatorConfig(executor="ray", ray=RayOptions(cpus=0))
     with pytest.raises(ConfigError, match="device: the ray executor"):
         EvaluatorConfig(executor="ray", device="cuda")
 

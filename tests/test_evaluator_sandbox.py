@@ -1,7 +1,7 @@
 """The sandbox itself: hostile candidates with the static safety stage bypassed.
 
 Each must fail with the right reason, leave no process behind, and the parent must keep working.
-Tests with ``audit_hook=False`` check the OS-level layers alone: bubblewrap + seccomp where the host has
+Tests with ``python_guards=False`` check the OS-level layers alone: bubblewrap + seccomp where the host has
 them (KERNEL), else, and in tests with ``kernel_sandbox=False``, the weak mode (netns, uid, rlimits).
 """
 
@@ -12,22 +12,22 @@ import socket
 from pathlib import Path
 
 import pytest
-from test_evaluator_static import MODEL, with_hook
 
+from deltanas.testing.candidates import TINY_MODEL, with_hook
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import evaluate_code
+from evaluator_svc.results import EvalResult, Stage
 from evaluator_svc.sandbox import missing_layers
-from evaluator_svc.stages import EvalResult, Stage
+from tests.support.evaluation import evaluate
 
 ROOT = os.geteuid() == 0
 KERNEL = not missing_layers()
 
 
 def run(code: str, tmp_path: Path, timeout_s: float = 30.0, **limits) -> EvalResult:
-    return evaluate_code(code, dataset="digits", prm={"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm",
-                         train_limit=200, test_limit=100, timeout_s=timeout_s, static_checks=False,
-                         limits=SandboxLimits(memory_mb=4096, scratch_root=str(tmp_path), **limits),
-                         candidate_id="hostile")
+    return evaluate(code, dataset="digits", prm={"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm",
+                    train_limit=200, test_limit=100, timeout_s=timeout_s, static_checks=False,
+                    limits=SandboxLimits(memory_mb=4096, threads=1, scratch_root=str(tmp_path), **limits),
+                    candidate_id="hostile")
 
 
 def leftovers(tmp_path: Path) -> list[int]:
@@ -58,9 +58,12 @@ def test_infinite_loop_times_out_and_the_whole_group_is_killed(tmp_path: Path, k
         while True:
             pass
     """)
-    result = run(code, tmp_path, timeout_s=4.0, audit_hook=False, kernel_sandbox=kernel_sandbox)
+    result = run(code, tmp_path, timeout_s=4.0, python_guards=False, kernel_sandbox=kernel_sandbox)
     assert_failed(result, Stage.INSTANTIATE, "timeout after 4.0 s (process group killed)")
-    assert leftovers(tmp_path) == [] if ROOT or KERNEL else True
+    if not (ROOT or KERNEL):
+        pytest.skip("neither root nor a kernel sandbox here: the escaped child runs under this user's own uid, which "
+                    "no per-uid sweep can tell apart; the timeout and group kill were checked")
+    assert leftovers(tmp_path) == []
 
 
 def test_memory_bomb_hits_the_memory_limit(tmp_path: Path) -> None:
@@ -70,14 +73,16 @@ def test_memory_bomb_hits_the_memory_limit(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not KERNEL, reason="needs bubblewrap and seccomp")
 def test_fork_bomb_is_refused_by_seccomp(tmp_path: Path) -> None:
-    result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=6.0, audit_hook=False)
+    """The first fork is refused: the reason is seccomp's, however long a busy machine takes to get there (the
+    budget covers the sandboxed interpreter's torch import and data load, not the refusal)."""
+    result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=60.0, python_guards=False)
     assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox (PermissionError")
     assert leftovers(tmp_path) == []
 
 
 @pytest.mark.skipif(not ROOT, reason="RLIMIT_NPROC per sandbox uid needs root to switch uids")
 def test_fork_bomb_is_contained_by_the_process_limit_in_weak_mode(tmp_path: Path) -> None:
-    result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=6.0, audit_hook=False,
+    result = run(with_hook("while True:\n    os.fork()"), tmp_path, timeout_s=6.0, python_guards=False,
                  kernel_sandbox=False)
     assert_failed(result, Stage.INSTANTIATE, "process or resource limit reached", "timeout")
     assert leftovers(tmp_path) == []
@@ -91,14 +96,14 @@ def test_fork_and_os_system_are_blocked_by_the_audit_hook(tmp_path: Path) -> Non
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("audit_hook", [True, False])
-def test_network_is_blocked_even_to_loopback(tmp_path: Path, audit_hook: bool) -> None:
+@pytest.mark.parametrize("python_guards", [True, False])
+def test_network_is_blocked_even_to_loopback(tmp_path: Path, python_guards: bool) -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
         code = with_hook(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
-        result = run(code, tmp_path, audit_hook=audit_hook)
+        result = run(code, tmp_path, python_guards=python_guards)
     assert_failed(result, Stage.INSTANTIATE, "network access blocked")
 
 
@@ -114,16 +119,16 @@ def test_environment_secrets_are_invisible(tmp_path: Path, monkeypatch: pytest.M
         if "s3cr3t" in seen:
             raise RuntimeError("leaked the secret")
     """)
-    result = run(code, tmp_path, audit_hook=False)
+    result = run(code, tmp_path, python_guards=False)
     assert result.valid, result.failure_reason
     assert "s3cr3t" not in result.logs
 
 
-@pytest.mark.parametrize("audit_hook", [True, False] if ROOT else [True])
-def test_writes_outside_the_scratch_dir_are_blocked(tmp_path: Path, audit_hook: bool) -> None:
+@pytest.mark.parametrize("python_guards", [True, False] if ROOT else [True])
+def test_writes_outside_the_scratch_dir_are_blocked(tmp_path: Path, python_guards: bool) -> None:
     target = tmp_path / "escaped.txt"
-    result = run(with_hook(f"open({str(target)!r}, 'w').write('x')"), tmp_path, audit_hook=audit_hook)
-    if audit_hook or not KERNEL:
+    result = run(with_hook(f"open({str(target)!r}, 'w').write('x')"), tmp_path, python_guards=python_guards)
+    if python_guards or not KERNEL:
         assert_failed(result, Stage.INSTANTIATE, "blocked by sandbox", "Permission denied")
     # under bubblewrap without the hook the write lands in the sandbox's private /tmp, gone with it
     assert not target.exists()
@@ -164,5 +169,5 @@ def test_test_labels_never_reach_the_worker_and_a_forged_report_is_rejected(tmp_
 
 
 def test_parent_still_evaluates_a_valid_candidate_afterwards(tmp_path: Path) -> None:
-    result = run(MODEL, tmp_path)
+    result = run(TINY_MODEL, tmp_path)
     assert result.valid and result.accuracy > 0.1, result.failure_reason

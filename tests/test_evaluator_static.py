@@ -3,59 +3,17 @@
 from __future__ import annotations
 
 import glob
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from evaluator_svc.stages import Stage
+from deltanas.testing.candidates import LEMUR_NN, TINY_MODEL, with_hook
+from evaluator_svc.results import Stage
 from evaluator_svc.static_checks import run_static_checks
-
-LEMUR_NN = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/ab/nn/nn"
-
-MODEL = textwrap.dedent("""
-    import gc
-    import os
-    import torch
-    import torch.nn as nn
-    from functools import *
-
-
-    def supported_hyperparameters():
-        return {"lr", "momentum"}
-
-
-    class Net(nn.Module):
-        def __init__(self, in_shape, out_shape, prm, device):
-            super().__init__()
-            self.device = device
-            self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
-            # HOOK
-
-        def train_setup(self, prm):
-            self.to(self.device)
-            self.criteria = nn.CrossEntropyLoss()
-            self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"], momentum=prm["momentum"])
-
-        def learn(self, train_data):
-            for x, y in train_data:
-                self.optimizer.zero_grad()
-                self.criteria(self(x), y).backward()
-                self.optimizer.step()
-            gc.collect()
-
-        def forward(self, x):
-            return self.fc(torch.flatten(x, 1))
-""")
-
-
-def with_hook(body: str) -> str:
-    """MODEL with `body` (any number of lines) run at the end of Net.__init__."""
-    return MODEL.replace("        # HOOK", textwrap.indent(textwrap.dedent(body).strip("\n"), " " * 8))
 
 
 def test_valid_model_passes_despite_unused_os_and_gc_collect() -> None:
-    assert run_static_checks(MODEL) is None
+    assert run_static_checks(TINY_MODEL) is None
 
 
 def test_real_lemur_models_pass() -> None:
@@ -67,11 +25,11 @@ def test_real_lemur_models_pass() -> None:
 
 @pytest.mark.parametrize(("code", "stage", "fragment"), [
     ("def f(:\n", Stage.SYNTAX, "line 1"),
-    (MODEL.replace("def supported_hyperparameters", "def hyperparameters"), Stage.CONTRACT,
+    (TINY_MODEL.replace("def supported_hyperparameters", "def hyperparameters"), Stage.CONTRACT,
      "supported_hyperparameters"),
-    (MODEL.replace("class Net(", "class Model("), Stage.CONTRACT, "class Net"),
-    (MODEL.replace("def learn(", "def fit("), Stage.CONTRACT, "learn"),
-    (MODEL.replace("def __init__(self, in_shape, out_shape, prm, device)", "def __init__(self)"),
+    (TINY_MODEL.replace("class Net(", "class Model("), Stage.CONTRACT, "class Net"),
+    (TINY_MODEL.replace("def learn(", "def fit("), Stage.CONTRACT, "learn"),
+    (TINY_MODEL.replace("def __init__(self, in_shape, out_shape, prm, device)", "def __init__(self)"),
      Stage.CONTRACT, "__init__"),
 ])
 def test_syntax_and_contract_failures(code: str, stage: Stage, fragment: str) -> None:

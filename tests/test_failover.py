@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -16,26 +15,18 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
-from ports import free_port
-from test_evaluator_grpc import MODEL, request
 
-from bench.bench_workers import EvaluatorProcess, candidates
 from client.config import SearchConfig
 from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
 from deltanas.evaluator_pool import EvaluatorPool, NoWorkerLeft
+from deltanas.testing.candidates import MODEL, candidates, request
+from deltanas.testing.processes import EvaluatorProcess, eventually, free_port
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import CANDIDATE_TAG
 
 NOT_APPLYING = "```diff\n@@ -1,2 +1,2 @@\n-import numpy\n+import numpy as np\n x = 1\n```"  # fails fast at APPLY
-
-
-def eventually(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 @contextmanager

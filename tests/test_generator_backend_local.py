@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deltanas import llm
+from deltanas import model_sources
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends import (
     BACKENDS,
     BackendError,
@@ -32,14 +33,12 @@ GREEDY = Sampling(temperature=0, max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def backend(request: pytest.FixtureRequest):
+def backend(deltanas_home: Path):
     """One thread: with other jobs on the 2 cores, two OpenMP threads spin against each other (10x slower)."""
     threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
-        backend = create_backend("local", model=MODEL, max_batch=2, threads=1)
-        assert isinstance(backend, LocalBackend)
-        yield backend
+    backend = create_backend("local", model=MODEL, max_batch=2, threads=1)
+    assert isinstance(backend, LocalBackend)
+    yield backend
     torch.set_num_threads(threads)
 
 
@@ -49,8 +48,9 @@ def adapter_dir(backend: LocalBackend, tmp_path_factory: pytest.TempPathFactory)
     from peft import LoraConfig, get_peft_model
 
     path = tmp_path_factory.mktemp("adapter")
+    torch.manual_seed(0)  # the same adapter in every run, whatever ran before
     config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(llm.load_model(MODEL), config).save_pretrained(path)
+    get_peft_model(model_sources.load_model(MODEL), config).save_pretrained(path)
     return path
 
 
@@ -69,7 +69,7 @@ def test_n_candidates_with_token_counts(backend: LocalBackend) -> None:
     for g in gens:
         assert g.prompt_tokens == prompt_tokens > 10
         assert 0 < g.output_tokens <= SHORT.max_new_tokens
-        assert g.text and g.latency_s > 0 and g.finish_reason in ("stop", "length")
+        assert g.text and g.latency_s > 0 and g.finish_reason in (FINISH_STOP, FINISH_LENGTH)
     assert backend.info().context_length == 8192
 
 
@@ -131,8 +131,7 @@ def test_dtype_defaults_to_bfloat16_on_cuda_and_names_the_field() -> None:
         create_backend("local", model=MODEL, dtype="float33")
 
 
-def test_dtype_is_applied(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
+def test_dtype_is_applied(deltanas_home: Path) -> None:
     threads = torch.get_num_threads()
     try:
         backend = create_backend("local", model=MODEL, device="cpu", dtype="bfloat16", threads=1)
@@ -147,10 +146,10 @@ def test_no_op_edit_guard_forbids_restoring_the_removed_line() -> None:
     """A `+` line may not end equal to the `-` line it replaces; any other line, or another content, may."""
     import torch
 
-    from deltanas import llm
+    from deltanas import model_sources
     from generator_svc.backends.local import NoOpEditGuard
 
-    tokenizer = llm.load_tokenizer("smollm2-135m")
+    tokenizer = model_sources.load_tokenizer("smollm2-135m")
     prompt = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -188,6 +187,8 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
     from transformers import LogitsProcessor, LogitsProcessorList
 
     from deltadiff.grammar import FENCE_CLOSE, diff_grammar
+    from generator_svc.backends import Constraint
+    from generator_svc.backends.grammar_decoding import DecodeHooks
     from generator_svc.backends.local import SeededSampler
 
     code = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y * {i}\n\n\n" for i in range(8))
@@ -201,22 +202,23 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
             scores_seen.append(scores.clone())
             return scores
 
-    decoder = backend.grammar_decoder()
-    prompt = backend._encode(MESSAGES)
-    decoder.decode(prompt, diff_grammar(code), 40, FENCE_CLOSE, seeds,
-                   LogitsProcessorList([Record(), SeededSampler(hot, seeds)]),
-                   lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(), "cpu",
-                   lambda tokens: lengths_seen.append(dict(tokens)))
-    checked, ragged = 0, False
-    for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
-        widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}
-        ragged |= len(set(widths.values())) > 1  # rows appended different numbers of tokens in the last pass
-        for row, n in lengths.items():
-            sequence = torch.cat([prompt[0], torch.tensor(finished[row][:n])])[None]
-            with torch.inference_mode():
-                expected = decoder.model(input_ids=sequence).logits[0, -1].float()
-            allowed = torch.isfinite(scores[row])
-            assert allowed.any()
-            torch.testing.assert_close(scores[row][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
-            checked += 1
+    with backend._use_adapter(None):  # the base model, whatever adapter an earlier test loaded
+        decoder = backend.grammar_decoder()
+        prompt = backend._encode(MESSAGES)
+        hooks = DecodeHooks(lambda row, ids, reason, forced: finished.__setitem__(row, ids), threading.Event(),
+                            lambda tokens: lengths_seen.append(dict(tokens)))
+        decoder.decode(prompt, Constraint(diff_grammar(code), FENCE_CLOSE), len(seeds), 40,
+                       LogitsProcessorList([Record(), SeededSampler(hot, seeds)]), hooks, "cpu")
+        checked, ragged = 0, False
+        for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
+            widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}
+            ragged |= len(set(widths.values())) > 1  # rows appended different numbers of tokens in the last pass
+            for row, n in lengths.items():
+                sequence = torch.cat([prompt[0], torch.tensor(finished[row][:n])])[None]
+                with torch.inference_mode():
+                    expected = decoder.model(input_ids=sequence).logits[0, -1].float()
+                allowed = torch.isfinite(scores[row])
+                assert allowed.any()
+                torch.testing.assert_close(scores[row][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
+                checked += 1
     assert checked >= 10 and ragged and len(finished) == len(seeds)

@@ -5,22 +5,16 @@
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ports import free_port
 
 import deltadiff
-from deltanas import llm
+from deltanas.testing.processes import free_port
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from generator_svc.backends import (
     BACKENDS,
@@ -36,92 +30,16 @@ from generator_svc.backends import (
     create_backend,
     register_backend,
 )
+from generator_svc.backends.options import OpenAIOptions, TgiOptions
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import SERVICE_NAME, build_server
+from tests.support.llm_servers import CONTEXT, FakeServer, fake_server
 
 MESSAGES = [{"role": "user", "content": "Improve this model."}]
-CONTEXT = 4096
-
-
-class FakeServer(BaseHTTPRequestHandler):
-    """Answers like vLLM (/v1/...) and TGI (/info, /generate); echoes seed and model so tests can check them."""
-
-    adapters: ClassVar[dict[str, str]] = {}
-    models_tell_context: ClassVar[bool] = True  # SGLang-like servers leave max_model_len out of /v1/models
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, body: Any, status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path == "/v1/models":
-            lora = [{"id": name, "parent": "base"} for name in self.adapters]
-            base = {"id": "base", "parent": None, **({"max_model_len": CONTEXT} if self.models_tell_context else {})}
-            self._reply({"data": [base, *lora]})
-        elif self.path == "/info":
-            self._reply({"model_id": "base", "max_total_tokens": CONTEXT})
-        else:
-            self._reply({"error": "not found"}, 404)
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path == "/v1/load_lora_adapter":
-            self.adapters[body["lora_name"]] = body["lora_path"]
-            self._reply(None)
-        elif self.path == "/tokenize":
-            self._reply({"count": 20, "max_model_len": CONTEXT})
-        elif self.path == "/v1/chat/completions":
-            text = f"model={body['model']} seed={body['seed']}"
-            if "structured_outputs" in body:  # the grammar as vLLM receives it
-                text = f"grammar={body['structured_outputs']['grammar']}"
-            usage = {"prompt_tokens": 20, "completion_tokens": 5}
-            self._reply({"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": usage})
-        elif self.path in ("/", "/generate"):
-            params = body["parameters"]
-            text = f"adapter={params.get('adapter_id')} seed={params['seed']}"
-            details = {
-                "finish_reason": "eos_token",
-                "generated_tokens": 5,
-                "seed": params["seed"],
-                "prefill": [],
-                "tokens": [],
-            }
-            self._reply([{"generated_text": text, "details": details}])
-        else:
-            self._reply({"error": "not found"}, 404)
-
-
-@contextmanager
-def fake_server(port: int = 0) -> Iterator[str]:
-    """FakeServer on loopback (``port`` 0: any free one); yields its URL."""
-    FakeServer.adapters = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), FakeServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 @pytest.fixture()
 def server() -> Iterator[str]:
     with fake_server() as url:
         yield url
-
-
-@pytest.fixture()
-def deltanas_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The TGI backend reads the served model's tokenizer through deltanas.llm (SmolLM2, assembled once)."""
-    monkeypatch.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
 
 
 def test_openai_backend_adapters_seeds_and_errors(server: str) -> None:
@@ -155,7 +73,7 @@ def test_tgi_backend_refuses_a_grammar_and_the_service_says_invalid_argument(ser
     with pytest.raises(GrammarRefused, match="the tgi backend takes only a regex"):
         backend.generate(MESSAGES, n=1, sampling=Sampling(), adapter=None, seeds=[0],
                          constraint=Constraint("root ::= \"x\""))
-    config = GeneratorConfig(port=free_port(), backend="tgi", url=server, model="smollm2-135m")
+    config = GeneratorConfig(port=free_port(), backend="tgi", tgi=TgiOptions(url=server, model="smollm2-135m"))
     gen_server = build_server(config).start()
     try:
         with grpc.insecure_channel(gen_server.address) as channel:
@@ -231,7 +149,7 @@ def test_generator_service_starts_before_its_server() -> None:
     SERVING once the server answers, and NOT_SERVING again when it goes away."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    config = GeneratorConfig(backend="openai", url=url, model="", port=0, health_interval_s=0.1)
+    config = GeneratorConfig(backend="openai", openai=OpenAIOptions(url=url), port=0, health_interval_s=0.1)
     server = build_server(config).start()
     request = generator_pb2.GenerateRequest(
         baseline=common_pb2.Baseline(name="m", dataset="mnist", code="x = 1\n"), mode=common_pb2.MODE_DELTA, n=2,

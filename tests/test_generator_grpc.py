@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from test_evaluator_grpc import BASE, MODEL
 
 import deltadiff
+from deltanas.testing.candidates import BASE, MODEL
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, FINISH_UNKNOWN
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_generate_streams_n_candidates_with_token_accounting(stub) -> None:
         assert r.output_lines == len(r.raw_text.splitlines())
         assert r.latency_s > 0 and r.tokens_per_second > 0
         assert r.model and r.adapter == ""
-        assert r.finish_reason in ("stop", "length") and r.forced_tokens == 0
+        assert r.finish_reason in (FINISH_STOP, FINISH_LENGTH) and r.forced_tokens == 0
     again = {r.index: r.raw_text for r in stub.Generate(request(), timeout=300)}
     assert again == {r.index: r.raw_text for r in replies}  # per-candidate seeds make it reproducible
 
@@ -51,7 +52,7 @@ def test_constrained_delta_answers_all_apply_to_their_baseline(stub) -> None:
         assert code != BASE and r.raw_text.startswith("```diff\n--- a/model.py\n+++ b/model.py\n@@ -")
         assert r.raw_text.endswith("```")
         assert 0 < r.forced_tokens < r.output_tokens <= 64
-        assert r.finish_reason in ("stop", "length")
+        assert r.finish_reason in (FINISH_STOP, FINISH_LENGTH)
 
 
 @pytest.mark.parametrize("constrained", [False, True])
@@ -71,7 +72,7 @@ def test_progress_messages_stream_the_tokens_so_far_before_each_answer(stub, con
         assert partial and all(replies.index(r) < position for r in partial)
         counts = [r.output_tokens for r in partial]
         assert counts == sorted(counts) and 0 < counts[-1] < answer.output_tokens
-        assert all(r.raw_text == "" and r.finish_reason == "" and r.seed == answer.seed for r in partial)
+        assert all(r.raw_text == "" and r.finish_reason == FINISH_UNKNOWN and r.seed == answer.seed for r in partial)
 
 
 def test_budget_facts_and_history_reach_the_prompt(stub) -> None:

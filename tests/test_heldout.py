@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from client.cli import PRESET_DIR
 from curator_svc.dataset import EVAL_FILE, TRAIN_FILE, DatasetConfig, build_datasets
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import PairingConfig, pair_baselines
 from deltanas.heldout import is_held_out
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_curator_dataset import WhitespaceTokenizer  # noqa: E402
+from deltanas.model_sources import load_tokenizer
+from deltanas.testing.baselines import pick
+from deltanas.testing.candidates import MODEL
+from tests.support.tokenizer import WhitespaceTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_a_dataset_built_from_lemur_holds_no_held_out_model(mnist: list, tmp_pat
     unfiltered, _ = pair_baselines(mnist, PairingConfig(max_pairs_per_dataset=10_000, exclude_held_out=False))
     assert any(is_held_out(p.baseline.name) or is_held_out(p.improved.name) for p in unfiltered)
     # the dataset filter is the last guard, even for pairs made without the pairing's exclusion
-    built = build_datasets(unfiltered, tmp_path, WhitespaceTokenizer(), DatasetConfig(modes=("delta", "full")))
+    built = build_datasets(unfiltered, tmp_path, WhitespaceTokenizer(), DatasetConfig(), modes=("delta", "full"))
     for ds in built.values():
         for file in (TRAIN_FILE, EVAL_FILE):
             for line in (ds.path / file).read_text().splitlines():
@@ -54,17 +54,11 @@ def test_a_dataset_built_from_lemur_holds_no_held_out_model(mnist: list, tmp_pat
 
 
 def test_the_embedded_baseline_is_held_out() -> None:
-    preset = tomllib.loads((ROOT / "client" / "presets" / "embedded.toml").read_text())
+    preset = tomllib.loads((PRESET_DIR / "embedded.toml").read_text())
     assert preset["baseline_names"] and all(is_held_out(n) for n in preset["baseline_names"])
 
 
-def test_the_validity_benchmark_draws_held_out_baselines(mnist: list) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_validity import pick
-
-    from deltanas.llm import load_tokenizer
-
-    index = LemurIndex.load()
-    picked = pick(index, 10, 64, 1100, load_tokenizer("smollm2-135m"), ("rag-5ade978e0153718fa4c0b4ceb533ce32",))
+def test_the_generation_benchmarks_draw_held_out_baselines(mnist: list) -> None:
+    picked = pick(mnist, 10, 64, 1100, load_tokenizer("smollm2-135m"), (MODEL,))
     assert len(picked) == 10 and all(is_held_out(b.name) and b.dataset == "mnist" for b in picked)
-    assert picked[0].name == "rag-5ade978e0153718fa4c0b4ceb533ce32"
+    assert picked[0].name == MODEL

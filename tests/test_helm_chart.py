@@ -17,10 +17,10 @@ import helm_python._native as helm_native
 import kubernetes_validate
 import pytest
 import yaml
-from test_deploy_files import GRPC_SERVICES, ROOT, strict_parser
 
-from deltanas.config import build
-from deltanas.services import SERVICES
+from deltanas.config import build, env_name, env_values, fields
+from deltanas.service_registry import SERVICES
+from tests.support.deploy import GRPC_SERVICES, ROOT, strict_parser
 
 CHART = ROOT / "deploy" / "helm" / "deltanas"
 OLDEST = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"].removeprefix(">=").removesuffix("-0")
@@ -46,7 +46,7 @@ CASES: dict[str, dict[str, Any]] = {
     "local-generator": {"generator": {"backend": "local", "model": "qwen2.5-coder-0.5b"}},  # it gets no LLM URL
     "ray-executor": {"evaluator": {  # one replica hands its candidates to a KubeRay cluster (docs/deploy.md)
         "image": "deltanas-evaluator-ray", "gpus": 0, "device": "auto", "replicas": 1,
-        "env": {"DELTANAS_EVALUATOR_EXECUTOR": "ray", "DELTANAS_EVALUATOR_RAY_ADDRESS": "deltanas-head-svc:6379"},
+        "env": {"DELTANAS_EVALUATOR_EXECUTOR": "ray", "DELTANAS_EVALUATOR_RAY__ADDRESS": "deltanas-head-svc:6379"},
         "networkPolicy": {"extraEgress": [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "deltanas"}}}]}]},
     }},
 }
@@ -112,24 +112,19 @@ def test_every_manifest_validates_against_the_kubernetes_schemas(case: str, vers
 
 @pytest.mark.parametrize("case", CASES)
 def test_service_environment_is_real_config(case: str) -> None:
-    """Every DELTANAS_<SERVICE>_<FIELD> names a field of that service's config, and the literal values parse
-    together (a generator option its backend does not take is refused, say)."""
+    """Every DELTANAS_<SERVICE>_<FIELD> (<TABLE>__<FIELD> for a component's) names a field of that service's
+    config, and the literal values parse together."""
     docs = manifests(CASES[case])
     for name in GRPC_SERVICES:
         variables = env(container(one(docs, "Deployment", name)))
         assert variables["DELTANAS_SERVICE"] == name
         spec = SERVICES[name]
-        fields = {f.name for f in spec.config_type().__dataclass_fields__.values()}
-        literal = {}
-        for key, value in variables.items():
-            if key == "DELTANAS_SERVICE":
-                continue
+        known = {env_name(spec.env_prefix(), dotted) for dotted, _, _ in fields(spec.config_type())}
+        for key in variables.keys() - {"DELTANAS_SERVICE"}:
             assert key.startswith(spec.env_prefix()), f"{name}: {key} configures another service"
-            field = key.removeprefix(spec.env_prefix()).lower()
-            assert field in fields, f"{name}: {key} is not a config field"
-            if isinstance(value, str):
-                literal[field] = value
-        build(spec.config_type(), literal, f"{name}'s environment")
+            assert key in known, f"{name}: {key} is not a config field"
+        literal = {k: v for k, v in variables.items() if isinstance(v, str)}  # not the secret references
+        build(spec.config_type(), env_values(spec.config_type(), spec.env_prefix(), literal), f"{name}'s environment")
 
 
 def test_grpc_probes_are_native_on_the_configured_port_and_tcp_under_tls() -> None:
@@ -327,7 +322,8 @@ def test_external_tracking_deploys_no_mlflow_and_the_curator_uses_it() -> None:
     curator = env(container(one(docs, "Deployment", "curator")))
     assert curator["DELTANAS_CURATOR_TRACKING_URI"] == "http://mlflow.example:5000"
     generator = env(container(one(docs, "Deployment", "generator")))
-    assert (generator["DELTANAS_GENERATOR_BACKEND"], generator["DELTANAS_GENERATOR_URL"]) == ("tgi", "http://tgi.example:80")
+    assert (generator["DELTANAS_GENERATOR_BACKEND"], generator["DELTANAS_GENERATOR_TGI__URL"]) == (
+        "tgi", "http://tgi.example:80")
 
 
 def test_generator_reaches_the_llm_server_which_serves_lora_adapters_from_the_curators_volume() -> None:
@@ -336,7 +332,7 @@ def test_generator_reaches_the_llm_server_which_serves_lora_adapters_from_the_cu
     llm_service, llm = one(docs, "Service", "llm"), one(docs, "Deployment", "llm")
     assert generator["DELTANAS_GENERATOR_BACKEND"] == "openai"
     # the openai backend appends /v1/... itself
-    assert generator["DELTANAS_GENERATOR_URL"] == (f"http://{llm_service['metadata']['name']}:"
+    assert generator["DELTANAS_GENERATOR_OPENAI__URL"] == (f"http://{llm_service['metadata']['name']}:"
                                                    f"{llm_service['spec']['ports'][0]['port']}")
     vllm = container(llm)
     assert "--enable-lora" in vllm["args"] and "delta=/var/lib/deltanas/curator/adapters/op-1" in vllm["args"]

@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import TEST_MODEL
-from test_hostile_load_evaluator import eventually
 
 from curator_svc.config import CuratorConfig
 from curator_svc.lemur import lemur_root
 from curator_svc.service import build_server
 from deltanas.server import ServiceServer
+from deltanas.testing.processes import eventually
 from deltanas.v1 import common_pb2, curator_pb2, curator_pb2_grpc
 
 BASELINE = common_pb2.Baseline(name="TinyNet", dataset="mnist", task="img-classification", metric="acc", epoch=1,

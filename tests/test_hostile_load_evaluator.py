@@ -14,22 +14,24 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_evaluator_static import MODEL, with_hook
 
+from deltanas.testing.candidates import TINY_MODEL as MODEL
+from deltanas.testing.candidates import with_hook
+from deltanas.testing.processes import eventually
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.cgroups import cgroup_host
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import evaluate_code
+from evaluator_svc.results import EvalResult, Stage
 from evaluator_svc.sandbox import describe_caps, host_layers, missing_layers
 from evaluator_svc.service import build_server
-from evaluator_svc.stages import EvalResult, Stage
+from tests.support.evaluation import evaluate
 
 KERNEL = not missing_layers()
 needs_kernel = pytest.mark.skipif(not KERNEL, reason=f"kernel sandbox unavailable: {missing_layers()}")
@@ -67,16 +69,6 @@ def job_cgroups() -> list[Path]:
     return [d for parent in CGROUP.parents for d in parent.glob(f"deltanas-job-{os.getpid()}-*")]
 
 
-def eventually(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
-    """Whether `condition` holds within `timeout_s` (polled; a generous bound, never a measurement)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
 def assert_nothing_left(scratch_root: Path | None = None) -> None:
     """No worker process, job cgroup or scratch dir of a finished candidate is left."""
     assert eventually(lambda: not any(b"evaluator_svc.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -110,7 +102,7 @@ class Evaluator:
 
 @pytest.fixture(scope="module")
 def bare() -> Iterator[Evaluator]:
-    evaluator = Evaluator(slots=1, python_guards=False)
+    evaluator = Evaluator(slots=1, sandbox=SandboxLimits(python_guards=False))
     yield evaluator
     evaluator.close()
 
@@ -124,10 +116,10 @@ def guarded() -> Iterator[Evaluator]:
 
 def run(code: str, tmp_path: Path, **limits) -> EvalResult:
     """The candidate in the sandbox with the Python guards off, scratch dirs under `tmp_path`."""
-    limits = {"audit_hook": False, "scratch_root": str(tmp_path), **limits}
-    return evaluate_code(code, dataset="digits", prm={"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm",
-                         train_limit=200, test_limit=100, timeout_s=120, static_checks=False,
-                         limits=SandboxLimits(**limits), candidate_id="hostile")
+    limits = {"python_guards": False, "threads": 1, "scratch_root": str(tmp_path), **limits}
+    return evaluate(code, dataset="digits", prm={"lr": 0.05, "momentum": 0.9}, batch=32, transform="norm",
+                    train_limit=200, test_limit=100, timeout_s=120, static_checks=False,
+                    limits=SandboxLimits(**limits), candidate_id="hostile")
 
 
 def assert_failed(result: EvalResult, stage: Stage, fragment: str) -> None:
@@ -268,7 +260,7 @@ def test_computed_attribute_names_are_refused_off_self_and_for_dunders_on_self(g
 def test_the_audit_hook_refuses_foreign_calls_through_ctypes(tmp_path: Path) -> None:
     for call in ("ctypes.pythonapi.Py_GetVersion()", "ctypes.string_at(id(self), 8)"):
         code = with_hook(f"import ctypes\n{call}")
-        assert_failed(run(code, tmp_path, audit_hook=True), Stage.INSTANTIATE, "native code through ctypes")
+        assert_failed(run(code, tmp_path, python_guards=True), Stage.INSTANTIATE, "native code through ctypes")
 
 
 # ------------------------------------------------------------------------ class 4: admission, cancellation

@@ -17,11 +17,11 @@ import grpc
 import pytest
 from conftest import TEST_MODEL
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_hostile_load_evaluator import eventually
 
-from deltanas import llm
+from deltanas import model_sources as llm
 from deltanas.adapters import WEIGHTS_FILE
 from deltanas.logs import KeyValueFormatter
+from deltanas.testing.processes import eventually
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 BASELINE = common_pb2.Baseline(name="TinyNet", dataset="mnist", task="img-classification", metric="acc", epoch=1,

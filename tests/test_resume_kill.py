@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_evaluator_grpc import MODEL
 
 from client.tracking import PARENT_TAG
+from deltanas.testing.candidates import MODEL
 from deltanas.vocabulary import CANDIDATE_TAG, SEARCH_TAG
 
 pytestmark = pytest.mark.slow

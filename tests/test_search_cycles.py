@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from test_evaluator_grpc import ANSWER, BASE, MODEL
-from test_generator_backend_remote import FakeServer
 
 import deltadiff
 from client.cli import PRESET_DIR, main
@@ -30,9 +28,11 @@ from client.report import make_report
 from client.sdk import Endpoints, Services
 from client.search import Search, repair_id
 from client.tracking import Tracker
-from curator_svc.lemur import DATASETS
 from deltanas.config import build
+from deltanas.lemur import DATASETS
+from deltanas.testing.candidates import ANSWER, BASE, MODEL
 from deltanas.vocabulary import CANDIDATE_TAG
+from tests.support.llm_servers import FakeServer
 
 
 def _no_services(*args: object) -> None:
@@ -160,14 +160,15 @@ class ScriptedLLM(FakeServer):
 
 @pytest.fixture()
 def scripted_generator() -> Iterator[str]:
+    from generator_svc.backends.options import OpenAIOptions
     from generator_svc.config import GeneratorConfig
     from generator_svc.service import build_server
 
     ScriptedLLM.adapters, ScriptedLLM.requests, ScriptedLLM.distinct = {}, [], False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedLLM)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    server = build_server(GeneratorConfig(port=0, backend="openai", model="",
-                                          url=f"http://127.0.0.1:{httpd.server_address[1]}")).start()
+    server = build_server(GeneratorConfig(port=0, backend="openai", openai=OpenAIOptions(
+        url=f"http://127.0.0.1:{httpd.server_address[1]}"))).start()
     yield server.address
     server.stop(0)
     httpd.shutdown()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_evaluator_grpc import MODEL
 
 from client.cli import main
 from client.tracking import PARENT_TAG
+from deltanas.testing.candidates import MODEL
 from deltanas.vocabulary import BASELINE_FILE, CANDIDATE_TAG, CODE_FILE, PROMPT_FILE, RAW_OUTPUT_FILE, SEARCH_TAG
 
 pytestmark = pytest.mark.slow

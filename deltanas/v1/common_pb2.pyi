@@ -12,9 +12,18 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_DELTA: _ClassVar[Mode]
     MODE_FULL: _ClassVar[Mode]
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
+    FINISH_REASON_STOP: _ClassVar[FinishReason]
+    FINISH_REASON_LENGTH: _ClassVar[FinishReason]
 MODE_UNSPECIFIED: Mode
 MODE_DELTA: Mode
 MODE_FULL: Mode
+FINISH_REASON_UNSPECIFIED: FinishReason
+FINISH_REASON_STOP: FinishReason
+FINISH_REASON_LENGTH: FinishReason
 
 class Baseline(_message.Message):
     __slots__ = ("name", "dataset", "task", "metric", "epoch", "accuracy", "code", "hyperparameters", "batch", "transform")

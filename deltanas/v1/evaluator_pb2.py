@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from deltanas.v1 import common_pb2 as deltanas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65ltanas/v1/evaluator.proto\x12\x0b\x64\x65ltanas.v1\"\xac\x03\n\x0f\x45valuateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\t\x12\x15\n\rbaseline_code\x18\x03 \x01(\t\x12\x16\n\x0c\x64\x65lta_answer\x18\x04 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x05 \x01(\tH\x00\x12\x0f\n\x07\x64\x61taset\x18\x06 \x01(\t\x12J\n\x0fhyperparameters\x18\x07 \x03(\x0b\x32\x31.deltanas.v1.EvaluateRequest.HyperparametersEntry\x12\r\n\x05\x62\x61tch\x18\x08 \x01(\x05\x12\x11\n\ttransform\x18\t \x01(\t\x12\x0e\n\x06\x65pochs\x18\n \x01(\x05\x12\x13\n\x0btrain_limit\x18\x0b \x01(\x05\x12\x12\n\ntest_limit\x18\x0c \x01(\x05\x12\x11\n\ttimeout_s\x18\r \x01(\x01\x12\x15\n\rfinish_reason\x18\x0e \x01(\t\x12\x0c\n\x04seed\x18\x0f \x01(\x03\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x08\n\x06\x63hange\"\xad\x03\n\x10\x45valuateResponse\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.deltanas.v1.CandidateStatus\x12\x30\n\rfailure_stage\x18\x03 \x01(\x0e\x32\x19.deltanas.v1.FailureStage\x12\x16\n\x0e\x66\x61ilure_reason\x18\x04 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\x12\x14\n\x0cpatched_code\x18\x06 \x01(\t\x12\x14\n\x0c\x61pplied_diff\x18\x07 \x01(\t\x12\x12\n\ndiff_lines\x18\x08 \x01(\x05\x12\x12\n\nduration_s\x18\t \x01(\x01\x12;\n\x07metrics\x18\n \x03(\x0b\x32*.deltanas.v1.EvaluateResponse.MetricsEntry\x12\x0c\n\x04logs\x18\x0b \x01(\t\x12\x0e\n\x06worker\x18\x0c \x01(\t\x12\x1a\n\x12predictions_digest\x18\r \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x14\n\x12GetCapacityRequest\"\x90\x01\n\x13GetCapacityResponse\x12\r\n\x05slots\x18\x01 \x01(\x05\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x04 \x03(\t\x12\x12\n\nmax_epochs\x18\x05 \x01(\x05\x12\x0e\n\x06worker\x18\x06 \x01(\t\x12\x16\n\x0esandbox_layers\x18\x07 \x03(\t*\xa0\x02\n\x0c\x46\x61ilureStage\x12\x1d\n\x19\x46\x41ILURE_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46\x41ILURE_STAGE_EXTRACT\x10\x01\x12\x17\n\x13\x46\x41ILURE_STAGE_APPLY\x10\x02\x12\x18\n\x14\x46\x41ILURE_STAGE_SYNTAX\x10\x03\x12\x1a\n\x16\x46\x41ILURE_STAGE_CONTRACT\x10\x04\x12\x18\n\x14\x46\x41ILURE_STAGE_SAFETY\x10\x05\x12\x1d\n\x19\x46\x41ILURE_STAGE_INSTANTIATE\x10\x06\x12\x19\n\x15\x46\x41ILURE_STAGE_FORWARD\x10\x07\x12\x17\n\x13\x46\x41ILURE_STAGE_TRAIN\x10\x08\x12\x1a\n\x16\x46\x41ILURE_STAGE_EVALUATE\x10\t*m\n\x0f\x43\x61ndidateStatus\x12 \n\x1c\x43\x41NDIDATE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41NDIDATE_STATUS_VALID\x10\x01\x12\x1c\n\x18\x43\x41NDIDATE_STATUS_INVALID\x10\x02\x32\xad\x01\n\x10\x45valuatorService\x12G\n\x08\x45valuate\x12\x1c.deltanas.v1.EvaluateRequest\x1a\x1d.deltanas.v1.EvaluateResponse\x12P\n\x0bGetCapacity\x12\x1f.deltanas.v1.GetCapacityRequest\x1a .deltanas.v1.GetCapacityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65ltanas/v1/evaluator.proto\x12\x0b\x64\x65ltanas.v1\x1a\x18\x64\x65ltanas/v1/common.proto\"\xcd\x03\n\x0f\x45valuateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\t\x12\x15\n\rbaseline_code\x18\x03 \x01(\t\x12\x16\n\x0c\x64\x65lta_answer\x18\x04 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x05 \x01(\tH\x00\x12\x0f\n\x07\x64\x61taset\x18\x06 \x01(\t\x12J\n\x0fhyperparameters\x18\x07 \x03(\x0b\x32\x31.deltanas.v1.EvaluateRequest.HyperparametersEntry\x12\r\n\x05\x62\x61tch\x18\x08 \x01(\x05\x12\x11\n\ttransform\x18\t \x01(\t\x12\x0e\n\x06\x65pochs\x18\n \x01(\x05\x12\x13\n\x0btrain_limit\x18\x0b \x01(\x05\x12\x12\n\ntest_limit\x18\x0c \x01(\x05\x12\x11\n\ttimeout_s\x18\r \x01(\x01\x12\x30\n\rfinish_reason\x18\x0f \x01(\x0e\x32\x19.deltanas.v1.FinishReason\x12\x0c\n\x04seed\x18\x10 \x01(\x03\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x08\n\x06\x63hangeJ\x04\x08\x0e\x10\x0f\"\xad\x03\n\x10\x45valuateResponse\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.deltanas.v1.CandidateStatus\x12\x30\n\rfailure_stage\x18\x03 \x01(\x0e\x32\x19.deltanas.v1.FailureStage\x12\x16\n\x0e\x66\x61ilure_reason\x18\x04 \x01(\t\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\x12\x14\n\x0cpatched_code\x18\x06 \x01(\t\x12\x14\n\x0c\x61pplied_diff\x18\x07 \x01(\t\x12\x12\n\ndiff_lines\x18\x08 \x01(\x05\x12\x12\n\nduration_s\x18\t \x01(\x01\x12;\n\x07metrics\x18\n \x03(\x0b\x32*.deltanas.v1.EvaluateResponse.MetricsEntry\x12\x0c\n\x04logs\x18\x0b \x01(\t\x12\x0e\n\x06worker\x18\x0c \x01(\t\x12\x1a\n\x12predictions_digest\x18\r \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x14\n\x12GetCapacityRequest\"\x90\x01\n\x13GetCapacityResponse\x12\r\n\x05slots\x18\x01 \x01(\x05\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61tasets\x18\x04 \x03(\t\x12\x12\n\nmax_epochs\x18\x05 \x01(\x05\x12\x0e\n\x06worker\x18\x06 \x01(\t\x12\x16\n\x0esandbox_layers\x18\x07 \x03(\t*\xa0\x02\n\x0c\x46\x61ilureStage\x12\x1d\n\x19\x46\x41ILURE_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46\x41ILURE_STAGE_EXTRACT\x10\x01\x12\x17\n\x13\x46\x41ILURE_STAGE_APPLY\x10\x02\x12\x18\n\x14\x46\x41ILURE_STAGE_SYNTAX\x10\x03\x12\x1a\n\x16\x46\x41ILURE_STAGE_CONTRACT\x10\x04\x12\x18\n\x14\x46\x41ILURE_STAGE_SAFETY\x10\x05\x12\x1d\n\x19\x46\x41ILURE_STAGE_INSTANTIATE\x10\x06\x12\x19\n\x15\x46\x41ILURE_STAGE_FORWARD\x10\x07\x12\x17\n\x13\x46\x41ILURE_STAGE_TRAIN\x10\x08\x12\x1a\n\x16\x46\x41ILURE_STAGE_EVALUATE\x10\t*m\n\x0f\x43\x61ndidateStatus\x12 \n\x1c\x43\x41NDIDATE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41NDIDATE_STATUS_VALID\x10\x01\x12\x1c\n\x18\x43\x41NDIDATE_STATUS_INVALID\x10\x02\x32\xad\x01\n\x10\x45valuatorService\x12G\n\x08\x45valuate\x12\x1c.deltanas.v1.EvaluateRequest\x1a\x1d.deltanas.v1.EvaluateResponse\x12P\n\x0bGetCapacity\x12\x1f.deltanas.v1.GetCapacityRequest\x1a .deltanas.v1.GetCapacityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATEREQUEST_HYPERPARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATERESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_FAILURESTAGE']._serialized_start=1077
-  _globals['_FAILURESTAGE']._serialized_end=1365
-  _globals['_CANDIDATESTATUS']._serialized_start=1367
-  _globals['_CANDIDATESTATUS']._serialized_end=1476
-  _globals['_EVALUATEREQUEST']._serialized_start=45
-  _globals['_EVALUATEREQUEST']._serialized_end=473
-  _globals['_EVALUATEREQUEST_HYPERPARAMETERSENTRY']._serialized_start=409
-  _globals['_EVALUATEREQUEST_HYPERPARAMETERSENTRY']._serialized_end=463
-  _globals['_EVALUATERESPONSE']._serialized_start=476
-  _globals['_EVALUATERESPONSE']._serialized_end=905
-  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=859
-  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=905
-  _globals['_GETCAPACITYREQUEST']._serialized_start=907
-  _globals['_GETCAPACITYREQUEST']._serialized_end=927
-  _globals['_GETCAPACITYRESPONSE']._serialized_start=930
-  _globals['_GETCAPACITYRESPONSE']._serialized_end=1074
-  _globals['_EVALUATORSERVICE']._serialized_start=1479
-  _globals['_EVALUATORSERVICE']._serialized_end=1652
+  _globals['_FAILURESTAGE']._serialized_start=1136
+  _globals['_FAILURESTAGE']._serialized_end=1424
+  _globals['_CANDIDATESTATUS']._serialized_start=1426
+  _globals['_CANDIDATESTATUS']._serialized_end=1535
+  _globals['_EVALUATEREQUEST']._serialized_start=71
+  _globals['_EVALUATEREQUEST']._serialized_end=532
+  _globals['_EVALUATEREQUEST_HYPERPARAMETERSENTRY']._serialized_start=462
+  _globals['_EVALUATEREQUEST_HYPERPARAMETERSENTRY']._serialized_end=516
+  _globals['_EVALUATERESPONSE']._serialized_start=535
+  _globals['_EVALUATERESPONSE']._serialized_end=964
+  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=918
+  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=964
+  _globals['_GETCAPACITYREQUEST']._serialized_start=966
+  _globals['_GETCAPACITYREQUEST']._serialized_end=986
+  _globals['_GETCAPACITYRESPONSE']._serialized_start=989
+  _globals['_GETCAPACITYRESPONSE']._serialized_end=1133
+  _globals['_EVALUATORSERVICE']._serialized_start=1538
+  _globals['_EVALUATORSERVICE']._serialized_end=1711
 # @@protoc_insertion_point(module_scope)

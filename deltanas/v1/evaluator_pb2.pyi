@@ -1,3 +1,4 @@
+from deltanas.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -76,9 +77,9 @@ class EvaluateRequest(_message.Message):
     train_limit: int
     test_limit: int
     timeout_s: float
-    finish_reason: str
+    finish_reason: _common_pb2.FinishReason
     seed: int
-    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., delta_answer: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., baseline_code: _Optional[str] = ..., delta_answer: _Optional[str] = ..., code: _Optional[str] = ..., dataset: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., batch: _Optional[int] = ..., transform: _Optional[str] = ..., epochs: _Optional[int] = ..., train_limit: _Optional[int] = ..., test_limit: _Optional[int] = ..., timeout_s: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("candidate_id", "status", "failure_stage", "failure_reason", "accuracy", "patched_code", "applied_diff", "diff_lines", "duration_s", "metrics", "logs", "worker", "predictions_digest")

@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from deltanas.errors import Cancelled
-from evaluator_svc.pipeline import TrainTask
-from evaluator_svc.stages import EvalResult
+from evaluator_svc.results import EvalResult
+from evaluator_svc.task import TrainTask
 
 
 @dataclass

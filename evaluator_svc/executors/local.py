@@ -12,10 +12,10 @@ from deltanas.vocabulary import resolve_device
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import describe_caps, host_layers, missing_layers, require_sandbox
+from evaluator_svc.task import TrainTask, train_in_sandbox
 
-log = logging.getLogger("deltanas.evaluator")
+log = logging.getLogger(__name__)
 SLOT_POLL_S = 0.1  # how often a call waiting for a slot checks whether its caller cancelled
 
 
@@ -34,10 +34,8 @@ class LocalExecutor(Executor):
         self.cfg = config
         self.device = resolve_device(config.device)
         self._slots = threading.BoundedSemaphore(config.slots)
-        fraction = config.gpu_memory_fraction or 1.0 / config.slots
-        threads = config.threads or max(1, (os.cpu_count() or 1) // config.slots)
-        self.limits = SandboxLimits(memory_mb=config.memory_limit_mb, gpu_memory_fraction=fraction, threads=threads,
-                                    audit_hook=config.python_guards)
+        self.limits = config.sandbox.share(threads=max(1, (os.cpu_count() or 1) // config.slots),
+                                           gpu_memory_fraction=1.0 / config.slots)
         self.layers = check_host_sandbox(config.allow_weak_sandbox, self.limits)
 
     def _take_slot(self, cancel: threading.Event) -> bool:

@@ -1,13 +1,13 @@
 """The Ray executor: every candidate is a Ray task on a cluster, sandboxed on the node that runs it.
 
-    deltanas serve evaluator --executor ray --ray-address 10.0.0.5:6379 --ray-gpus 1    # join a cluster
+    deltanas serve evaluator --executor ray --ray.address 10.0.0.5:6379 --ray.gpus 1    # join a cluster
     deltanas serve evaluator --executor ray                                             # a local Ray instance
 
 The gRPC evaluator stays the contract (validation, extract/apply, the static checks, idempotency by request id);
-only INSTANTIATE..EVALUATE moves: a task requests `ray_cpus` CPUs and `ray_gpus` GPUs, loads the data on its
+only INSTANTIATE..EVALUATE moves: a task requests `ray.cpus` CPUs and `ray.gpus` GPUs, loads the data on its
 node (each node needs the dataset root, e.g. one shared volume) and runs the same bubblewrap + seccomp worker as
 the local executor. Capacity is what the cluster's resources hold. A worker or node lost mid-candidate makes
-Ray re-run the task elsewhere (`ray_max_retries`); the gRPC call still answers once. See docs/deploy.md for
+Ray re-run the task elsewhere (`ray.max_retries`); the gRPC call still answers once. See docs/deploy.md for
 KubeRay and Slurm.
 """
 
@@ -26,10 +26,10 @@ from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.executors.local import check_host_sandbox, probe_device
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.pipeline import TrainTask, train_in_sandbox
 from evaluator_svc.sandbox import SandboxUnavailable
+from evaluator_svc.task import TrainTask, train_in_sandbox
 
-log = logging.getLogger("deltanas.evaluator")
+log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.2  # how often a running task checks whether its caller cancelled
 PROBE_TIMEOUT_S = 60.0  # the start-up check: a 0-CPU task answers even on a cluster whose CPUs all train
 
@@ -55,20 +55,19 @@ class RayExecutor(Executor):
     def __init__(self, config: EvaluatorConfig) -> None:
         super().__init__()
         self.cfg = config
-        self.device = "cuda" if config.ray_gpus > 0 else "cpu"
-        fraction = config.gpu_memory_fraction or min(config.ray_gpus, 1.0) or None
-        self.limits = SandboxLimits(memory_mb=config.memory_limit_mb, gpu_memory_fraction=fraction,
-                                    threads=config.threads or max(1, math.ceil(config.ray_cpus)),
-                                    audit_hook=config.python_guards)
+        self.ray = config.ray
+        self.device = "cuda" if self.ray.gpus > 0 else "cpu"
+        self.limits = config.sandbox.share(threads=max(1, math.ceil(self.ray.cpus)),
+                                           gpu_memory_fraction=min(self.ray.gpus, 1.0))
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=config.ray_address or None, include_dashboard=False, log_to_driver=False,
+            ray.init(address=self.ray.address or None, include_dashboard=False, log_to_driver=False,
                      configure_logging=False, namespace="deltanas")
-        self._task = run_candidate.options(num_cpus=config.ray_cpus, num_gpus=config.ray_gpus,
-                                           max_retries=config.ray_max_retries, retry_exceptions=False)
+        self._task = run_candidate.options(num_cpus=self.ray.cpus, num_gpus=self.ray.gpus,
+                                           max_retries=self.ray.max_retries, retry_exceptions=False)
         self.layers = self._call(node_sandbox.remote(config.allow_weak_sandbox, self.limits), PROBE_TIMEOUT_S)
         log.info("ray executor on %s: %d slot(s) of %g CPU + %g GPU, sandbox %s",
-                 config.ray_address or "a local Ray instance", self.slots(), config.ray_cpus, config.ray_gpus,
+                 self.ray.address or "a local Ray instance", self.slots(), self.ray.cpus, self.ray.gpus,
                  ", ".join(self.layers))
 
     def _run(self, task: TrainTask, cancel: threading.Event) -> Ran:
@@ -93,23 +92,23 @@ class RayExecutor(Executor):
             raise
         except GetTimeoutError as exc:
             raise Unavailable(f"ray: the cluster did not answer in {timeout_s:.0f} s") from exc
-        except RayError as exc:  # worker or node died (after ray_max_retries re-runs), object lost, ...
-            raise Unavailable(f"ray: candidate {candidate_id} did not finish after {self.cfg.ray_max_retries} "
+        except RayError as exc:  # worker or node died (after ray.max_retries re-runs), object lost, ...
+            raise Unavailable(f"ray: candidate {candidate_id} did not finish after {self.ray.max_retries} "
                               f"re-run(s): {type(exc).__name__}: {str(exc)[:300]}") from exc
 
     def slots(self) -> int:
         resources = ray.cluster_resources()
-        room = resources.get("CPU", 0.0) / self.cfg.ray_cpus
-        if self.cfg.ray_gpus > 0:
-            room = min(room, resources.get("GPU", 0.0) / self.cfg.ray_gpus)
+        room = resources.get("CPU", 0.0) / self.ray.cpus
+        if self.ray.gpus > 0:
+            room = min(room, resources.get("GPU", 0.0) / self.ray.gpus)
         return int(room + 1e-9)
 
     def probe(self) -> None:
         """The cluster answers and has room for one candidate. No task: on a busy cluster one would start an extra
         worker process every health interval (the nodes' sandbox is checked at start and by every candidate)."""
         if self.slots() < 1:
-            raise RuntimeError(f"the Ray cluster has no room for one candidate ({self.cfg.ray_cpus:g} CPU, "
-                               f"{self.cfg.ray_gpus:g} GPU each; it has {ray.cluster_resources()})")
+            raise RuntimeError(f"the Ray cluster has no room for one candidate ({self.ray.cpus:g} CPU, "
+                               f"{self.ray.gpus:g} GPU each; it has {ray.cluster_resources()})")
 
     def close(self) -> None:
         if self._started and ray.is_initialized():

@@ -13,9 +13,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
+from deltanas.config import REQUIRED, option
 from deltanas.vocabulary import FINISH_STOP, MAX_NEW_TOKENS, TEMPERATURE, TOP_K, TOP_P
 
 T = TypeVar("T")
@@ -55,10 +56,10 @@ class BackendUnavailable(BackendError):
 class Sampling:
     """Decoding settings of one request; ``temperature`` 0 means greedy (seeds are then irrelevant)."""
 
-    temperature: float = field(default=TEMPERATURE, metadata={"help": "softmax temperature; 0 = greedy decoding"})
-    top_k: int = field(default=TOP_K, metadata={"help": "sample among the k most likely tokens; 0 = no limit"})
-    top_p: float = field(default=TOP_P, metadata={"help": "nucleus sampling mass in (0, 1]; 1 = no limit"})
-    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "most tokens generated per candidate"})
+    temperature: float = option(TEMPERATURE, "softmax temperature; 0 = greedy decoding")
+    top_k: int = option(TOP_K, "sample among the k most likely tokens; 0 = no limit")
+    top_p: float = option(TOP_P, "nucleus sampling mass in (0, 1]; 1 = no limit")
+    max_new_tokens: int = option(MAX_NEW_TOKENS, "most tokens generated per candidate")
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
@@ -73,10 +74,10 @@ class Sampling:
 class Constraint:
     """A grammar for constrained decoding."""
 
-    grammar: str = field(metadata={"help": "EBNF, xgrammar/GBNF dialect (e.g. deltadiff.diff_grammar)"})
-    close: str = field(default="", metadata={
-        "help": "text that ends an answer wherever the grammar allows it (a diff's closing fence): the local backend "
-                "appends it when max_new_tokens is nearly spent, so that a cut answer still parses"})
+    grammar: str = option(REQUIRED, "EBNF, xgrammar/GBNF dialect (e.g. deltadiff.diff_grammar)")
+    close: str = option("", "text that ends an answer wherever the grammar allows it (a diff's closing fence): the "
+                            "local backend appends it when max_new_tokens is nearly spent, so that a cut answer still "
+                            "parses")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Generation:
     prompt_tokens: int
     output_tokens: int
     latency_s: float
-    finish_reason: str = FINISH_STOP
+    finish_reason: int = FINISH_STOP  # a FinishReason value (deltanas.vocabulary); UNSPECIFIED when partial
     forced_tokens: int = 0  # of output_tokens, those a grammar forced (appended without sampling)
     partial: bool = False  # progress of a candidate still being written: no text, the tokens so far
 

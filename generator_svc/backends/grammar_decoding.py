@@ -1,7 +1,8 @@
 """Grammar-constrained decoding for the local backend: xgrammar token masks plus jump-forward.
 
     >>> decoder = GrammarDecoder(model, tokenizer, eos_ids)
-    >>> decoder.decode(prompt_ids, grammar_text, sampling, seeds, processors, on_finish, cancel)
+    >>> decoder.decode(prompt_ids, Constraint(grammar, close="```"), rows=4, max_new=512, processors=processors,
+    ...                hooks=DecodeHooks(on_finish, cancel), device="cpu")
 
 Each row keeps an xgrammar ``GrammarMatcher``. Before a row samples, the matcher masks every token the grammar
 forbids. After it accepts a token, text the grammar forces from there on (the rest of a baseline line once the
@@ -12,7 +13,7 @@ explicit position ids, so one forward pass serves all rows.
 
 A row about to run out of tokens is closed instead of cut: from CLOSE_WINDOW tokens before the limit on, the
 `close` text (for a diff, the closing fence) is appended at the first point where the grammar accepts it, then
-the end-of-turn token; the row still reports finish reason "length".
+the end-of-turn token; the row still reports finish reason LENGTH.
 
 Compiled grammars are cached by the xgrammar compiler (one compile per baseline and tokenizer).
 """
@@ -22,18 +23,69 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
-from generator_svc.backends.base import GrammarRefused
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
+from generator_svc.backends.base import Constraint, GrammarRefused
 
-log = logging.getLogger("generator_svc.backends.grammar")
+log = logging.getLogger(__name__)
 
 CACHE_BYTES = 512 * 2**20  # compiled grammars kept by the compiler
 CLOSE_WINDOW = 24  # tokens before max_new_tokens from which a row is closed at the first place the grammar allows
+
+
+def _no_progress(tokens: dict[int, int]) -> None:
+    """The default `on_step`: nothing to report."""
+
+
+@dataclass(frozen=True)
+class DecodeHooks:
+    """What a decode reports to and listens to."""
+
+    on_finish: Callable[[int, list[int], int, int], None]  # row, token ids, FinishReason, forced: as a row ends
+    cancel: threading.Event  # set: every row stops after the current step
+    on_step: Callable[[dict[int, int]], None] = _no_progress  # after each step: row -> tokens so far, rows going
+
+
+@dataclass
+class _Row:
+    """One candidate being decoded: its grammar matcher, the tokens it generated (of which `forced` were appended
+    by jump-forward), what it feeds the model at the next forward pass, and its length in the KV cache."""
+
+    matcher: Any
+    generated: list[int]
+    forced: int
+    length: int
+    step: list[int] = field(default_factory=list)
+    alive: bool = True
+
+
+@dataclass
+class _Batch:
+    """The rows decoded together, with their shared KV cache and attention mask."""
+
+    rows: list[_Row]
+    cache: Any
+    attention: torch.Tensor
+    device: str
+
+    def alive(self) -> list[int]:
+        return [i for i, row in enumerate(self.rows) if row.alive]
+
+
+@dataclass(frozen=True)
+class _Close:
+    """How a row near its token limit is closed: `text` (and its `ids`), appended where the grammar allows it,
+    within `budget` tokens (max_new less the room the close and the end-of-turn token need)."""
+
+    text: str
+    ids: list[int]
+    budget: int
 
 
 class GrammarDecoder:
@@ -49,7 +101,6 @@ class GrammarDecoder:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size, stop_token_ids=self.eos_ids)
         self.compiler = xgr.GrammarCompiler(info, max_threads=threads, cache_limit_bytes=CACHE_BYTES)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self.last_compile_s = 0.0
 
     def compile(self, grammar: str) -> Any:
         """The compiled grammar (cached); GrammarRefused names the problem of a grammar xgrammar refuses."""
@@ -58,9 +109,9 @@ class GrammarDecoder:
             compiled = self.compiler.compile_grammar(grammar)
         except RuntimeError as exc:
             raise GrammarRefused(f"xgrammar refuses the grammar: {exc}") from exc
-        self.last_compile_s = time.monotonic() - start
-        if self.last_compile_s > 0.05:  # a cache hit takes microseconds
-            log.info("grammar compiled chars=%d seconds=%.2f", len(grammar), self.last_compile_s)
+        seconds = time.monotonic() - start
+        if seconds > 0.05:  # a cache hit takes microseconds
+            log.info("grammar compiled", extra={"chars": len(grammar), "seconds": round(seconds, 2)})
         return compiled
 
     def _forced(self, matcher: Any, budget: int) -> list[int]:
@@ -76,97 +127,95 @@ class GrammarDecoder:
         return tokens
 
     @torch.inference_mode()
-    def decode(
-        self,
-        prompt: torch.Tensor,
-        grammar: str,
-        max_new: int,
-        close: str,
-        seeds: Sequence[int],
-        processors: LogitsProcessorList,
-        on_finish: Callable[[int, list[int], str, int], None],
-        cancel: threading.Event,
-        device: str,
-        on_step: Callable[[dict[int, int]], None] = lambda tokens: None,
-    ) -> None:
-        """Decodes len(seeds) rows from `prompt` (1 x P); `on_finish(row, ids, reason, forced)` as rows end,
-        where `forced` counts the ids that were appended by jump-forward rather than sampled; `on_step` gets the
-        rows still going after each step (row -> tokens so far)."""
-        xgr = self.xgr
-        compiled = self.compile(grammar)
-        rows = len(seeds)
-        matchers = [xgr.GrammarMatcher(compiled) for _ in range(rows)]
-        bitmask = xgr.allocate_token_bitmask(rows, self.vocab_size)
-        close_ids = self.tokenizer.encode(close, add_special_tokens=False) if close else []
-        budget = max_new - (len(close_ids) + 1 if close else 0)  # room kept for the close and end-of-turn
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        forced_count = [0] * rows
-        # The fence and headers are forced for every row alike: they join the prompt's prefill.
+    def decode(self, prompt: torch.Tensor, constraint: Constraint, rows: int, max_new: int,
+               processors: LogitsProcessorList, hooks: DecodeHooks, device: str) -> None:
+        """Decodes `rows` rows from `prompt` (1 x P) under `constraint`, at most `max_new` tokens each;
+        `hooks.on_finish(row, ids, reason, forced)` as rows end (`forced` counts the ids appended by jump-forward
+        rather than sampled), `hooks.on_step` after each step. `processors` (e.g. the seeded sampler) choose each
+        row's next token among those the grammar allows."""
+        compiled = self.compile(constraint.grammar)
+        close_ids = self.tokenizer.encode(constraint.close, add_special_tokens=False) if constraint.close else []
+        close = _Close(constraint.close, close_ids, max_new - (len(close_ids) + 1 if constraint.close else 0))
+        batch, logits = self._prefill(prompt, compiled, rows, max_new, device)
+        bitmask = self.xgr.allocate_token_bitmask(rows, self.vocab_size)
+        while batch.alive() and not hooks.cancel.is_set():
+            chosen = self._choose(batch, logits, bitmask, processors)
+            for index in batch.alive():
+                row = batch.rows[index]
+                reason = self._advance(row, chosen[index], close)
+                if reason is not None:
+                    row.alive = False
+                    hooks.on_finish(index, row.generated, reason, row.forced)
+            if not batch.alive():
+                break
+            hooks.on_step({index: len(batch.rows[index].generated) for index in batch.alive()})
+            logits = self._forward(batch)
+
+    def _prefill(self, prompt: torch.Tensor, compiled: Any, rows: int, max_new: int, device: str
+                 ) -> tuple[_Batch, torch.Tensor]:
+        """The batch after one forward pass over the prompt and the text every row is forced to start with (the
+        fence and headers), and the logits of its last position."""
+        matchers = [self.xgr.GrammarMatcher(compiled) for _ in range(rows)]
         head = self._forced(matchers[0], max_new)
         for matcher in matchers[1:]:
             for token in head:
                 matcher.accept_token(token)
-        steps: list[list[int]] = [[] for _ in range(rows)]  # what each row appends in the next forward pass
-        for row in range(rows):
-            generated[row].extend(head)
-            forced_count[row] = len(head)
-        cache = DynamicCache()
         inputs = torch.cat([prompt, torch.tensor([head], dtype=prompt.dtype)], 1).repeat(rows, 1).to(device)
-        attention = torch.ones_like(inputs)
-        lengths = [inputs.shape[1]] * rows
-        out = self.model(input_ids=inputs, attention_mask=attention, cache=cache, use_cache=True,
+        batch = _Batch([_Row(m, list(head), len(head), inputs.shape[1]) for m in matchers], DynamicCache(),
+                       torch.ones_like(inputs), device)
+        out = self.model(input_ids=inputs, attention_mask=batch.attention, cache=batch.cache, use_cache=True,
                          position_ids=torch.arange(inputs.shape[1], device=device).repeat(rows, 1),
                          logits_to_keep=1)  # only the last position goes through the (vocabulary-wide) head
-        logits = out.logits[:, -1, :].float()
-        alive = set(range(rows))
-        while alive and not cancel.is_set():
-            xgr.reset_token_bitmask(bitmask)
-            for row in alive:
-                matchers[row].fill_next_token_bitmask(bitmask, row)
-            xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
-            ids = torch.full((rows, max(len(g) for g in generated) or 1), self.pad_id, dtype=torch.long)
-            for row, g in enumerate(generated):
-                ids[row, : len(g)] = torch.tensor(g, dtype=torch.long)
-            chosen = processors(ids, logits).argmax(-1).tolist()
-            steps = [[] for _ in range(rows)]
-            for row in sorted(alive):
-                token = chosen[row]
-                generated[row].append(token)
-                steps[row] = [token]
-                if token in self.eos_ids or not matchers[row].accept_token(token):
-                    alive.discard(row)
-                    on_finish(row, generated[row], "stop", forced_count[row])
-                    continue
-                forced = self._forced(matchers[row], budget - len(generated[row]))
-                near_limit = len(generated[row]) + len(forced) >= budget - CLOSE_WINDOW
-                if close and near_limit and matchers[row].accept_string(close):  # refused unless it may end here
-                    forced = [*forced, *close_ids, self.eos_ids[0]]
-                    generated[row].extend(forced)
-                    forced_count[row] += len(forced)
-                    alive.discard(row)
-                    on_finish(row, generated[row], "length", forced_count[row])
-                    continue
-                generated[row].extend(forced)
-                steps[row].extend(forced)
-                forced_count[row] += len(forced)
-                if len(generated[row]) >= budget:
-                    alive.discard(row)
-                    on_finish(row, generated[row], "length", forced_count[row])
-            if not alive:
-                break
-            on_step({row: len(generated[row]) for row in alive})
-            width = max(len(s) for s in steps)
-            chunk = torch.full((rows, width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((rows, width), dtype=attention.dtype)
-            positions = torch.zeros((rows, width), dtype=torch.long)
-            for row, step in enumerate(steps):
-                if row in alive:
-                    chunk[row, : len(step)] = torch.tensor(step, dtype=torch.long)
-                    mask[row, : len(step)] = 1
-                positions[row] = torch.arange(lengths[row], lengths[row] + width)
-                lengths[row] += len(step) if row in alive else 0
-            attention = torch.cat([attention, mask.to(device)], 1)
-            last = torch.tensor([[max(len(s), 1) - 1] for s in steps], device=device)
-            out = self.model(input_ids=chunk.to(device), attention_mask=attention, cache=cache,
-                             use_cache=True, position_ids=positions.to(device), logits_to_keep=last)
-            logits = out.logits[:, 0, :].float()  # each row's last appended position only
+        return batch, out.logits[:, -1, :].float()
+
+    def _choose(self, batch: _Batch, logits: torch.Tensor, bitmask: Any, processors: LogitsProcessorList
+                ) -> list[int]:
+        """Each row's next token: the grammar masks the logits, then the processors pick."""
+        xgr = self.xgr
+        xgr.reset_token_bitmask(bitmask)
+        for index in batch.alive():
+            batch.rows[index].matcher.fill_next_token_bitmask(bitmask, index)
+        xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
+        ids = torch.full((len(batch.rows), max(len(r.generated) for r in batch.rows) or 1), self.pad_id,
+                         dtype=torch.long)
+        for index, row in enumerate(batch.rows):
+            ids[index, : len(row.generated)] = torch.tensor(row.generated, dtype=torch.long)
+            row.step = []
+        return processors(ids, logits).argmax(-1).tolist()
+
+    def _advance(self, row: _Row, token: int, close: _Close) -> int | None:
+        """Appends `token` and the text the grammar then forces; the FinishReason when the row ends here."""
+        row.generated.append(token)
+        row.step = [token]
+        if token in self.eos_ids or not row.matcher.accept_token(token):
+            return FINISH_STOP
+        forced = self._forced(row.matcher, close.budget - len(row.generated))
+        near_limit = len(row.generated) + len(forced) >= close.budget - CLOSE_WINDOW
+        if close.text and near_limit and row.matcher.accept_string(close.text):  # refused unless it may end here
+            forced = [*forced, *close.ids, self.eos_ids[0]]
+            row.generated.extend(forced)
+            row.forced += len(forced)
+            return FINISH_LENGTH
+        row.generated.extend(forced)
+        row.step.extend(forced)
+        row.forced += len(forced)
+        return FINISH_LENGTH if len(row.generated) >= close.budget else None
+
+    def _forward(self, batch: _Batch) -> torch.Tensor:
+        """One forward pass over what each row appends (right-padded, the padding masked out, explicit
+        positions); the logits of each row's last appended position."""
+        rows, width = len(batch.rows), max(len(row.step) for row in batch.rows)
+        chunk = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=batch.attention.dtype)
+        positions = torch.zeros((rows, width), dtype=torch.long)
+        for index, row in enumerate(batch.rows):
+            if row.alive:
+                chunk[index, : len(row.step)] = torch.tensor(row.step, dtype=torch.long)
+                mask[index, : len(row.step)] = 1
+            positions[index] = torch.arange(row.length, row.length + width)
+            row.length += len(row.step) if row.alive else 0
+        batch.attention = torch.cat([batch.attention, mask.to(batch.device)], 1)
+        last = torch.tensor([[max(len(row.step), 1) - 1] for row in batch.rows], device=batch.device)
+        out = self.model(input_ids=chunk.to(batch.device), attention_mask=batch.attention, cache=batch.cache,
+                         use_cache=True, position_ids=positions.to(batch.device), logits_to_keep=last)
+        return out.logits[:, 0, :].float()  # each row's last appended position only

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,9 +29,10 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from deltanas import llm
+from deltadiff.lines import replaced_line
+from deltanas import model_sources
 from deltanas.adapters import AdapterError, resolve_adapter
-from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, resolve_device
+from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP, FINISH_UNKNOWN, resolve_device
 from generator_svc.backends import lora
 from generator_svc.backends.base import (
     Backend,
@@ -45,10 +47,10 @@ from generator_svc.backends.base import (
     check_fits,
     check_request,
 )
-from generator_svc.backends.grammar_decoding import GrammarDecoder
+from generator_svc.backends.grammar_decoding import DecodeHooks, GrammarDecoder
 from generator_svc.backends.options import LocalOptions
 
-log = logging.getLogger("generator_svc.backends.local")
+log = logging.getLogger(__name__)
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype | None:
@@ -100,24 +102,10 @@ class NoOpEditGuard(LogitsProcessor):
         self.tokenizer, self.prompt_len, self.candidates = tokenizer, prompt_len, candidates
         self.eos_ids = sorted(eos_ids)
 
-    def _target(self, text: str) -> str | None:
-        """The removed line the current `+` line replaces (without its `-`), if it replaces one."""
-        lines = text.split("\n")
-        if not lines[-1].startswith("+") or lines[-1].startswith("+++"):
-            return None
-        i, added = len(lines) - 2, 0
-        while i >= 0 and lines[i].startswith("+"):
-            i, added = i - 1, added + 1
-        removed = []
-        while i >= 0 and lines[i].startswith("-") and not lines[i].startswith("---"):
-            removed.insert(0, lines[i])
-            i -= 1
-        return removed[added][1:].rstrip() if added < len(removed) else None
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for row in range(input_ids.shape[0]):
             text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
-            target = self._target(text)
+            target = replaced_line(text)
             if target is None:
                 continue
             current = text.rsplit("\n", 1)[-1][1:]
@@ -160,21 +148,51 @@ class FinishWatcher(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class ProgressReporter:
-    """`on_step` of a decoding batch: puts `("progress", {index: tokens so far})` on `results` at most every
-    `interval_s` (never, when it is 0)."""
+@dataclass(frozen=True)
+class Progress:
+    """Queue event of a decoding batch: tokens so far of the candidates still being written (index -> tokens)."""
 
-    def __init__(self, results: queue.Queue[Any], offset: int, interval_s: float) -> None:
+    tokens: dict[int, int]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Queue event: candidate `index` ended with these token ids, `reason` (a FinishReason), `forced` of them
+    appended by the grammar."""
+
+    index: int
+    ids: list[int]
+    reason: int
+    forced: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Queue event: the batch's decoding raised `error` (re-raised in the consuming thread)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """Queue event: the batch's decoding thread is done; nothing follows."""
+
+
+Event = Progress | Finished | Failed | BatchDone
+
+
+class ProgressReporter:
+    """`on_step` of a decoding batch: puts a Progress event on `results` at most every `interval_s` (never, when
+    it is 0)."""
+
+    def __init__(self, results: queue.Queue[Event], offset: int, interval_s: float) -> None:
         self.results, self.offset, self.interval_s = results, offset, interval_s
         self._next = time.monotonic() + interval_s
 
     def __call__(self, tokens: dict[int, int]) -> None:
         if self.interval_s > 0 and tokens and time.monotonic() >= self._next:
             self._next = time.monotonic() + self.interval_s
-            self.results.put(("progress", {self.offset + row: n for row, n in tokens.items()}))
-
-
-_DONE = object()
+            self.results.put(Progress({self.offset + row: n for row, n in tokens.items()}))
 
 
 class LocalBackend(Backend):
@@ -190,9 +208,9 @@ class LocalBackend(Backend):
             torch.set_num_threads(self.options.threads)
         dtype = resolve_dtype(self.options.dtype, self.device)
         try:
-            self.tokenizer = llm.load_tokenizer(self.options.model)
-            self.base = llm.load_model(self.options.model, dtype=dtype, device=self.device)
-        except llm.ModelSourceError as exc:
+            self.tokenizer = model_sources.load_tokenizer(self.options.model)
+            self.base = model_sources.load_model(self.options.model, dtype=dtype, device=self.device)
+        except model_sources.ModelSourceError as exc:
             raise BackendUnavailable(str(exc)) from exc
         self.model: Any = self.base  # becomes a PeftModel with the first adapter
         self.context_length = self.options.context_length or self.base.config.max_position_embeddings
@@ -281,7 +299,7 @@ class LocalBackend(Backend):
             if cancel.is_set():
                 return
             batch_seeds = seeds[offset : offset + self.options.max_batch]
-            results: queue.Queue[Any] = queue.Queue()
+            results: queue.Queue[Event] = queue.Queue()
             worker = threading.Thread(
                 target=self._run_batch,
                 args=(prompt, sampling, adapter, batch_seeds, offset, results, cancel, constraint,
@@ -291,48 +309,49 @@ class LocalBackend(Backend):
             worker.start()
             finished = False
             try:
-                while (item := results.get()) is not _DONE:
-                    if isinstance(item, BaseException):
-                        raise item
-                    if item[0] == "progress":
-                        for index, tokens in item[1].items():
-                            yield Generation(index, seeds[index], "", prompt.shape[1], tokens,
-                                             time.monotonic() - start, finish_reason="", partial=True)
-                        continue
-                    index, ids, reason, forced = item
-                    yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
+                while not isinstance(event := results.get(), BatchDone):
+                    match event:
+                        case Failed(error):
+                            raise error
+                        case Progress(tokens):
+                            for index, count in tokens.items():
+                                yield Generation(index, seeds[index], "", prompt.shape[1], count,
+                                                 time.monotonic() - start, finish_reason=FINISH_UNKNOWN, partial=True)
+                        case Finished(index, ids, reason, forced):
+                            yield self._generation(index, seeds[index], ids, reason, prompt.shape[1], start, forced)
                 finished = True
             finally:  # also when the consumer stops early: end the decoding instead of leaving it running
                 if not finished:
                     cancel.set()
                 worker.join()
 
-    def _run_batch(
+    def _run_batch(  # noqa: PLR0913 - see the docstring
         self,
         prompt: torch.Tensor,
         sampling: Sampling,
         adapter: str | None,
         seeds: list[int],
         offset: int,
-        results: queue.Queue[Any],
+        results: queue.Queue[Event],
         cancel: threading.Event,
         constraint: Constraint | None,
         on_step: ProgressReporter,
     ) -> None:
-        """Decode one batch, putting ``(index, token ids, finish reason, forced)`` on ``results`` as rows end (and
-        what `on_step` reports while they go)."""
+        """Decode one batch, putting a Finished event on ``results`` as each row ends (Progress events from
+        `on_step` while they go, Failed on an error) and BatchDone last. Nine parameters: the batch's decoding
+        state, handed to its thread as it is (the batch loop is to be reworked with the search's streaming)."""
 
-        def on_finish(row: int, ids: list[int], reason: str, forced: int = 0) -> None:
-            results.put((offset + row, ids, reason, forced))
+        def on_finish(row: int, ids: list[int], reason: int, forced: int = 0) -> None:
+            results.put(Finished(offset + row, ids, reason, forced))
 
         try:
             if constraint is not None:
                 guard = [NoOpEditGuard(self.tokenizer, 0, self.eos_ids)] if self.options.forbid_noop_edits else []
                 sampler = [] if sampling.greedy else [SeededSampler(sampling, seeds)]
                 with self._lock, self._use_adapter(adapter):
-                    self.grammar_decoder().decode(prompt, constraint.grammar, sampling.max_new_tokens,
-                                                  constraint.close, seeds, LogitsProcessorList(guard + sampler),
-                                                  on_finish, cancel, self.device, on_step)
+                    self.grammar_decoder().decode(prompt, constraint, len(seeds), sampling.max_new_tokens,
+                                                  LogitsProcessorList(guard + sampler),
+                                                  DecodeHooks(on_finish, cancel, on_step), self.device)
                 return
             config = GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
@@ -355,12 +374,12 @@ class LocalBackend(Backend):
                     stopping_criteria=StoppingCriteriaList([watcher]),
                 )
         except BaseException as exc:  # handed to the consuming thread, which re-raises it
-            results.put(exc)
+            results.put(Failed(exc))
         finally:
-            results.put(_DONE)
+            results.put(BatchDone())
 
     def _generation(
-        self, index: int, seed: int, ids: list[int], reason: str, prompt_tokens: int, start: float, forced: int
+        self, index: int, seed: int, ids: list[int], reason: int, prompt_tokens: int, start: float, forced: int
     ) -> Generation:
         text_ids = ids[:-1] if reason == FINISH_STOP else ids
         return Generation(

@@ -37,7 +37,7 @@ from generator_svc.backends.base import (
 )
 from generator_svc.backends.options import OpenAIOptions
 
-log = logging.getLogger("generator_svc.backends.openai")
+log = logging.getLogger(__name__)
 
 
 class RouteNotFound(BackendError):

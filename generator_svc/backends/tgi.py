@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from deltanas import llm
+from deltanas import model_sources
 from deltanas.vocabulary import FINISH_LENGTH, FINISH_STOP
 from generator_svc.backends.base import (
     Backend,
@@ -38,7 +38,7 @@ from generator_svc.backends.base import (
 )
 from generator_svc.backends.options import TgiOptions
 
-log = logging.getLogger("generator_svc.backends.tgi")
+log = logging.getLogger(__name__)
 
 
 class TgiBackend(Backend):
@@ -51,7 +51,7 @@ class TgiBackend(Backend):
 
         self.options = TgiOptions(**options)
         self.client = InferenceClient(base_url=self.options.url, timeout=self.options.timeout_s)
-        self.tokenizer = llm.load_tokenizer(self.options.model)
+        self.tokenizer = model_sources.load_tokenizer(self.options.model)
         self.adapters: dict[str, str] = {}
         self._served = ServerFacts(self._connect, self.options.url)
 

@@ -1,4 +1,5 @@
-"""Deterministic corpus of damaged LLM-style diffs over real LEMUR model pairs (for bench_apply and tests).
+"""Deterministic corpus of damaged LLM-style diffs over real LEMUR model pairs (bench_apply and the deltadiff
+tests), and GNU patch as the reference applier.
 
 A pair is two LEMUR model files of the same family (AirNet.py, AirNet-626c....py); its true diff is
 make_diff(old, new). Each damage kind rewrites the true diff the way LLMs do; controls are diffs that must be
@@ -8,15 +9,16 @@ refused (their `target` is None).
 import itertools
 import random
 import re
-import sysconfig
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from deltadiff import make_diff
 from deltadiff.lines import split_keepends
+from deltanas.lemur import lemur_root
 
-LEMUR_MODELS = Path(sysconfig.get_paths()["purelib"]) / "ab" / "nn" / "nn"
 _HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 MAX_HUNKS = 12
 
@@ -49,7 +51,7 @@ def lemur_pairs(limit: int) -> list[Pair]:
     """Up to limit pairs of consecutive same-family files (sorted names), round-robin over families,
     skipping identical pairs and diffs of more than MAX_HUNKS hunks."""
     families: dict[str, list[Path]] = {}
-    for path in sorted(LEMUR_MODELS.glob("*.py")):
+    for path in sorted((lemur_root() / "nn").glob("*.py")):
         families.setdefault(path.stem.split("-")[0], []).append(path)
     queues = [itertools.pairwise(files) for files in families.values() if len(files) > 1]
     pairs: list[Pair] = []
@@ -256,3 +258,18 @@ def corpus(limit: int) -> list[Variant]:
 def _other_family(pairs: list[Pair], i: int) -> Pair:
     family = pairs[i].name.split("-")[0]
     return next((p for p in pairs[i + 1 :] + pairs[:i] if p.name.split("-")[0] != family), pairs[i])
+
+
+def gnu_patch(base: str, text: str) -> str | None:
+    """`base` patched by GNU patch (fuzz 2, forced) with `text`; None when patch refuses it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "model.py"
+        target.write_bytes(base.encode())
+        (Path(tmp) / "change.diff").write_bytes(text.encode())
+        command = ["patch", "--fuzz=2", "--force", "--silent", "--no-backup-if-mismatch", "--reject-file=-",
+                   "model.py", "-i", "change.diff"]
+        try:
+            done = subprocess.run(command, cwd=tmp, capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
+        return target.read_bytes().decode(errors="replace") if done.returncode == 0 else None

@@ -4,7 +4,7 @@
     DELTANAS_EVALUATOR_SLOTS=2 deltanas serve evaluator
 
 Each service package has `config.py` (a dataclass + ENV_PREFIX) and `service.py` with
-`build_server(config) -> ServiceServer` (built with `ServiceServer.from_config`, which applies the shared
+`build_server(config) -> ServiceServer` (built with `ServiceServer(name, config)`, which applies the shared
 ServerConfig: token, TLS, message limit); modules are imported lazily so that an evaluator host never
 imports transformers and a generator host never imports torchvision.
 """
@@ -20,6 +20,8 @@ from typing import Any
 from deltanas.config import ConfigError, add_config_arguments, config_overrides, load_config
 from deltanas.logs import setup_logging
 from deltanas.server import ServerConfig, ServiceServer
+
+log = logging.getLogger(__name__)
 
 # Settings a server cannot take after construction: a server that was not built from the config ignores them.
 _SECURITY_FIELDS = ("auth_token", "tls_cert", "tls_key", "tls_client_ca", "max_message_mb")
@@ -46,7 +48,7 @@ class ServiceSpec:
             if ignored:
                 server.stop(0)
                 raise ConfigError(f"{ignored[0]}: {self.package}.service.build_server does not apply it; build the "
-                                  "server with ServiceServer.from_config(name, config)")
+                                  "server with ServiceServer(name, config)")
         return server
 
     def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
@@ -65,7 +67,7 @@ def serve(name: str, args: argparse.Namespace) -> None:
     spec = SERVICES[name]
     config = spec.load(getattr(args, "config", None), config_overrides(args, spec.config_type()))
     server = spec.build(config).start()
-    logging.getLogger("deltanas").info("%s ready on %s", name, server.address)
+    log.info("%s ready on %s", name, server.address)
     server.wait()
 
 

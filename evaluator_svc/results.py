@@ -1,4 +1,5 @@
-"""Evaluation stages and the result of one evaluation."""
+"""The result of one evaluation: where a candidate failed (Stage, the proto's FailureStage by name), EvalResult, and
+the limits of its text (truncate; printable, for a log line)."""
 
 from __future__ import annotations
 

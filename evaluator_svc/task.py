@@ -1,9 +1,8 @@
-"""Evaluate already-patched model code: static checks in-process, then the sandboxed worker.
+"""A patched candidate's two halves: `static_failure` runs in the gRPC server (cheap, before a slot is taken), and
+`train_in_sandbox` runs a TrainTask wherever the executor runs candidates (this host, or a Ray worker node).
 
-    result = evaluate_code(code, dataset="digits", prm={"lr": 0.05}, batch=32, transform="norm", timeout_s=120)
-
-The service splits the two halves: `static_failure` runs in the gRPC server (cheap, before a slot is taken),
-`train_in_sandbox` wherever its executor runs candidates (this host, or a Ray worker node).
+    task = TrainTask(code, "digits", prm, batch=32, transform="norm", timeout_s=120, limits=SandboxLimits(threads=1))
+    result = static_failure(code) or train_in_sandbox(task, "cpu")
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deltanas.vocabulary import resolve_device
-from evaluator_svc.datasets import DATASETS, load_dataset
+from evaluator_svc.datasets import load_dataset
 from evaluator_svc.job import Job, SandboxLimits
+from evaluator_svc.results import EvalResult
 from evaluator_svc.sandbox import run_job
-from evaluator_svc.stages import EvalResult
 from evaluator_svc.static_checks import run_static_checks
-from evaluator_svc.transforms import parse_transform
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ class TrainTask:
     data_root: Path | None = None
     bf16: bool = False
     channels_last: bool = False
-    seed: int = 42
+    seed: int = 0  # weight init and shuffling (EvaluateRequest.seed)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
@@ -68,28 +66,3 @@ def train_in_sandbox(task: TrainTask, device: str, cancel: threading.Event | Non
               epochs=task.epochs, device=resolve_device(device), limits=task.limits, timeout_s=task.timeout_s,
               bf16=task.bf16, channels_last=task.channels_last, seed=task.seed)
     return run_job(job, data, timeout_s=task.timeout_s, cancel=cancel)
-
-
-def evaluate_code(code: str, *, dataset: str, prm: dict, batch: int, transform: str, epochs: int = 1,
-                  train_limit: int | None = None, test_limit: int | None = None, timeout_s: float,
-                  limits: SandboxLimits | None = None, device: str = "auto", candidate_id: str = "-",
-                  static_checks: bool = True, data_root: Path | None = None, bf16: bool = False,
-                  channels_last: bool = False, seed: int = 42) -> EvalResult:
-    """SYNTAX/CONTRACT/SAFETY here, then INSTANTIATE..EVALUATE in a sandboxed worker.
-
-    `static_checks=False` skips the static stages (only to test the sandbox itself).
-    Raises KeyError/ValueError/FileNotFoundError for a bad request (unknown dataset or transform,
-    missing dataset root), never for a bad candidate.
-    """
-    if batch < 1 or epochs < 1:
-        raise ValueError(f"batch and epochs must be positive (got batch={batch}, epochs={epochs})")
-    if dataset not in DATASETS:
-        raise KeyError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-    parse_transform(transform, DATASETS[dataset].mean, DATASETS[dataset].std)  # a bad request, not a bad candidate
-    if static_checks and (failure := static_failure(code, candidate_id)):
-        return failure
-    task = TrainTask(code=code, dataset=dataset, prm=prm, batch=batch, transform=transform, timeout_s=timeout_s,
-                     epochs=epochs, train_limit=train_limit, test_limit=test_limit, candidate_id=candidate_id,
-                     data_root=data_root, bf16=bf16, channels_last=channels_last, seed=seed,
-                     limits=limits or SandboxLimits())
-    return train_in_sandbox(task, device)

@@ -1,0 +1,3 @@
+from curator_svc.finetune.cli import main
+
+main()
