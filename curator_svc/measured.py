@@ -38,7 +38,7 @@ from deltanas.evaluator_pool import EvaluatorPool
 from deltanas.heldout import is_held_out
 from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
-from deltanas.vocabulary import UNVERIFIED_PREFIX
+from deltanas.vocabulary import DEFAULT_MODEL, UNVERIFIED_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder of measurements.jsonl, pairs.jsonl and manifest.json")
     parser.add_argument("--config", help="TOML file of the fields below")
     parser.add_argument("--build", type=Path, help="then write a delta training dataset of the kept pairs here")
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="--build: whose tokenizer measures tokens")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="--build: whose tokenizer measures tokens")
     parser.add_argument("--max-tokens", type=int, default=1400, help="--build: longest prompt + target")
     parser.add_argument("--lemur-per-dataset", type=int, default=0, help="--build: also this many unmeasured LEMUR "
                         "pairs per dataset (the v1 adapter's kind of data: the format, not what helps)")
@@ -329,7 +329,8 @@ def build_dataset(results: Sequence[MeasuredPair], cfg: MeasureConfig, options: 
                   lemur: Sequence[Pair] = ()) -> BuiltDataset:
     """A delta dataset (curator_svc.dataset) of the kept measured pairs, the searches' measured candidates and a
     sample of `lemur` (see BuildOptions)."""
-    from curator_svc.dataset import DatasetConfig, build_datasets
+    from curator_svc.dataset import build_datasets
+    from curator_svc.options import DatasetConfig
     from curator_svc.service import CandidateStore, candidate_pairs
     from deltanas.model_sources import load_tokenizer
 
@@ -338,8 +339,9 @@ def build_dataset(results: Sequence[MeasuredPair], cfg: MeasureConfig, options: 
     sampled = _per_dataset(lemur, options.lemur_per_dataset, cfg.seeds)
     log.info("dataset of %d measured pairs, %d measured candidates, %d LEMUR pairs", len(measured), len(found),
              len(sampled))
-    config = DatasetConfig(modes=("delta",), max_tokens=options.max_tokens)
-    return build_datasets([*measured, *sampled], options.root, load_tokenizer(options.model), config, found)["delta"]
+    config = DatasetConfig(max_tokens=options.max_tokens)
+    return build_datasets([*measured, *sampled], options.root, load_tokenizer(options.model), config, found,
+                          ("delta",))["delta"]
 
 
 def _per_dataset(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:

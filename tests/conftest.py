@@ -40,6 +40,22 @@ def evaluator_server() -> Iterator:
 
 
 @pytest.fixture(scope="session")
+def evaluator_pool(evaluator_server):
+    """A real EvaluatorPool over the session's evaluator (2 slots)."""
+    import grpc
+
+    from deltanas.evaluator_pool import EvaluatorPool
+    from deltanas.v1 import evaluator_pb2_grpc
+
+    channel = grpc.insecure_channel(evaluator_server.address)
+    real = EvaluatorPool({evaluator_server.address: evaluator_pb2_grpc.EvaluatorServiceStub(channel)},
+                         {evaluator_server.address: 2}, deadline_s=300)
+    yield real
+    real.close()
+    channel.close()
+
+
+@pytest.fixture(scope="session")
 def curator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     from curator_svc.config import CuratorConfig
     from curator_svc.options import PairingConfig

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 
-import grpc
 import pytest
-from test_search_outcomes import ADAM, BASELINE, TINY, CountingPool
 
 from curator_svc.measured import MeasureConfig, Measurements, PairMeasurer, measurable, measured_pairs
 from curator_svc.pairing import make_pair
-from deltanas.evaluator_pool import EvaluatorPool
-from deltanas.v1 import evaluator_pb2_grpc
+from tests.support.evaluation import CountingPool
+from tests.support.tiny import ADAM, BASELINE, TINY
 
 # The whole digits split; no seed-0 cascade bar (min_points 0), so every pair whose sides differ gets all seeds.
 CFG = MeasureConfig(datasets=["digits"], train_limit=0, test_limit=0, seeds=3, min_points=0.0, timeout_s=120)
@@ -38,19 +36,9 @@ PAIRS = [make_pair(_model("sgd", TINY, 0.5), _model("adam", ADAM, 0.9)),      # 
 
 
 @pytest.fixture(scope="module")
-def pool(evaluator_server):
-    channel = grpc.insecure_channel(evaluator_server.address)
-    real = EvaluatorPool({evaluator_server.address: evaluator_pb2_grpc.EvaluatorServiceStub(channel)},
-                         {evaluator_server.address: 2}, deadline_s=300)
-    yield real
-    real.close()
-    channel.close()
-
-
-@pytest.fixture(scope="module")
-def measured(pool, tmp_path_factory):
+def measured(evaluator_pool, tmp_path_factory):
     out = tmp_path_factory.mktemp("measured")
-    return out, PairMeasurer(CFG, pool, Measurements(out / "measurements.jsonl")).measure(PAIRS)
+    return out, PairMeasurer(CFG, evaluator_pool, Measurements(out / "measurements.jsonl")).measure(PAIRS)
 
 
 def test_a_winning_pair_is_kept_and_one_within_the_spread_is_dropped(measured) -> None:
@@ -77,9 +65,9 @@ def test_kept_pairs_become_training_pairs_with_the_measured_gain_and_facts(measu
         assert pair.budget.seeds == 3 and pair.budget.train_images == 1437 and pair.budget.num_params > 1000
 
 
-def test_a_restart_measures_nothing_again(measured, pool) -> None:
+def test_a_restart_measures_nothing_again(measured, evaluator_pool) -> None:
     out, results = measured
-    counting = CountingPool(pool)
+    counting = CountingPool(evaluator_pool)
     again = PairMeasurer(CFG, counting, Measurements(out / "measurements.jsonl")).measure(PAIRS)
     assert counting.submitted == [] and [m.verdict for m in again] == [m.verdict for m in results]
     rows = [json.loads(line) for line in (out / "measurements.jsonl").read_text().splitlines()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
 import pytest
 
 import deltadiff
@@ -21,76 +20,10 @@ from client.search.references import Reference, References
 from client.search.selection import Evolve, Paging
 from client.tracking import Tracker
 from deltanas.baseline import Baseline
-from deltanas.evaluator_pool import EvaluatorPool
-from deltanas.training import Settings
-from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
+from deltanas.v1 import evaluator_pb2
 from deltanas.vocabulary import REFERENCE_TAG, ROLE_TAG
-
-# A two-layer MLP that learns slowly with plain SGD at this learning rate: room for a better optimizer.
-TINY = '''import torch
-
-
-def supported_hyperparameters():
-    return {'lr', 'momentum'}
-
-
-class Net(torch.nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.device = device
-        self.lr, self.momentum = prm['lr'], prm['momentum']
-        size = in_shape[1] * in_shape[2] * in_shape[3]
-        self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size, 32), torch.nn.ReLU(),
-                                          torch.nn.Linear(32, out_shape[0]))
-
-    def forward(self, x):
-        return self.layers(x)
-
-    def train_setup(self, prm):
-        self.to(self.device)
-        self.criteria = torch.nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
-
-    def learn(self, train_data):
-        self.train()
-        for inputs, labels in train_data:
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
-            self.optimizer.zero_grad()
-            loss = self.criteria(self(inputs), labels)
-            loss.backward()
-            self.optimizer.step()
-'''
-BASELINE = Baseline(name="tiny-mlp", dataset="digits", code=TINY, accuracy=0.5,
-                    hyperparameters={"lr": 0.02, "momentum": 0.0}, batch=32, transform="norm")
-SETTINGS = Settings.of(BASELINE, train_limit=0, test_limit=0)
-NO_OP = TINY.replace("loss.backward()", "loss.backward(retain_graph=True)")  # changes the code, not the training
-ADAM = TINY.replace("torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)",
-                    "torch.optim.Adam(self.parameters(), lr=0.01)")
-
-
-def _answer(code: str) -> str:
-    return f"```diff\n{deltadiff.make_diff(TINY, code)}```"
-
-
-class CountingPool:
-    """A real EvaluatorPool that also counts what it was asked to train."""
-
-    def __init__(self, pool: EvaluatorPool) -> None:
-        self.pool, self.submitted = pool, []
-
-    def submit(self, request: evaluator_pb2.EvaluateRequest, **kwargs):
-        self.submitted.append(request.candidate_id)
-        return self.pool.submit(request, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def pool(evaluator_server):
-    channel = grpc.insecure_channel(evaluator_server.address)
-    real = EvaluatorPool({evaluator_server.address: evaluator_pb2_grpc.EvaluatorServiceStub(channel)},
-                         {evaluator_server.address: 2}, deadline_s=300)
-    yield real
-    real.close()
-    channel.close()
+from tests.support.evaluation import CountingPool
+from tests.support.tiny import ADAM, BASELINE, NO_OP, SETTINGS, TINY, answer
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +33,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(pool, store) -> Reference:
+def reference(evaluator_pool, store) -> Reference:
     uri, journal = store
-    refs = References(Tracker(uri, "deltanas", journal_dir=journal), pool, seeds=3, timeout_s=120)
+    refs = References(Tracker(uri, "deltanas", journal_dir=journal), evaluator_pool, seeds=3, timeout_s=120)
     found = refs.prepare([(BASELINE.name, TINY, SETTINGS)])
     return found[refs.key(SETTINGS, TINY)]
 
 
 def _candidate(pool, code: str, cid: str) -> evaluator_pb2.EvaluateResponse:
-    request = SETTINGS.request(f"outcomes/{cid}", cid, seed=0, timeout_s=120, delta_answer=_answer(code),
+    request = SETTINGS.request(f"outcomes/{cid}", cid, seed=0, timeout_s=120, delta_answer=answer(code),
                                baseline_code=TINY)
     return pool.submit(request).result()
 
@@ -120,25 +53,25 @@ def test_the_reference_is_the_baseline_under_the_candidates_settings_with_three_
     assert reference.num_params > 1000 and reference.train_images == 1437  # the whole digits train split
 
 
-def test_a_change_that_trains_the_same_model_has_no_effect(pool, reference) -> None:
-    reply = _candidate(pool, NO_OP, "noop")
+def test_a_change_that_trains_the_same_model_has_no_effect(evaluator_pool, reference) -> None:
+    reply = _candidate(evaluator_pool, NO_OP, "noop")
     assert reply.status == evaluator_pb2.CANDIDATE_STATUS_VALID, reply.failure_reason
     verdict = judge(True, reply.accuracy, reply.predictions_digest, reference, NoiseRule())
     assert verdict.outcome == Outcome.NO_EFFECT and not verdict.outcome.effective
     assert reply.accuracy == reference.accuracies[0]  # seed 0, the reference's own run
 
 
-def test_a_better_optimizer_is_improved_beyond_the_seed_spread(pool, reference) -> None:
-    reply = _candidate(pool, ADAM, "adam")
+def test_a_better_optimizer_is_improved_beyond_the_seed_spread(evaluator_pool, reference) -> None:
+    reply = _candidate(evaluator_pool, ADAM, "adam")
     verdict = judge(True, reply.accuracy, reply.predictions_digest, reference, NoiseRule())
     assert verdict.outcome == Outcome.IMPROVED, (reply.accuracy, reference.accuracies)
     assert verdict.gain == pytest.approx(100 * (reply.accuracy - reference.mean))
     assert verdict.gain > verdict.threshold >= max(2 * 100 * reference.spread, 1.0)
 
 
-def test_references_are_kept_in_the_store_and_reused_without_training(pool, store, reference) -> None:
+def test_references_are_kept_in_the_store_and_reused_without_training(evaluator_pool, store, reference) -> None:
     uri, journal = store
-    counting = CountingPool(pool)
+    counting = CountingPool(evaluator_pool)
     again = References(Tracker(uri, "deltanas", journal_dir=journal), counting, seeds=3, timeout_s=120)
     found = again.prepare([(BASELINE.name, TINY, SETTINGS)])
     assert counting.submitted == [] and found[again.key(SETTINGS, TINY)] == reference
@@ -150,10 +83,10 @@ def test_references_are_kept_in_the_store_and_reused_without_training(pool, stor
     assert again.key(replace(SETTINGS, train_limit=500), TINY) != again.key(SETTINGS, TINY)
 
 
-def test_a_baseline_that_stays_at_chance_does_not_learn(pool, store) -> None:
+def test_a_baseline_that_stays_at_chance_does_not_learn(evaluator_pool, store) -> None:
     uri, journal = store
     frozen = TINY.replace("lr=self.lr, momentum=self.momentum", "lr=0.0")  # nothing is learned
-    refs = References(Tracker(uri, "deltanas", journal_dir=journal), pool, seeds=2, timeout_s=120)
+    refs = References(Tracker(uri, "deltanas", journal_dir=journal), evaluator_pool, seeds=2, timeout_s=120)
     ref = refs.prepare([("frozen", frozen, SETTINGS)])[refs.key(SETTINGS, frozen)]
     assert not ref.learns and "not above chance" in ref.failure and ref.failure.startswith("seed ")
 
