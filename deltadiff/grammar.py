@@ -6,7 +6,9 @@ The answer is a ```diff block with `--- a/model.py` / `+++ b/model.py` headers a
 hunk the context (` `) and removed (`-`) lines are consecutive lines of the baseline, the hunk has at least one
 change, it starts with a baseline line (so the applier can always place it), at most `max_context` context lines
 lead or trail it and at most twice that stand between two changes (as `diff -U3` merges hunks). Hunks go down
-the file in order. Added (`+`) lines and the numbers of `@@` headers are free (the applier recomputes headers).
+the file in order. Added (`+`) lines are free text, at most `max_added` of them in a row (a baseline line or the end
+of the hunk comes between two runs), so a model cannot loop on added lines until the token limit; the numbers of
+`@@` headers are free (the applier recomputes headers).
 A grammar that only asked for *some* baseline line per row lets a model loop on one line; this one tracks the
 position: a state is (next baseline line, context lines since the last change, whether the hunk has a change).
 Every line boundary after a change ends a prefix that applies, so an answer cut at the token limit still
@@ -21,6 +23,7 @@ from deltadiff.lines import to_lf
 
 FENCE_OPEN = "```diff\n"
 FENCE_CLOSE = "```"
+MAX_ADDED = 16  # added lines in a row
 
 
 @dataclass(frozen=True)
@@ -50,21 +53,24 @@ def _literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def diff_grammar(baseline: str, path: str = "model.py", max_context: int = 3) -> str:
+def diff_grammar(baseline: str, path: str = "model.py", max_context: int = 3, max_added: int = MAX_ADDED) -> str:
     """EBNF (xgrammar/GBNF dialect) of the fenced unified diffs against `baseline` described in the module doc."""
-    return _build(baseline, path, max_context)[0]
+    return _build(baseline, path, max_context, max_added)[0]
 
 
-def grammar_shape(baseline: str, path: str = "model.py", max_context: int = 3) -> GrammarShape:
-    ebnf, lines = _build(baseline, path, max_context)
+def grammar_shape(baseline: str, path: str = "model.py", max_context: int = 3,
+                  max_added: int = MAX_ADDED) -> GrammarShape:
+    ebnf, lines = _build(baseline, path, max_context, max_added)
     return GrammarShape(lines=lines, rules=sum(1 for row in ebnf.splitlines() if "::=" in row))
 
 
-def _build(baseline: str, path: str, max_context: int) -> tuple[str, int]:  # noqa: C901 - see the docstring
+def _build(baseline: str, path: str, max_context: int, max_added: int) -> tuple[str, int]:  # noqa: C901 - see the docstring
     """The grammar's EBNF and the baseline's line count. Its complexity is the state table (next line, context run,
     changed), written out in one place so that the states read side by side."""
     if max_context < 1:
         raise ValueError(f"max_context: must be at least 1, got {max_context}")
+    if max_added < 1:
+        raise ValueError(f"max_added: must be at least 1, got {max_added}")
     lines = to_lf(baseline).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the file
@@ -76,6 +82,9 @@ def _build(baseline: str, path: str, max_context: int) -> tuple[str, int]:  # no
         f"{_literal(FENCE_CLOSE)}",
         'header ::= "@@ -" [0-9]+ ("," [0-9]+)? " +" [0-9]+ ("," [0-9]+)? " @@" text',
         'added ::= "+" text',
+        # adds<k>: a run of 1..k added lines (a chain: no repetition for xgrammar to inline).
+        "adds1 ::= added",
+        *(f"adds{k} ::= added | added adds{k - 1}" for k in range(2, max_added + 1)),
         # The rest of a line, recursive rather than [^\\n]*: xgrammar inlines a plain repetition into every rule
         # that refers to it and precomputes token masks for each copy (15 s to compile instead of 0.1 s).
         'text ::= [^\\n] text | "\\n"',
@@ -87,21 +96,24 @@ def _build(baseline: str, path: str, max_context: int) -> tuple[str, int]:  # no
     for i, line in enumerate(lines):
         rules.append(f"l{i} ::= {_literal(line + chr(10))}")
 
-    def state(i: int, c: int, changed: bool) -> list[str]:
-        """Alternatives of state (next line i, c context lines since the last change, changed)."""
+    def state(i: int, c: int, changed: bool, adding: bool = True) -> list[str]:
+        """Alternatives of state (next line i, c context lines since the last change, changed); `adding`: an added
+        run may start here (False right after one: a<i> states)."""
         alts = []
         if i < n and c < (2 * max_context if changed else max_context):
             alts.append(f'" " l{i} s{i + 1}_{c + 1}_{int(changed)}')
         if i < n:
             alts.append(f'"-" l{i} s{i + 1}_0_1')
-        if changed or c > 0:
-            alts.append(f"added s{i}_0_1")
+        if adding and (changed or c > 0):
+            alts.append(f"adds{max_added} a{i}")
         if changed and c <= max_context:
             if i < n:
                 alts.append(f"hunk{i}")
             alts.append('""')
         return alts
 
+    for i in range(n + 1):  # a<i>: right after an added run before line i (changed, no context since)
+        rules.append(f"a{i} ::= " + " | ".join(state(i, 0, True, adding=False)))
     for i in range(n + 1):
         for changed in (False, True):
             for c in range(2 * max_context + 1 if changed else max_context + 1):

@@ -10,7 +10,7 @@ import xgrammar as xgr
 
 from curator_svc.lemur import LemurIndex
 from deltadiff import apply_diff, diff_grammar, extract_diff, make_diff
-from deltadiff.grammar import FENCE_CLOSE, FENCE_OPEN, grammar_shape
+from deltadiff.grammar import FENCE_CLOSE, FENCE_OPEN, MAX_ADDED, grammar_shape
 from deltanas import model_sources
 from tests.support import TEST_MODEL
 from tests.support.diffs import NET
@@ -119,8 +119,25 @@ def test_random_edits_of_lemur_models_are_accepted_and_apply() -> None:
 def test_grammar_size_is_linear_in_the_file() -> None:
     shape = grammar_shape(BASE)
     assert shape.lines == len(BASE.splitlines())
-    assert shape.rules <= 14 * shape.lines + 8
+    assert shape.rules <= 15 * shape.lines + 8 + MAX_ADDED
     with pytest.raises(ValueError, match="baseline: is empty"):
         diff_grammar("")
     with pytest.raises(ValueError, match="max_context"):
         diff_grammar(BASE, max_context=0)
+    with pytest.raises(ValueError, match="max_added"):
+        diff_grammar(BASE, max_added=0)
+
+
+def test_added_lines_come_in_runs_of_at_most_max_added() -> None:
+    """A model cannot loop on added lines: a run longer than MAX_ADDED is refused, and a baseline line (context or
+    removed) between two runs lets the next one start."""
+    lines = BASE.splitlines(keepends=True)
+
+    def answer(first: int, second: int) -> str:
+        added = "".join(f"+x{i} = {i}\n" for i in range(first))
+        again = "".join(f"+y{i} = {i}\n" for i in range(second))
+        hunk = f"@@ -1,2 +1,{2 + first + second} @@\n {lines[0]}{added} {lines[1]}{again}"
+        return fenced(f"--- a/model.py\n+++ b/model.py\n{hunk}")
+
+    assert accepts(BASE, answer(MAX_ADDED, 0)) and accepts(BASE, answer(MAX_ADDED, MAX_ADDED))
+    assert not accepts(BASE, answer(MAX_ADDED + 1, 0))
