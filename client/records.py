@@ -98,6 +98,7 @@ class CandidateResult:
     code_key: str = ""  # deltadiff.code_fingerprint of the patched program
     predictions_digest: str = ""
     resamples: int = 0  # answers dropped as duplicates before this one
+    parse_resamples: int = 0  # answers the generator dropped before this one: their file did not parse
     confirmed_gain: float | None = None  # improved ones: mean gain over the reference's seeds, measured afterwards
     run_id: str = ""  # its child run, once read back from the store
 
@@ -128,7 +129,8 @@ class CandidateResult:
                    "lemur_accuracy": self.lemur_accuracy, "prompt_tokens": self.prompt_tokens,
                    "gain": self.gain, "threshold": self.threshold, "reference_accuracy": self.reference_accuracy,
                    "reference_spread": self.reference_spread, "improved": float(self.improved),
-                   "resamples": self.resamples, "confirmed_gain": self.confirmed_gain,
+                   "resamples": self.resamples, "parse_resamples": self.parse_resamples,
+                   "confirmed_gain": self.confirmed_gain,
                    "output_tokens": self.output_tokens, "output_lines": self.output_lines,
                    "diff_lines": self.diff_lines, "generation_s": self.generation_s,
                    "tokens_per_second": self.tokens_per_second, "evaluation_s": self.evaluation_s,
@@ -181,6 +183,7 @@ class CandidateResult:
             root=tags.get("root") or params.get("baseline", ""), generation=int(tags.get("generation", 1)),
             change=tags.get("change", ""), code_key=tags.get("code_key", ""),
             predictions_digest=tags.get("predictions_digest", ""), resamples=int(metrics.get("resamples", 0)),
+            parse_resamples=int(metrics.get("parse_resamples", 0)),
             confirmed_gain=metrics.get("confirmed_gain"), run_id=run.info.run_id)
 
 

@@ -47,6 +47,9 @@ class GeneratorConfig(ServerConfig):
     max_new_tokens_limit: int = option(4096, "largest max_new_tokens a request may ask for")
     max_code_bytes: int = option(256 * 1024, "largest baseline code a request may carry, in UTF-8 bytes (checked "
                                  "before it is tokenized or turned into a grammar)")
+    parse_resamples: int = option(2, "new answers asked for one whose file does not parse (a diff applied to its "
+                                     "baseline, or the whole model; an answer that makes no file goes as it is), "
+                                     "before the last one is sent: a syntax error costs no evaluation")
     max_feedback_bytes: int = option(64 * 1024, "largest repair feedback a request may carry, in UTF-8 bytes")
     grace_s: float = option(60.0, "seconds in-flight generations get to finish on SIGTERM")
     local: LocalOptions = option(LocalOptions(), "the local backend (transformers in this process): [local]")
@@ -59,6 +62,8 @@ class GeneratorConfig(ServerConfig):
         super().__post_init__()
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: unknown {self.backend!r}; known: {', '.join(BACKENDS)}")
+        if not 0 <= self.parse_resamples <= 16:
+            raise ConfigError(f"parse_resamples: must be in [0, 16], got {self.parse_resamples}")
 
     def backend_options(self) -> dict[str, Any]:
         """The keyword options of the chosen backend: its table (none for a backend registered elsewhere: its

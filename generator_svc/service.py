@@ -9,12 +9,15 @@ client leaves (cancel, deadline) stops decoding at the next token.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import deltadiff
 from deltadiff.grammar import FENCE_CLOSE, diff_grammar
 from deltanas.adapters import AdapterError, resolve_adapter
 from deltanas.baseline import Baseline, Budget
@@ -32,7 +35,7 @@ from deltanas.fields import (
 from deltanas.prompts import Tried, render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
-from deltanas.vocabulary import MODE_NAMES, MODE_VALUES, SERVICE_NAMES, finish_reason_name
+from deltanas.vocabulary import FINISH_LENGTH, MODE_NAMES, MODE_VALUES, SERVICE_NAMES, finish_reason_name
 from generator_svc.backends import create_backend
 from generator_svc.backends.base import (
     Backend,
@@ -41,6 +44,7 @@ from generator_svc.backends.base import (
     Constraint,
     Generation,
     GrammarRefused,
+    Messages,
     PromptTooLong,
     Sampling,
     UnknownAdapter,
@@ -71,6 +75,20 @@ def backend_errors() -> Iterator[None]:
 
 MAX_TRIED = 16
 MAX_CHANGE_CHARS, MAX_OUTCOME_CHARS = 400, 200
+
+
+def _parses(mode: str, baseline_code: str, gen: Generation) -> bool:
+    """Whether the file an answer makes parses; an answer that makes no file passes (the evaluator says why)."""
+    try:
+        code = deltadiff.answer_program(gen.text, baseline_code, delta=mode == "delta",
+                                        cut=gen.finish_reason == FINISH_LENGTH)
+    except deltadiff.DiffError:
+        return True
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
 
 
 def _tried(request: generator_pb2.GenerateRequest) -> list[Tried]:
@@ -109,8 +127,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         require_code("feedback", request.feedback, self.cfg.max_feedback_bytes)
         require_text("adapter", request.adapter, MAX_NAME_CHARS)
         require(1 <= request.n <= self.cfg.max_n, "n", f"must be in [1, {self.cfg.max_n}], got {request.n}")
-        require(request.seed <= INT64_MAX - (request.n - 1), "seed",
-                f"seed + n - 1 must fit int64 (candidate i is seeded seed + i), got {request.seed} with n={request.n}")
+        most = request.n * (self.cfg.parse_resamples + 1) - 1  # the seeds of the re-samples too
+        require(request.seed <= INT64_MAX - most, "seed",
+                f"seed + {most} must fit int64 (candidate i is seeded seed + i, re-samples after them), got "
+                f"{request.seed} with n={request.n}")
         require(not request.constrained or request.mode == MODE_VALUES["delta"], "constrained",
                 "only delta mode has a grammar")
         require(0 <= request.progress_interval_s <= 3600, "progress_interval_s",
@@ -123,7 +143,6 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         baseline = Baseline.from_proto(request.baseline)
         budget = Budget.from_proto(request.budget) if request.HasField("budget") else None
         messages = render_messages(mode, baseline, request.feedback or None, budget=budget, tried=_tried(request))
-        seeds = [request.seed + i for i in range(request.n)]
         adapter = request.adapter or None
         constraint = Constraint(diff_grammar(baseline.code), close=FENCE_CLOSE) if request.constrained else None
         cancel = threading.Event()  # set when the call ends: the client left, its deadline passed, or it finished
@@ -139,22 +158,41 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             "constrained" if constraint else "free",
         )
         with backend_errors():
-            for gen in self.backend.generate(messages, n=request.n, sampling=sampling, adapter=adapter, seeds=seeds,
+            yield from self._answers(request, mode, baseline, messages, sampling, adapter, constraint, cancel)
+
+    def _answers(self, request: generator_pb2.GenerateRequest, mode: str, baseline: Baseline, messages: Messages,
+                 sampling: Sampling, adapter: str | None, constraint: Constraint | None,
+                 cancel: threading.Event) -> Iterator[generator_pb2.GenerateResponse]:
+        """The request's answers as they finish; one whose file does not parse is asked for again (round r seeds
+        candidate i with seed + r*n + i), at most parse_resamples times, and only the last one is sent."""
+        n, limit = request.n, self.cfg.parse_resamples
+        tries = [0] * n
+        todo, round_ = list(range(n)), 0
+        while todo and not cancel.is_set():
+            seeds = [request.seed + round_ * n + i for i in todo]
+            again = []
+            for gen in self.backend.generate(messages, n=len(todo), sampling=sampling, adapter=adapter, seeds=seeds,
                                              constraint=constraint, progress_s=request.progress_interval_s,
                                              cancel=cancel):
-                reply = self._response(mode, baseline, gen, adapter)
-                if gen.partial:
-                    yield reply
+                index = todo[gen.index]
+                gen = dataclasses.replace(gen, index=index)
+                if not gen.partial and tries[index] < limit and not _parses(mode, baseline.code, gen):
+                    tries[index] += 1
+                    again.append(index)
+                    log.info("candidate %s/%d: its file does not parse; asking again (%d/%d)",
+                             request.request_id or "-", index, tries[index], limit)
                     continue
-                log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
-                         "tokens_per_s=%.1f forced_tokens=%d finish=%s", request.request_id or "-",
-                         gen.index, reply.prompt_tokens, reply.output_tokens, reply.output_lines, reply.latency_s,
-                         reply.tokens_per_second, gen.forced_tokens, finish_reason_name(gen.finish_reason))
+                reply = self._response(gen, adapter, tries[index])
+                if not gen.partial:
+                    log.info("candidate %s/%d: prompt_tokens=%d output_tokens=%d output_lines=%d latency_s=%.2f "
+                             "tokens_per_s=%.1f forced_tokens=%d finish=%s parse_resamples=%d",
+                             request.request_id or "-", index, reply.prompt_tokens, reply.output_tokens,
+                             reply.output_lines, reply.latency_s, reply.tokens_per_second, gen.forced_tokens,
+                             finish_reason_name(gen.finish_reason), tries[index])
                 yield reply
+            todo, round_ = again, round_ + 1
 
-    def _response(
-        self, mode: str, baseline: Baseline, gen: Generation, adapter: str | None
-    ) -> generator_pb2.GenerateResponse:
+    def _response(self, gen: Generation, adapter: str | None, parse_resamples: int) -> generator_pb2.GenerateResponse:
         return generator_pb2.GenerateResponse(
             index=gen.index,
             seed=gen.seed,
@@ -169,6 +207,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             finish_reason=gen.finish_reason,
             forced_tokens=gen.forced_tokens,
             partial=gen.partial,
+            parse_resamples=parse_resamples,
         )
 
     def ListAdapters(self, request, context) -> generator_pb2.ListAdaptersResponse:

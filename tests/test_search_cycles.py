@@ -145,6 +145,7 @@ class ScriptedLLM(FakeServer):
 
     requests: ClassVar[list[dict]] = []
     distinct: ClassVar[bool] = False
+    break_next: ClassVar[bool] = False  # the next even seed gets a diff whose file does not parse (once)
 
     def do_POST(self) -> None:
         if self.path != "/v1/chat/completions":
@@ -154,6 +155,10 @@ class ScriptedLLM(FakeServer):
         prompt = body["messages"][-1]["content"]
         valid = _wider(33 + body["seed"] % 97) if self.distinct else ANSWER
         text = valid if "previous diff failed" in prompt or body["seed"] % 2 == 0 else "Add more layers."
+        if text is valid and ScriptedLLM.break_next:
+            ScriptedLLM.break_next = False
+            broken = BASE.replace("self.device = device", "self.device = device\n        x = (")
+            text = f"```diff\n{deltadiff.make_diff(BASE, broken)}```"
         usage = {"prompt_tokens": 900, "completion_tokens": len(text.split())}
         self._reply({"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": usage})
 
@@ -164,7 +169,7 @@ def scripted_generator() -> Iterator[str]:
     from generator_svc.config import GeneratorConfig
     from generator_svc.service import build_server
 
-    ScriptedLLM.adapters, ScriptedLLM.requests, ScriptedLLM.distinct = {}, [], False
+    ScriptedLLM.adapters, ScriptedLLM.requests, ScriptedLLM.distinct, ScriptedLLM.break_next = {}, [], False, False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedLLM)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     server = build_server(GeneratorConfig(port=0, backend="openai", openai=OpenAIOptions(
@@ -273,3 +278,20 @@ def test_duplicates_are_resampled_not_evaluated_and_a_resume_trains_nothing(
         assert trained == []  # neither trained again nor even asked: the references came from the store
         assert len(tracker.client.search_runs([tracker.experiment_id], "tags.`deltanas.role` = 'reference'")) == \
             len(references)
+
+
+def test_an_answer_whose_file_does_not_parse_is_asked_for_again(curator_server, evaluator_server, scripted_generator,
+                                                                 mlflow_uri) -> None:
+    """The generator drops an answer whose patched file does not parse and asks again (its parse_resamples): the
+    syntax error costs no evaluation, and the count reaches the candidate's MLflow run."""
+    ScriptedLLM.break_next = True
+    cfg = SearchConfig(search_id="parse", baseline_names=[MODEL], candidates=2, cycles=1, reference_seeds=1,
+                       train_limit=500, test_limit=200, eval_timeout_s=300)
+    tracker = Tracker(mlflow_uri, "deltanas")
+    with Services(Endpoints(curator_server.address, scripted_generator, [evaluator_server.address])) as services:
+        result = Search(cfg, services, tracker).run()
+    assert not ScriptedLLM.break_next and len(ScriptedLLM.requests) == 3  # two answers and the one asked again
+    assert sorted(r.parse_resamples for r in result.results) == [0, 1]
+    assert not any(r.failure_stage == "syntax" for r in result.results)  # the broken file was never evaluated
+    metrics = {r.data.tags[CANDIDATE_TAG]: r.data.metrics for r in tracker.children(result.run_id)}
+    assert sorted(m["parse_resamples"] for m in metrics.values()) == [0.0, 1.0]

@@ -58,7 +58,8 @@ def record_of(sub: Submitted, model: str, constrained: bool, lemur_accuracy: flo
         tokens_per_second=gen.tokens_per_second, forced_tokens=gen.forced_tokens,
         finish_reason=finish_reason_name(gen.finish_reason),
         constrained=constrained and sub.mode == "delta", reference_accuracy=ref.mean, reference_spread=ref.spread,
-        root=parent.root, generation=parent.generation + 1, resamples=sub.slot.resamples)
+        root=parent.root, generation=parent.generation + 1, resamples=sub.slot.resamples,
+        parse_resamples=gen.parse_resamples)
 
 
 def program_key(gen: generator_pb2.GenerateResponse, mode: str, parent_code: str) -> str:

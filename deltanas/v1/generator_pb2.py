@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from deltanas.v1 import common_pb2 as deltanas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65ltanas/v1/generator.proto\x12\x0b\x64\x65ltanas.v1\x1a\x18\x64\x65ltanas/v1/common.proto\"[\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\"\xdf\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x08\x62\x61seline\x18\x02 \x01(\x0b\x32\x15.deltanas.v1.Baseline\x12\x1f\n\x04mode\x18\x03 \x01(\x0e\x32\x11.deltanas.v1.Mode\x12\t\n\x01n\x18\x04 \x01(\x05\x12-\n\x08sampling\x18\x05 \x01(\x0b\x32\x1b.deltanas.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x08 \x01(\t\x12\x13\n\x0b\x63onstrained\x18\t \x01(\x08\x12\x1b\n\x13progress_interval_s\x18\n \x01(\x01\x12(\n\x06\x62udget\x18\x0b \x01(\x0b\x32\x18.deltanas.v1.BudgetFacts\x12\'\n\x05tried\x18\x0c \x03(\x0b\x32\x18.deltanas.v1.TriedChange\".\n\x0bTriedChange\x12\x0e\n\x06\x63hange\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\xd9\x02\n\x10GenerateResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x10\n\x08raw_text\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x15\n\routput_tokens\x18\x07 \x01(\x05\x12\x14\n\x0coutput_lines\x18\x08 \x01(\x05\x12\x11\n\tlatency_s\x18\t \x01(\x01\x12\x19\n\x11tokens_per_second\x18\n \x01(\x01\x12\r\n\x05model\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x0c \x01(\t\x12\x15\n\rforced_tokens\x18\x0e \x01(\x05\x12\x0f\n\x07partial\x18\x0f \x01(\x08\x12\x30\n\rfinish_reason\x18\x10 \x01(\x0e\x32\x19.deltanas.v1.FinishReasonJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06J\x04\x08\r\x10\x0eR\textractedR\rextract_error\"\x15\n\x13ListAdaptersRequest\"(\n\x14ListAdaptersResponse\x12\x10\n\x08\x61\x64\x61pters\x18\x01 \x03(\t\"0\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\'\n\x13LoadAdapterResponse\x12\x10\n\x08\x61\x64\x61pters\x18\x01 \x03(\t\"\x15\n\x13GetModelInfoRequest\"~\n\x14GetModelInfoResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x10\n\x08\x61\x64\x61pters\x18\x04 \x03(\t\x12\x1c\n\x14\x63onstrained_decoding\x18\x05 \x01(\x08\x32\xd9\x02\n\x10GeneratorService\x12I\n\x08Generate\x12\x1c.deltanas.v1.GenerateRequest\x1a\x1d.deltanas.v1.GenerateResponse0\x01\x12S\n\x0cListAdapters\x12 .deltanas.v1.ListAdaptersRequest\x1a!.deltanas.v1.ListAdaptersResponse\x12P\n\x0bLoadAdapter\x12\x1f.deltanas.v1.LoadAdapterRequest\x1a .deltanas.v1.LoadAdapterResponse\x12S\n\x0cGetModelInfo\x12 .deltanas.v1.GetModelInfoRequest\x1a!.deltanas.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65ltanas/v1/generator.proto\x12\x0b\x64\x65ltanas.v1\x1a\x18\x64\x65ltanas/v1/common.proto\"[\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x04 \x01(\x05\"\xdf\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x08\x62\x61seline\x18\x02 \x01(\x0b\x32\x15.deltanas.v1.Baseline\x12\x1f\n\x04mode\x18\x03 \x01(\x0e\x32\x11.deltanas.v1.Mode\x12\t\n\x01n\x18\x04 \x01(\x05\x12-\n\x08sampling\x18\x05 \x01(\x0b\x32\x1b.deltanas.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x08 \x01(\t\x12\x13\n\x0b\x63onstrained\x18\t \x01(\x08\x12\x1b\n\x13progress_interval_s\x18\n \x01(\x01\x12(\n\x06\x62udget\x18\x0b \x01(\x0b\x32\x18.deltanas.v1.BudgetFacts\x12\'\n\x05tried\x18\x0c \x03(\x0b\x32\x18.deltanas.v1.TriedChange\".\n\x0bTriedChange\x12\x0e\n\x06\x63hange\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\xf2\x02\n\x10GenerateResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x10\n\x08raw_text\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x15\n\routput_tokens\x18\x07 \x01(\x05\x12\x14\n\x0coutput_lines\x18\x08 \x01(\x05\x12\x11\n\tlatency_s\x18\t \x01(\x01\x12\x19\n\x11tokens_per_second\x18\n \x01(\x01\x12\r\n\x05model\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x0c \x01(\t\x12\x15\n\rforced_tokens\x18\x0e \x01(\x05\x12\x0f\n\x07partial\x18\x0f \x01(\x08\x12\x30\n\rfinish_reason\x18\x10 \x01(\x0e\x32\x19.deltanas.v1.FinishReason\x12\x17\n\x0fparse_resamples\x18\x11 \x01(\x05J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06J\x04\x08\r\x10\x0eR\textractedR\rextract_error\"\x15\n\x13ListAdaptersRequest\"(\n\x14ListAdaptersResponse\x12\x10\n\x08\x61\x64\x61pters\x18\x01 \x03(\t\"0\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\'\n\x13LoadAdapterResponse\x12\x10\n\x08\x61\x64\x61pters\x18\x01 \x03(\t\"\x15\n\x13GetModelInfoRequest\"~\n\x14GetModelInfoResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x10\n\x08\x61\x64\x61pters\x18\x04 \x03(\t\x12\x1c\n\x14\x63onstrained_decoding\x18\x05 \x01(\x08\x32\xd9\x02\n\x10GeneratorService\x12I\n\x08Generate\x12\x1c.deltanas.v1.GenerateRequest\x1a\x1d.deltanas.v1.GenerateResponse0\x01\x12S\n\x0cListAdapters\x12 .deltanas.v1.ListAdaptersRequest\x1a!.deltanas.v1.ListAdaptersResponse\x12P\n\x0bLoadAdapter\x12\x1f.deltanas.v1.LoadAdapterRequest\x1a .deltanas.v1.LoadAdapterResponse\x12S\n\x0cGetModelInfo\x12 .deltanas.v1.GetModelInfoRequest\x1a!.deltanas.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +39,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRIEDCHANGE']._serialized_start=517
   _globals['_TRIEDCHANGE']._serialized_end=563
   _globals['_GENERATERESPONSE']._serialized_start=566
-  _globals['_GENERATERESPONSE']._serialized_end=911
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=913
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=934
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=936
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=976
-  _globals['_LOADADAPTERREQUEST']._serialized_start=978
-  _globals['_LOADADAPTERREQUEST']._serialized_end=1026
-  _globals['_LOADADAPTERRESPONSE']._serialized_start=1028
-  _globals['_LOADADAPTERRESPONSE']._serialized_end=1067
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1069
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1090
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1092
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1218
-  _globals['_GENERATORSERVICE']._serialized_start=1221
-  _globals['_GENERATORSERVICE']._serialized_end=1566
+  _globals['_GENERATERESPONSE']._serialized_end=936
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=938
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=959
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=961
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1001
+  _globals['_LOADADAPTERREQUEST']._serialized_start=1003
+  _globals['_LOADADAPTERREQUEST']._serialized_end=1051
+  _globals['_LOADADAPTERRESPONSE']._serialized_start=1053
+  _globals['_LOADADAPTERRESPONSE']._serialized_end=1092
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1094
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1115
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1117
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1243
+  _globals['_GENERATORSERVICE']._serialized_start=1246
+  _globals['_GENERATORSERVICE']._serialized_end=1591
 # @@protoc_insertion_point(module_scope)

@@ -56,7 +56,7 @@ class TriedChange(_message.Message):
     def __init__(self, change: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("index", "seed", "raw_text", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "forced_tokens", "partial", "finish_reason")
+    __slots__ = ("index", "seed", "raw_text", "prompt_tokens", "output_tokens", "output_lines", "latency_s", "tokens_per_second", "model", "adapter", "forced_tokens", "partial", "finish_reason", "parse_resamples")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     RAW_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class GenerateResponse(_message.Message):
     FORCED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    PARSE_RESAMPLES_FIELD_NUMBER: _ClassVar[int]
     index: int
     seed: int
     raw_text: str
@@ -83,7 +84,8 @@ class GenerateResponse(_message.Message):
     forced_tokens: int
     partial: bool
     finish_reason: _common_pb2.FinishReason
-    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., raw_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_lines: _Optional[int] = ..., latency_s: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., forced_tokens: _Optional[int] = ..., partial: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ...) -> None: ...
+    parse_resamples: int
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., raw_text: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., output_lines: _Optional[int] = ..., latency_s: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., forced_tokens: _Optional[int] = ..., partial: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., parse_resamples: _Optional[int] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()
