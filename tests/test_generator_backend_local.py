@@ -179,9 +179,9 @@ def test_no_op_edit_guard_forbids_restoring_the_removed_line() -> None:
 
 def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBackend) -> None:
     """Under a grammar, rows advance by different numbers of tokens per step (jump-forward), right-padded into one
-    cached forward pass whose head runs only at each row's last token: the scores a row samples from must be the
-    model's next-token logits for exactly that row's text so far (a fresh forward pass of prompt + tokens so far,
-    compared where the grammar allows a token)."""
+    cached forward pass whose head runs only at each row's last token, and a finished row leaves the batch (its KV
+    cache entries dropped): the scores a row samples from must be the model's next-token logits for exactly that
+    row's text so far (a fresh forward pass of prompt + tokens so far, compared where the grammar allows a token)."""
     import threading
 
     from transformers import LogitsProcessor, LogitsProcessorList
@@ -213,12 +213,15 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
         for step, (scores, lengths) in enumerate(zip(scores_seen, lengths_seen, strict=False)):
             widths = {row: n - lengths_seen[step - 1].get(row, n) for row, n in lengths.items()} if step > 1 else {}
             ragged |= len(set(widths.values())) > 1  # rows appended different numbers of tokens in the last pass
-            for row, n in lengths.items():
+            if step:  # finished rows have left the batch: the scores hold the rows still going, in their order
+                assert scores.shape[0] == len(lengths)
+            for k, (row, n) in enumerate(sorted(lengths.items())):
                 sequence = torch.cat([prompt[0], torch.tensor(finished[row][:n])])[None]
                 with torch.inference_mode():
                     expected = decoder.model(input_ids=sequence).logits[0, -1].float()
-                allowed = torch.isfinite(scores[row])
+                allowed = torch.isfinite(scores[k])
                 assert allowed.any()
-                torch.testing.assert_close(scores[row][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
+                torch.testing.assert_close(scores[k][allowed], expected[allowed], rtol=1e-3, atol=2e-3)
                 checked += 1
     assert checked >= 10 and ragged and len(finished) == len(seeds)
+    assert min(s.shape[0] for s in scores_seen) < len(seeds)  # a row that finished early left the batch

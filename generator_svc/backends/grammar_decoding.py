@@ -9,7 +9,9 @@ forbids. After it accepts a token, text the grammar forces from there on (the re
 model has chosen it; the fence and file headers) is appended without sampling: it is tokenized and fed to the
 model with the row's next step, so a forced run costs one forward pass instead of one per token. Rows advance by
 different numbers of tokens per step; the batch is right-padded and the padding masked out of attention, with
-explicit position ids, so one forward pass serves all rows.
+explicit position ids, so one forward pass serves all rows. A row that has finished leaves the batch: its entries
+of the KV cache and the attention mask are dropped before the next forward pass, so one long answer does not keep
+the finished ones computing (processors with per-row state, such as the seeded sampler, follow through `select`).
 
 A row about to run out of tokens is closed instead of cut: from CLOSE_WINDOW tokens before the limit on, the
 `close` text (for a diff, the closing fence) is appended at the first point where the grammar accepts it, then
@@ -25,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
@@ -67,15 +69,39 @@ class _Row:
 
 @dataclass
 class _Batch:
-    """The rows decoded together, with their shared KV cache and attention mask."""
+    """The rows decoded together, with their shared KV cache and attention mask; `live` are the rows the cache
+    holds, in its order (finished rows leave it at the next forward pass)."""
 
     rows: list[_Row]
     cache: Any
     attention: torch.Tensor
     device: str
+    live: list[int] = field(default_factory=list)
 
     def alive(self) -> list[int]:
         return [i for i, row in enumerate(self.rows) if row.alive]
+
+    def drop_finished(self) -> None:
+        """Drops the rows that finished from the cache and the attention mask."""
+        keep = [k for k, index in enumerate(self.live) if self.rows[index].alive]
+        if len(keep) < len(self.live):
+            positions = torch.tensor(keep, device=self.attention.device)
+            self.cache.batch_select_indices(positions)
+            self.attention = self.attention[positions]
+            self.live = [self.live[k] for k in keep]
+
+
+@runtime_checkable
+class RowProcessor(Protocol):
+    """A logits processor with per-row state (its rows in the batch's original order): `select(rows)` is the
+    processor for those rows only, sharing that state."""
+
+    def select(self, rows: list[int]) -> Any: ...
+
+
+def for_rows(processors: LogitsProcessorList, rows: list[int]) -> LogitsProcessorList:
+    """`processors` for the batch's `rows` (their original indices, in the order the logits hold them)."""
+    return LogitsProcessorList([p.select(rows) if isinstance(p, RowProcessor) else p for p in processors])
 
 
 @dataclass(frozen=True)
@@ -162,26 +188,28 @@ class GrammarDecoder:
                 matcher.accept_token(token)
         inputs = torch.cat([prompt, torch.tensor([head], dtype=prompt.dtype)], 1).repeat(rows, 1).to(device)
         batch = _Batch([_Row(m, list(head), len(head), inputs.shape[1]) for m in matchers], DynamicCache(),
-                       torch.ones_like(inputs), device)
+                       torch.ones_like(inputs), device, list(range(rows)))
         out = self.model(input_ids=inputs, attention_mask=batch.attention, cache=batch.cache, use_cache=True,
                          position_ids=torch.arange(inputs.shape[1], device=device).repeat(rows, 1),
                          logits_to_keep=1)  # only the last position goes through the (vocabulary-wide) head
         return batch, out.logits[:, -1, :].float()
 
     def _choose(self, batch: _Batch, logits: torch.Tensor, bitmask: Any, processors: LogitsProcessorList
-                ) -> list[int]:
-        """Each row's next token: the grammar masks the logits, then the processors pick."""
+                ) -> dict[int, int]:
+        """Each live row's next token (row index -> token): the grammar masks the logits (one row per live row, in
+        the cache's order), then the processors pick."""
         xgr = self.xgr
         xgr.reset_token_bitmask(bitmask)
-        for index in batch.alive():
-            batch.rows[index].matcher.fill_next_token_bitmask(bitmask, index)
-        xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
-        ids = torch.full((len(batch.rows), max(len(r.generated) for r in batch.rows) or 1), self.pad_id,
-                         dtype=torch.long)
-        for index, row in enumerate(batch.rows):
-            ids[index, : len(row.generated)] = torch.tensor(row.generated, dtype=torch.long)
+        for k, index in enumerate(batch.live):
+            batch.rows[index].matcher.fill_next_token_bitmask(bitmask, k)
+        xgr.apply_token_bitmask_inplace(logits, bitmask[: len(batch.live)].to(logits.device))
+        rows = [batch.rows[index] for index in batch.live]
+        ids = torch.full((len(rows), max(len(r.generated) for r in rows) or 1), self.pad_id, dtype=torch.long)
+        for k, row in enumerate(rows):
+            ids[k, : len(row.generated)] = torch.tensor(row.generated, dtype=torch.long)
             row.step = []
-        return processors(ids, logits).argmax(-1).tolist()
+        picked = for_rows(processors, batch.live)(ids, logits).argmax(-1).tolist()
+        return dict(zip(batch.live, picked, strict=True))
 
     def _advance(self, row: _Row, token: int, close: _Close) -> int | None:
         """Appends `token` and the text the grammar then forces; the FinishReason when the row ends here."""
@@ -202,20 +230,21 @@ class GrammarDecoder:
         return FINISH_LENGTH if len(row.generated) >= close.budget else None
 
     def _forward(self, batch: _Batch) -> torch.Tensor:
-        """One forward pass over what each row appends (right-padded, the padding masked out, explicit
-        positions); the logits of each row's last appended position."""
-        rows, width = len(batch.rows), max(len(row.step) for row in batch.rows)
-        chunk = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=batch.attention.dtype)
-        positions = torch.zeros((rows, width), dtype=torch.long)
-        for index, row in enumerate(batch.rows):
-            if row.alive:
-                chunk[index, : len(row.step)] = torch.tensor(row.step, dtype=torch.long)
-                mask[index, : len(row.step)] = 1
-            positions[index] = torch.arange(row.length, row.length + width)
-            row.length += len(row.step) if row.alive else 0
+        """One forward pass over what each live row appends (right-padded, the padding masked out, explicit
+        positions), after the finished rows left the batch; the logits of each live row's last appended position."""
+        batch.drop_finished()
+        rows = [batch.rows[index] for index in batch.live]
+        width = max(len(row.step) for row in rows)
+        chunk = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=batch.attention.dtype)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, row in enumerate(rows):
+            chunk[k, : len(row.step)] = torch.tensor(row.step, dtype=torch.long)
+            mask[k, : len(row.step)] = 1
+            positions[k] = torch.arange(row.length, row.length + width)
+            row.length += len(row.step)
         batch.attention = torch.cat([batch.attention, mask.to(batch.device)], 1)
-        last = torch.tensor([[max(len(row.step), 1) - 1] for row in batch.rows], device=batch.device)
+        last = torch.tensor([[len(row.step) - 1] for row in rows], device=batch.device)
         out = self.model(input_ids=chunk.to(batch.device), attention_mask=batch.attention, cache=batch.cache,
                          use_cache=True, position_ids=positions.to(batch.device), logits_to_keep=last)
         return out.logits[:, 0, :].float()  # each row's last appended position only

@@ -73,6 +73,13 @@ class SeededSampler(LogitsProcessor):
         self.sampling = sampling
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
+    def select(self, rows: list[int]) -> SeededSampler:
+        """The sampler of those rows only (grammar decoding drops finished rows): their own generators, so each
+        row's draws go on as if the batch had kept every row."""
+        view = SeededSampler(self.sampling, [])
+        view.generators = [self.generators[row] for row in rows]
+        return view
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         logits = scores.float() / self.sampling.temperature
         if 0 < self.sampling.top_k < logits.shape[-1]:
