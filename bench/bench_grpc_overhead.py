@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.sdk import open_channel
+from client.channels import open_channel
 from deltanas.testing.candidates import BASE, WIDER, request
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig

@@ -30,12 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from client.channels import Services
 from client.cli import PRESET_DIR
 from client.config import SearchConfig
 from client.embedded import EmbeddedServices
 from client.records import CandidateResult
 from client.report import best_gain, effective_rate
-from client.sdk import Services
 from client.search import Search
 from client.search.references import References
 from client.tracking import Tracker

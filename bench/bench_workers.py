@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.sdk import open_channel
+from client.channels import open_channel
 from deltanas.evaluator_pool import EvaluatorPool
 from deltanas.testing.candidates import candidates
 from deltanas.testing.processes import EvaluatorProcess, RayCluster

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from client.sdk import open_channel
+from client.channels import open_channel
 from curator_svc.lemur import LemurIndex
 from deltanas.baseline import Baseline
 from deltanas.model_sources import load_tokenizer

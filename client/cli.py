@@ -112,9 +112,9 @@ def _print_rows(rows: list[tuple[str, ...]]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from client.channels import Endpoints, Services
     from client.embedded import EmbeddedServices
     from client.progress import ProgressDisplay
-    from client.sdk import Endpoints, Services
     from client.search import Search
 
     cfg, tracker, uri, artifacts = _search_config(args)

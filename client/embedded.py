@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from client.sdk import Endpoints
+from client.channels import Endpoints
 from deltanas.server import ServiceServer
 from deltanas.service_registry import SERVICES
 

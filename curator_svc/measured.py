@@ -357,7 +357,7 @@ def _per_dataset(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:
 def run(pairs: Sequence[Pair], cfg: MeasureConfig, out: Path) -> list[MeasuredPair]:
     """Measures `pairs` on the configured evaluators (or one in this process) and writes OUT's files. Remote
     evaluators get the token of $DELTANAS_TOKEN, as `deltanas run` sends it."""
-    from client.sdk import Endpoints, open_channel
+    from client.channels import Endpoints, open_channel
     from deltanas.v1 import evaluator_pb2_grpc
 
     server = None

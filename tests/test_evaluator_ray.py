@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from client.channels import Endpoints, Services, open_channel
 from client.config import SearchConfig
-from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
 from deltanas.config import ConfigError

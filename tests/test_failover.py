@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import grpc
 import pytest
 
+from client.channels import Endpoints, Services, open_channel
 from client.config import SearchConfig
-from client.sdk import Endpoints, Services, open_channel
 from client.search import Search
 from client.tracking import Tracker
 from deltanas.evaluator_pool import EvaluatorPool, NoWorkerLeft

@@ -21,11 +21,11 @@ from typing import ClassVar
 import pytest
 
 import deltadiff
+from client.channels import Endpoints, Services
 from client.cli import PRESET_DIR, main
 from client.config import SearchConfig, stored_config
 from client.embedded import EmbeddedServices
 from client.report import make_report
-from client.sdk import Endpoints, Services
 from client.search import Search, repair_id
 from client.tracking import Tracker
 from deltanas.config import build

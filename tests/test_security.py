@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client.sdk import Endpoints, Services, open_channel
+from client.channels import Endpoints, Services, open_channel
 from deltanas.config import load_config
 from deltanas.security import bearer
 from deltanas.server import ServiceServer

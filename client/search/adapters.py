@@ -16,8 +16,8 @@ import logging
 import re
 from pathlib import Path
 
+from client.channels import Services
 from client.config import ADAPTER_TAG, DEFAULT_ADAPTER, SearchConfig
-from client.sdk import Services
 from client.tracking import Tracker
 from deltanas.adapters import PREFIX as SHIPPED_PREFIX
 from deltanas.adapters import default_adapter

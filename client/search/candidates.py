@@ -1,4 +1,4 @@
-"""A candidate on its way through the loop: where its answer goes (`Slot`), what its evaluation carries along
+"""A candidate on its way through the loop: where its answer goes (`Position`), what its evaluation carries along
 (`Submitted`), the record it becomes (`record_of`) and the fingerprint of the program its answer makes.
 
     key = program_key(gen, "delta", parent_code)     # "" when the answer does not extract or apply
@@ -17,7 +17,7 @@ from deltanas.vocabulary import FINISH_LENGTH, finish_reason_name
 
 
 @dataclass
-class Slot:
+class Position:
     """Where a generated answer goes: its candidate id, index, attempt (0: first, n: n-th repair) and how many of
     its answers were dropped as duplicates."""
 
@@ -33,7 +33,7 @@ class Submitted:
     """An evaluation on its way: what the candidate's record needs besides the evaluator's reply."""
 
     cycle: int
-    slot: Slot
+    position: Position
     parent: Program
     mode: str
     gen: generator_pb2.GenerateResponse
@@ -49,16 +49,17 @@ def record_of(sub: Submitted, model: str, constrained: bool, lemur_accuracy: flo
     parent, gen, ref = sub.parent, sub.gen, sub.parent.reference
     b = parent.baseline
     return CandidateResult(
-        candidate_id=sub.slot.cid, cycle=sub.cycle, baseline=parent.id, dataset=b.dataset, mode=sub.mode,
-        index=sub.slot.index, status="invalid", failure_stage="", failure_reason="", accuracy=0.0,
+        candidate_id=sub.position.cid, cycle=sub.cycle, baseline=parent.id, dataset=b.dataset, mode=sub.mode,
+        index=sub.position.index, status="invalid", failure_stage="", failure_reason="", accuracy=0.0,
         lemur_accuracy=lemur_accuracy, diff_lines=0, output_tokens=gen.output_tokens, output_lines=gen.output_lines,
-        generation_s=gen.latency_s, evaluation_s=0.0, attempt=sub.slot.attempt, repaired_from=sub.slot.repaired_from,
+        generation_s=gen.latency_s, evaluation_s=0.0, attempt=sub.position.attempt,
+        repaired_from=sub.position.repaired_from,
         model=model, adapter=sub.adapter or "base", seed=gen.seed, batch=b.batch, transform=b.transform,
         hyperparameters=dict(b.hyperparameters), prompt_tokens=gen.prompt_tokens,
         tokens_per_second=gen.tokens_per_second, forced_tokens=gen.forced_tokens,
         finish_reason=finish_reason_name(gen.finish_reason),
         constrained=constrained and sub.mode == "delta", reference_accuracy=ref.mean, reference_spread=ref.spread,
-        root=parent.root, generation=parent.generation + 1, resamples=sub.slot.resamples,
+        root=parent.root, generation=parent.generation + 1, resamples=sub.position.resamples,
         parse_resamples=gen.parse_resamples)
 
 

@@ -23,13 +23,13 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 
 import deltadiff
+from client.channels import Services
 from client.config import REPAIRABLE, SearchConfig
 from client.records import CandidateResult, SearchProgress, SearchResult
 from client.report import publish
-from client.sdk import Services
 from client.search.adapters import Adapters
 from client.search.archive import Archive, Program
-from client.search.candidates import Slot, Submitted, program_key, record_of
+from client.search.candidates import Position, Submitted, program_key, record_of
 from client.search.confirm import confirm_improved
 from client.search.ids import candidate_id, derive_seed, repair_id
 from client.search.outcomes import NoiseRule, Outcome, judge
@@ -187,11 +187,11 @@ class Search:
         adapters: dict[str, str] | None = None
         for unit in units:
             ids = [candidate_id(cfg.search_id, cycle, unit.parent.id, unit.mode, i) for i in range(unit.count)]
-            slots = {i: Slot(cid, i) for i, cid in enumerate(ids) if not self.tracker.is_logged(cid)}
-            self._skip(unit.count - len(slots))
-            if slots:
+            positions = {i: Position(cid, i) for i, cid in enumerate(ids) if not self.tracker.is_logged(cid)}
+            self._skip(unit.count - len(positions))
+            if positions:
                 adapters = adapters or self.adapters.for_cycle(cycle, self._result.run_id)
-                self._generate(cycle, unit, adapters[unit.mode], slots, pool,
+                self._generate(cycle, unit, adapters[unit.mode], positions, pool,
                                seed=derive_seed(cfg.seed, cycle, unit.parent.id))
         self._log_evaluated(wait=True)
         self._repair(cycle, units, pool, adapters)
@@ -207,20 +207,20 @@ class Search:
                     continue
                 unit = by_parent[done.baseline, done.mode]
                 first = candidate_id(cfg.search_id, cycle, done.baseline, done.mode, done.index)
-                slot = Slot(repair_id(first, attempt), done.index, attempt, done.candidate_id)
+                position = Position(repair_id(first, attempt), done.index, attempt, done.candidate_id)
                 self._advance(total=1)  # a repair is one more candidate
-                if self.tracker.is_logged(slot.cid):
+                if self.tracker.is_logged(position.cid):
                     self._skip(1)
                     continue
                 adapters = adapters or self.adapters.for_cycle(cycle, self._result.run_id)
                 seed = derive_seed(cfg.seed, cycle, unit.parent.id, unit.mode, done.index, f"r{attempt}")
-                self._generate(cycle, unit, adapters[unit.mode], {0: slot}, pool, seed=seed,
+                self._generate(cycle, unit, adapters[unit.mode], {0: position}, pool, seed=seed,
                                feedback=f"{done.failure_stage}: {done.failure_reason}")
             self._log_evaluated(wait=True)
 
-    def _generate(self, cycle: int, unit: _Unit, adapter: str, slots: dict[int, Slot], pool: EvaluatorPool,
+    def _generate(self, cycle: int, unit: _Unit, adapter: str, positions: dict[int, Position], pool: EvaluatorPool,
                   seed: int, feedback: str = "") -> None:
-        """Streams answers for the slots; each new program goes to the evaluators at once, one already evaluated on
+        """Streams answers for the positions; each new program goes to the evaluators at once, one already evaluated on
         this parent is asked for again (at most resample_limit times), and finished evaluations are logged while
         the LLM writes the next answers."""
         cfg, parent = self.cfg, unit.parent
@@ -237,41 +237,42 @@ class Search:
         prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
         seen = {**self.archive.seen(parent), **unit.dispatched}
         started_ms = int(time.time() * 1000)  # every candidate's run starts with its generation
-        self._advance(generating=len(slots))
+        self._advance(generating=len(positions))
         base_id = f"{cfg.search_id}/{cycle}/{parent.id}/{unit.mode}"
         if feedback:
-            base_id += f"/{next(iter(slots.values())).index}/r{next(iter(slots.values())).attempt}"
+            base_id += f"/{next(iter(positions.values())).index}/r{next(iter(positions.values())).attempt}"
         # Round 0 asks for the candidates by index (candidate i with seed + i, as on every start); a re-sample
-        # round asks only for the slots whose answer was a duplicate, with a seed of its own.
-        request.request_id, request.n, request.seed = base_id, max(slots) + 1, seed
-        todo, rounds = slots, 0
+        # round asks only for the positions whose answer was a duplicate, with a seed of its own.
+        request.request_id, request.n, request.seed = base_id, max(positions) + 1, seed
+        todo, rounds = positions, 0
         while todo:
-            again: dict[int, Slot] = {}
+            again: dict[int, Position] = {}
             for gen in self.svc.generator.Generate(request, timeout=3600 * 6):
-                slot = todo.get(gen.index)
-                if slot is None:
+                position = todo.get(gen.index)
+                if position is None:
                     continue
                 if gen.partial:
-                    self._advance(tokens=gen.output_tokens - self._writing.get(slot.cid, 0))
-                    self._writing[slot.cid] = gen.output_tokens
+                    self._advance(tokens=gen.output_tokens - self._writing.get(position.cid, 0))
+                    self._writing[position.cid] = gen.output_tokens
                     continue
-                self._advance(tokens=-self._writing.pop(slot.cid, 0))
+                self._advance(tokens=-self._writing.pop(position.cid, 0))
                 key = program_key(gen, unit.mode, parent.baseline.code)
-                if key and key in seen and slot.resamples < cfg.resample_limit:
-                    slot.resamples += 1
-                    log.info("candidate %s: the same program as %s; asking again (%d/%d)", slot.cid, seen[key],
-                             slot.resamples, cfg.resample_limit)
-                    again[len(again)] = slot
+                if key and key in seen and position.resamples < cfg.resample_limit:
+                    position.resamples += 1
+                    log.info("candidate %s: the same program as %s; asking again (%d/%d)", position.cid, seen[key],
+                             position.resamples, cfg.resample_limit)
+                    again[len(again)] = position
                     continue
                 self._advance(generating=-1, evaluating=1)
-                log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", slot.cid, gen.output_tokens,
-                         gen.latency_s, parent.id, unit.mode, f", repair of {slot.repaired_from}" if feedback else "")
-                sub = Submitted(cycle, slot, parent, unit.mode, gen, adapter, started_ms, prompt, key)
+                log.info("candidate %s: generated %d tokens in %.1f s (%s, %s%s)", position.cid, gen.output_tokens,
+                         gen.latency_s, parent.id, unit.mode,
+                         f", repair of {position.repaired_from}" if feedback else "")
+                sub = Submitted(cycle, position, parent, unit.mode, gen, adapter, started_ms, prompt, key)
                 if key and key in seen:
                     self._finish_duplicate(sub, seen[key])
                     continue
                 if key:
-                    seen[key] = unit.dispatched[key] = slot.cid
+                    seen[key] = unit.dispatched[key] = position.cid
                 self._submit(sub, pool)
             todo, rounds = again, rounds + 1
             request.request_id, request.n = f"{base_id}/resample{rounds}", len(todo)
@@ -283,7 +284,7 @@ class Search:
         answer = {"delta_answer": sub.gen.raw_text, "baseline_code": parent.baseline.code} \
             if sub.mode == "delta" else {"code": sub.gen.raw_text}
         request = cfg.settings(parent.baseline).request(
-            f"{cfg.search_id}/{sub.slot.cid}", sub.slot.cid, seed=0, timeout_s=cfg.eval_timeout_s,
+            f"{cfg.search_id}/{sub.position.cid}", sub.position.cid, seed=0, timeout_s=cfg.eval_timeout_s,
             finish_reason=sub.gen.finish_reason, **answer)
         self._pending.append((pool.submit(request), sub))
         self._log_evaluated()
@@ -341,7 +342,7 @@ class Search:
 
     def _finish_duplicate(self, sub: Submitted, same_as: str) -> None:
         """A candidate whose answers were all programs already evaluated on its parent: logged, not evaluated."""
-        reason = f"the same program as {same_as}, after {sub.slot.resamples} re-sample(s)"
+        reason = f"the same program as {same_as}, after {sub.position.resamples} re-sample(s)"
         res = replace(self._record_of(sub), status="duplicate", outcome=Outcome.DUPLICATE.value, code_key=sub.code_key,
                       failure_reason=reason)
         self._log(res, {PROMPT_FILE: sub.prompt, BASELINE_FILE: sub.parent.baseline.code,

@@ -1,6 +1,7 @@
-"""Python SDK: typed access to the three services over gRPC, with the token and TLS they may require.
+"""Channels to the three services: where they are (`Endpoints`), typed stubs over gRPC with the token and TLS they
+may require (`Services`), and the checks that each address answers in its role.
 
-    from client.sdk import Endpoints, Services
+    from client.channels import Endpoints, Services
     with Services(Endpoints(curator="127.0.0.1:50061", generator="127.0.0.1:50062",
                             evaluators=["127.0.0.1:50063", "dns:///evaluators:50063"], token="s3cret")) as svc:
         slots = svc.check()        # raises ConnectionError/ValueError naming the endpoint that is wrong
