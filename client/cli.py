@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from client.config import SearchConfig, stored_config
-from client.store import DEFAULT_STATE, TRACKING_ENV, default_uri
+from client.store import DEFAULT_STATE, MLFLOW_ENV, TRACKING_ENV, default_uri
 from deltanas.config import add_config_arguments, build, config_overrides
 from deltanas.logs import setup_logging
 from deltanas.service_registry import SERVICES, serve
@@ -409,6 +409,8 @@ def _add_apply(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for name, value in MLFLOW_ENV.items():  # before any command imports MLflow (client.tracking imports it)
+        os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:

@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # client.tracking imports mlflow: only the commands that read
     from client.tracking import Tracker
 
 DEFAULT_STATE = Path(".deltanas")
+# Set (unless the user set them) by the CLI at start and by a Tracker before it opens a store: no telemetry, and an
+# outage costs seconds per call, not minutes of MLflow's own retries.
+MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
