@@ -72,47 +72,9 @@ def _tracking(args: argparse.Namespace) -> tuple[str, str | None]:
     return default_uri(), (state / "mlartifacts").as_uri()
 
 
-def _print_table(results) -> None:
-    """One row per candidate: what it changed, its outcome against its parent's same-budget reference, the gain."""
-    rows = [("candidate", "parent", "outcome", "accuracy", "reference", "gain", "change")]
-    for r in sorted(results, key=lambda r: (r.cycle, r.baseline, r.mode, r.index, r.attempt)):
-        outcome = r.outcome.replace("_", " ") + (f" ({r.failure_stage})" if r.failure_stage else "")
-        reference = f"{r.reference_accuracy:.4f} ± {r.reference_spread:.4f}" if r.reference_accuracy is not None \
-            else "-"
-        rows.append((r.candidate_id, r.baseline[:28], outcome, f"{r.accuracy:.4f}" if r.valid else "-", reference,
-                     f"{r.gain:+.2f}" if r.gain is not None else "-", (r.change or "-")[:60]))
-    _print_rows(rows)
-
-
-def _verdict(result) -> str:
-    """The search's last line: what it found against the same-budget references, and nothing else."""
-    from client.report import best_gain, effective_rate, improvements
-
-    found = improvements(result.results)
-    if found:
-        return f"{len(found)} improved: " + "; ".join(found)
-    valid = [r for r in result.results if r.valid]
-    effective, gain = effective_rate(result.results), best_gain(result.results)
-    details = [f"{len(valid)} valid"]
-    if effective is not None:
-        details.append(f"{100 * effective:.0f}% of them effective")
-    if gain is not None:
-        details.append(f"best gain {gain:+.2f} points")
-    return (f"no improvement: none of {len(result.results)} candidate(s) beat its same-budget reference beyond the "
-            f"seed spread ({', '.join(details)})")
-
-
-def _print_rows(rows: list[tuple[str, ...]]) -> None:
-    """An aligned text table; the first row is the header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from client.channels import Endpoints, Services
+    from client.console import print_candidates, verdict
     from client.embedded import EmbeddedServices
     from client.progress import ProgressDisplay
     from client.search import Search
@@ -145,13 +107,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if embedded:
             embedded.stop()
     print()
-    _print_table(result.results)
+    print_candidates(result.results)
     print()
     for skipped in result.skipped_baselines:
         print(f"skipped, does not learn under this budget: {skipped}")
     if result.skipped:
         print(f"{result.skipped} candidate(s) already recorded (resumed): `deltanas report {cfg.search_id}` shows all")
-    print(_verdict(result))
+    print(verdict(result.results))
     print(f"MLflow: search {cfg.search_id}, parent run {result.run_id} in experiment {cfg.experiment!r}")
     print(f"Open the UI with: deltanas ui {cfg.search_id}" + ("" if uri == default_uri() else
                                                                   f" --tracking-uri {uri}"))
@@ -179,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from client.console import print_rows
     from client.report import make_report, render, summary_metrics
     from client.store import existing_store, reader, search_id_of
 
@@ -195,11 +158,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         a, b = (summary_metrics(r) for r in reports)
         rows = [("metric", reports[0].search_id, reports[1].search_id)]
         rows += [(k, f"{a[k]:.4g}" if k in a else "-", f"{b[k]:.4g}" if k in b else "-") for k in sorted(a | b)]
-        _print_rows(rows)
+        print_rows(rows)
     return 0
 
 
 def cmd_searches(args: argparse.Namespace) -> int:
+    from client.console import print_rows
     from client.store import existing_store, list_searches
 
     rows = list_searches(existing_store(args.tracking_uri), args.experiment)
@@ -209,7 +173,7 @@ def cmd_searches(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no search in experiment {args.experiment!r}")
         return 0
-    _print_rows([("search", "started", "status", "model", "modes", "candidates", "valid", "improved", "best gain",
+    print_rows([("search", "started", "status", "model", "modes", "candidates", "valid", "improved", "best gain",
                   "best accuracy")] + [
         (r.search_id, r.started, r.status, r.model, r.modes, str(r.candidates),
          "-" if r.valid_rate is None else f"{100 * r.valid_rate:.0f} %", str(r.improved),

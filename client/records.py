@@ -10,10 +10,11 @@ A metric, param or tag of a candidate is named here and nowhere else: adding one
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deltanas.vocabulary import CANDIDATE_TAG, TAG_PREFIX
+from deltanas.vocabulary import CANDIDATE_TAG, MODES, TAG_PREFIX
 
 HP_PREFIX, EVAL_PREFIX = "hp_", "eval_"  # params of the baseline's hyperparameters, metrics of the evaluator
 
@@ -212,3 +213,9 @@ class SearchProgress:
     tokens: int = 0
     improved: int = 0
     best_gain: float | None = None
+
+
+def modes_of(candidates: Iterable[CandidateResult]) -> list[str]:
+    """The generation modes among `candidates`: delta, full (in that order), then any other."""
+    found = {c.mode for c in candidates}
+    return [m for m in MODES if m in found] + sorted(found - set(MODES))

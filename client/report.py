@@ -23,8 +23,9 @@ from statistics import fmean
 from typing import Any
 
 from client import lemur_fidelity
+from client.figures import figures
 from client.lemur_fidelity import Fidelity, spearman
-from client.records import CandidateResult
+from client.records import CandidateResult, modes_of
 from client.tracking import Tracker
 from deltanas.vocabulary import ROLE_TAG, SEARCH_TAG, SKIPPED_TAG
 
@@ -33,7 +34,6 @@ REPORT_FILE = "report.json"
 REPORT_TEXT_FILE = "report.txt"
 TABLE_FILE = "candidates.json"  # MLflow's table format (pandas "split" orient), shown in the run's artifacts
 NOTE_TAG = "mlflow.note.content"  # the run page's description (markdown)
-MODE_ORDER = ("delta", "full")
 LINEAGE_FILE = "lineage.json"  # the programs and which one each candidate changed
 TABLE_COLUMNS = ("candidate_id", "cycle", "mode", "dataset", "baseline", "generation", "outcome", "accuracy",
                  "reference_accuracy", "reference_spread", "gain", "confirmed_gain", "failure_stage", "change",
@@ -122,11 +122,6 @@ def summarize_mode(mode: str, group: list[CandidateResult]) -> ModeSummary:
         best_gain=best_gain(group), improved=improvements(group))
 
 
-def _modes(candidates: Iterable[CandidateResult]) -> list[str]:
-    found = {c.mode for c in candidates}
-    return [m for m in MODE_ORDER if m in found] + sorted(found - set(MODE_ORDER))
-
-
 def _group(candidates: Iterable[CandidateResult],
            key: Callable[[CandidateResult], Any]) -> dict[Any, list[CandidateResult]]:
     groups: dict[Any, list[CandidateResult]] = defaultdict(list)
@@ -139,7 +134,7 @@ def summarize_cycles(candidates: list[CandidateResult]) -> list[CycleSummary]:
     groups = _group(candidates, lambda c: (c.mode, c.cycle))
     return [CycleSummary(mode, cycle, len(g), sum(c.valid for c in g) / len(g),
                          _mean([c.accuracy for c in g if c.valid]), sum(c.improved for c in g), best_gain(g))
-            for mode in _modes(candidates) for cycle in sorted({c.cycle for c in candidates})
+            for mode in modes_of(candidates) for cycle in sorted({c.cycle for c in candidates})
             if (g := groups.get((mode, cycle)))]
 
 
@@ -168,7 +163,7 @@ def proxy_fidelity(candidates: list[CandidateResult]) -> list[Fidelity]:
 def build_report(search_id: str, candidates: list[CandidateResult], reference: bool = True) -> Report:
     """The whole report; `reference` adds LEMUR's own ρ for the search's datasets."""
     groups = _group(candidates, lambda c: c.mode)
-    modes = [summarize_mode(m, groups[m]) for m in _modes(candidates)]
+    modes = [summarize_mode(m, groups[m]) for m in modes_of(candidates)]
     report = Report(search_id, modes, summarize_cycles(candidates), reduction_pct(modes), proxy_fidelity(candidates))
     if reference and candidates:
         try:
@@ -280,56 +275,6 @@ def summary_metrics(report: Report) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
-def _boxes(ax: Any, candidates: list[CandidateResult], value: Callable[[CandidateResult], float], ylabel: str) -> None:
-    """Box plots with the points of `value` over the valid candidates, per cycle, the modes side by side."""
-    modes, cycles = _modes(candidates), sorted({c.cycle for c in candidates})
-    width = 0.8 / len(modes)
-    for i, mode in enumerate(modes):
-        data = [(cycle, [value(c) for c in candidates if c.mode == mode and c.cycle == cycle and c.valid])
-                for cycle in cycles]
-        data = [(cycle, values) for cycle, values in data if values]
-        if data:
-            positions = [cycle + (i - (len(modes) - 1) / 2) * width for cycle, _ in data]
-            boxes = ax.boxplot([v for _, v in data], positions=positions, widths=width * 0.9, patch_artist=True,
-                               manage_ticks=False, showfliers=False, medianprops={"color": "black"})
-            for box in boxes["boxes"]:
-                box.set(facecolor=f"C{i}", alpha=0.5)
-            for x, (_, values) in zip(positions, data, strict=True):
-                ax.scatter([x] * len(values), values, s=14, color=f"C{i}", edgecolors="black", zorder=3)
-            ax.plot([], [], color=f"C{i}", linewidth=8, label=mode)
-    ax.set(xlabel="cycle", ylabel=ylabel, xticks=cycles)
-    ax.legend()
-
-
-def _validity(ax: Any, cycles: list[CycleSummary]) -> None:
-    for i, mode in enumerate(dict.fromkeys(c.mode for c in cycles)):
-        rows = [c for c in cycles if c.mode == mode]
-        ax.plot([c.cycle for c in rows], [c.valid_rate for c in rows], marker="o", color=f"C{i}", label=mode)
-    ax.set(xlabel="cycle", ylabel="valid rate", ylim=(0, 1.05), xticks=sorted({c.cycle for c in cycles}))
-    ax.legend()
-
-
-def figures(report: Report, candidates: list[CandidateResult]) -> dict[str, Any]:
-    """validity_per_cycle.png, accuracy_per_cycle.png and novelty_per_cycle.png as matplotlib Figures (Agg, no
-    pyplot state)."""
-    from matplotlib.figure import Figure
-
-    plots: dict[str, Callable[[Any], None]] = {
-        "validity_per_cycle.png": lambda ax: _validity(ax, report.cycles),
-        "accuracy_per_cycle.png": lambda ax: _boxes(ax, candidates, lambda c: c.accuracy, "one-epoch accuracy"),
-        "novelty_per_cycle.png": lambda ax: _boxes(ax, candidates, lambda c: c.novelty_jaccard,
-                                                   "max Jaccard to known models"),
-    }
-    out = {}
-    for name, draw in plots.items():
-        fig = Figure(figsize=(6, 4), layout="tight")
-        ax = fig.add_subplot()
-        draw(ax)
-        ax.set_title(f"{report.search_id}: {name.removesuffix('.png').replace('_', ' ')}")
-        out[name] = fig
-    return out
-
-
 def cycle_metrics(candidates: list[CandidateResult]) -> dict[int, dict[str, float]]:
     """The parent's per-cycle metrics (step = cycle) as `<mode>/<name>` (the UI charts each mode as a section):
     candidates, improved, best gain (this cycle's) and best so far (the best gain up to this cycle), the effective
@@ -411,7 +356,8 @@ def publish(tracker: Tracker, run_id: str, search_id: str, reference: bool = Tru
         steps=cycle_metrics(candidates), tags={NOTE_TAG: note(report)},
         tables=[table] if candidates else [])
     if candidates:
-        tracker.log_figures(run_id, {f"{REPORT_DIR}/{name}": fig for name, fig in figures(report, candidates).items()})
+        tracker.log_figures(run_id, {f"{REPORT_DIR}/{name}": fig
+                                     for name, fig in figures(report.search_id, report.cycles, candidates).items()})
     return report
 
 
