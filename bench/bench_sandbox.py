@@ -21,16 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deltanas.testing.candidates import TINY_MODEL
-from evaluator_svc import sandbox
-from evaluator_svc.job import SandboxLimits
+from evaluator_svc import isolation
+from evaluator_svc.job import WORK_DIR, SandboxLimits
 from evaluator_svc.task import TrainTask, train_in_sandbox
 
 
 def startup_seconds(kernel: bool) -> float:
-    host = sandbox.probe()
+    host = isolation.probe()
     with tempfile.TemporaryDirectory(prefix="deltanas-bench-") as scratch, \
-            sandbox._program_fd(host.seccomp if kernel else None) as fd:
-        prefix = sandbox._bwrap_argv(host.bwrap, Path(scratch), fd, "cpu") if kernel else []
+            isolation.program_fd(host.seccomp if kernel else None) as fd:
+        (Path(scratch) / WORK_DIR).mkdir()
+        prefix = isolation.bwrap_argv(host.bwrap, Path(scratch), fd, "cpu", SandboxLimits()) if kernel else []
         start = time.perf_counter()
         subprocess.run([*prefix, sys.executable, "-S", "-c", ""], check=True, pass_fds=(fd,) if fd else ())
         return time.perf_counter() - start
@@ -58,9 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="candidates each way (start-ups: 5 more)")
     args = parser.parse_args()
-    if sandbox.missing_layers():
-        raise SystemExit(f"kernel sandbox unavailable here: {sandbox.missing_layers()}")
-    print(f"layers: {', '.join(sandbox.host_layers(SandboxLimits()))}")
+    if isolation.missing_layers():
+        raise SystemExit(f"kernel sandbox unavailable here: {isolation.missing_layers()}")
+    print(f"layers: {', '.join(isolation.host_layers(SandboxLimits()))}")
     candidate_seconds(True)  # warm the dataset cache and the page cache
     for name, fn, repeats in (("start-up", startup_seconds, args.repeats + 5),
                               ("per candidate", candidate_seconds, args.repeats)):

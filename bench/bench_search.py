@@ -66,11 +66,15 @@ class PolicyRow:
     candidates_per_minute: float
 
 
-def held_out_candidates(index: LemurIndex, max_size: int, min_lemur_accuracy: float) -> list[Baseline]:
-    """Held-out MNIST baselines with a CPU-trainable transform and a good LEMUR record, shortest code first."""
+def held_out_candidates(index: LemurIndex, max_size: int, min_lemur_accuracy: float,
+                        max_trial_seconds: float) -> list[Baseline]:
+    """Held-out MNIST baselines with a CPU-trainable transform, a good LEMUR record and a LEMUR trial no longer than
+    `max_trial_seconds` (a cost estimate: heavy models time out on a CPU), cheapest first."""
+    cost = {b.name: index.trial_seconds(b.dataset, 1, b.name) for b in index.baselines("mnist")}
     found = [b for b in index.baselines("mnist") if is_held_out(b.name)
-             and all(int(n) <= max_size for n in _SIZE.findall(b.transform)) and b.accuracy >= min_lemur_accuracy]
-    return sorted(found, key=lambda b: (len(b.code), b.name))
+             and all(int(n) <= max_size for n in _SIZE.findall(b.transform)) and b.accuracy >= min_lemur_accuracy
+             and (cost[b.name] or float("inf")) <= max_trial_seconds]
+    return sorted(found, key=lambda b: (cost[b.name], b.name))
 
 
 def learners(services: Services, tracker: Tracker, cfg: SearchConfig, candidates: list[Baseline],
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--adapter-dir", default="", help="generate with this adapter")
     parser.add_argument("--max-size", type=int, default=64, help="largest image size a baseline's transform makes")
     parser.add_argument("--min-lemur-accuracy", type=float, default=0.9)
+    parser.add_argument("--max-trial-seconds", type=float, default=60.0,
+                        help="skip baselines whose best LEMUR trial took longer (on LEMUR's GPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", type=Path, help="MLflow store folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="write the rows and every candidate here")
@@ -136,7 +142,8 @@ def main() -> None:
     started = time.monotonic()
     with EmbeddedServices(curator=curator, generator=generator) as endpoints, Services(endpoints) as services:
         chosen = learners(services, tracker, base_cfg, held_out_candidates(LemurIndex.load(datasets=("mnist",)),
-                                                                           args.max_size, args.min_lemur_accuracy),
+                                                                           args.max_size, args.min_lemur_accuracy,
+                                                                           args.max_trial_seconds),
                           args.baselines)
         log.info("baselines that learn under the budget: %s", ", ".join(b.name for b in chosen))
         results: dict[str, dict[str, list[CandidateResult]]] = {p: {} for p in POLICIES}

@@ -28,7 +28,7 @@ def deltanas_home(request: pytest.FixtureRequest) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def evaluator_server() -> Iterator:
     from evaluator_svc.config import EvaluatorConfig
-    from evaluator_svc.sandbox import missing_layers
+    from evaluator_svc.isolation import missing_layers
     from evaluator_svc.service import build_server
 
     # Weak mode only where the host has no bubblewrap/seccomp (the startup log then says which layer is missing).
@@ -88,7 +88,7 @@ def mlflow_uri(tmp_path: Path) -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Says loudly when this host could not run the kernel-sandbox tests (they skip, which a green run hides)."""
-    from evaluator_svc.sandbox import missing_layers
+    from evaluator_svc.isolation import missing_layers
 
     if missing := missing_layers():
         terminalreporter.write_sep("!", f"KERNEL SANDBOX TESTS DID NOT RUN: this host lacks {', '.join(missing)}; "

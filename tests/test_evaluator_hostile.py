@@ -30,8 +30,8 @@ from deltanas.testing.candidates import TINY_MODEL, with_hook
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.local import check_host_sandbox
+from evaluator_svc.isolation import SandboxUnavailable, missing_layers, probe
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.sandbox import SandboxUnavailable, missing_layers, probe
 from evaluator_svc.service import SERVICE_NAME, build_server
 
 KERNEL = not missing_layers()

@@ -13,7 +13,7 @@ from deltanas.testing.candidates import ANSWER, request
 from deltanas.testing.processes import free_port
 from deltanas.v1 import evaluator_pb2_grpc
 from evaluator_svc.config import EvaluatorConfig
-from evaluator_svc.sandbox import missing_layers
+from evaluator_svc.isolation import missing_layers
 from evaluator_svc.service import build_server
 
 

@@ -33,7 +33,7 @@ from deltanas.vocabulary import CANDIDATE_TAG
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.options import RayOptions
 from evaluator_svc.executors.registry import make_executor
-from evaluator_svc.sandbox import missing_layers
+from evaluator_svc.isolation import missing_layers
 
 TASK = "run_candidate"  # the Ray task's function name: its worker's process title is ray::run_candidate
 
@@ -138,7 +138,8 @@ def test_a_search_through_the_ray_executor_records_one_child_run_per_candidate(
     with Services(Endpoints(curator_server.address, generator_server.address, [evaluator.address])) as svc:
         tracker = Tracker(mlflow_uri, "ray", journal_dir=tmp_path / "journal")
         cfg = SearchConfig(datasets=["mnist"], baseline_names=[MODEL], candidates=3, max_new_tokens=96,
-                           train_limit=300, test_limit=200, eval_timeout_s=120, experiment="ray")
+                           train_limit=300, test_limit=200, eval_timeout_s=120, experiment="ray",
+                           reference_seeds=1, skip_non_learning=False)  # its candidates run whatever it learns
         result = Search(cfg, svc, tracker).run()
     children = tracker.children(result.run_id)
     assert len(children) == cfg.candidates == len(result.results)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from deltanas.testing.candidates import TINY_MODEL, with_hook
+from evaluator_svc.isolation import missing_layers
 from evaluator_svc.job import SandboxLimits
 from evaluator_svc.results import EvalResult, Stage
-from evaluator_svc.sandbox import missing_layers
 from tests.support.evaluation import evaluate
 
 ROOT = os.geteuid() == 0

@@ -167,7 +167,7 @@ def test_a_full_worker_refuses_and_the_candidate_waits_for_it(caplog) -> None:
     """A worker whose slot and queue are taken by another client's call answers RESOURCE_EXHAUSTED: the pool keeps
     the candidate (no attempt spent, the worker not marked down) and sends it again once the back-off passed."""
     from evaluator_svc.config import EvaluatorConfig
-    from evaluator_svc.sandbox import missing_layers
+    from evaluator_svc.isolation import missing_layers
     from evaluator_svc.service import build_server
 
     server = build_server(EvaluatorConfig(port=0, slots=1, max_queue=0, default_timeout_s=300,

@@ -27,9 +27,9 @@ from deltanas.testing.processes import eventually
 from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from evaluator_svc.cgroups import cgroup_host
 from evaluator_svc.config import EvaluatorConfig
+from evaluator_svc.isolation import describe_caps, host_layers, missing_layers
 from evaluator_svc.job import SandboxLimits
 from evaluator_svc.results import EvalResult, Stage
-from evaluator_svc.sandbox import describe_caps, host_layers, missing_layers
 from evaluator_svc.service import build_server
 from tests.support.evaluation import evaluate
 
@@ -156,7 +156,7 @@ def test_the_layers_and_the_start_up_log_say_which_cap_holds(caplog: pytest.LogC
     nproc_counts = os.geteuid() != 0 if KERNEL else os.geteuid() == 0  # not root-mapped / a fresh uid per job
     assert ("pids-cap" in host_layers(fallback)) == nproc_counts
     assert "memfd and SysV shm refused" in describe_caps(fallback)
-    with caplog.at_level(logging.INFO, logger="deltanas.evaluator"):
+    with caplog.at_level(logging.INFO, logger="evaluator_svc"):
         Evaluator(slots=1).close()
     assert any("per-candidate caps:" in r.getMessage() for r in caplog.records)
 

@@ -99,7 +99,11 @@ def test_bytes_that_do_not_parse_are_invalid_argument_naming_the_field(generator
 
 
 def test_a_seed_that_overflows_and_a_denormal_temperature_are_invalid_argument(stub) -> None:
-    assert invalid(stub, seed=2**63 - 1, n=2).startswith("seed: seed + n - 1 must fit int64")
+    from generator_svc.config import GeneratorConfig
+
+    most = 2 * (GeneratorConfig().parse_resamples + 1) - 1  # two candidates and their parse re-samples
+    assert invalid(stub, seed=2**63 - 1, n=2).startswith(f"seed: seed + {most} must fit int64")
+    assert invalid(stub, seed=2**63 - most, n=2).startswith(f"seed: seed + {most} must fit int64")
     denormal = generator_pb2.SamplingParams(temperature=1e-45, max_new_tokens=4)
     assert invalid(stub, sampling=denormal).startswith("sampling.temperature: must be finite and in [0.001, 5]")
 

@@ -83,12 +83,25 @@ def test_references_are_kept_in_the_store_and_reused_without_training(evaluator_
     assert again.key(replace(SETTINGS, train_limit=500), TINY) != again.key(SETTINGS, TINY)
 
 
-def test_a_baseline_that_stays_at_chance_does_not_learn(evaluator_pool, store) -> None:
+def test_a_baseline_that_stays_at_chance_does_not_learn(evaluator_server, store) -> None:
+    import grpc
+
+    from deltanas.evaluator_pool import EvaluatorPool
+    from deltanas.v1 import evaluator_pb2_grpc
+
     uri, journal = store
     frozen = TINY.replace("lr=self.lr, momentum=self.momentum", "lr=0.0")  # nothing is learned
-    refs = References(Tracker(uri, "deltanas", journal_dir=journal), evaluator_pool, seeds=2, timeout_s=120)
-    ref = refs.prepare([("frozen", frozen, SETTINGS)])[refs.key(SETTINGS, frozen)]
-    assert not ref.learns and "not above chance" in ref.failure and ref.failure.startswith("seed ")
+    with grpc.insecure_channel(evaluator_server.address) as channel:
+        one_slot = EvaluatorPool({evaluator_server.address: evaluator_pb2_grpc.EvaluatorServiceStub(channel)},
+                                 {evaluator_server.address: 1}, deadline_s=300)
+        try:
+            refs = References(Tracker(uri, "deltanas", journal_dir=journal), one_slot, seeds=4, timeout_s=120)
+            ref = refs.prepare([("frozen", frozen, SETTINGS)])[refs.key(SETTINGS, frozen)]
+        finally:
+            one_slot.close()
+    assert not ref.learns and ref.failure.startswith("seed 0: evaluate: accuracy") and "not above chance" in ref.failure
+    # One slot: seed 0 trained first and failed, so seeds 1-3 were cancelled while queued and never trained.
+    assert ref.seeds == 1 and ref.accuracies == ()
 
 
 # -- selection policies on a hand-built archive --------------------------------------------------------------------

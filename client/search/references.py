@@ -138,9 +138,10 @@ class References:
                 futures = {seed: self.pool.submit(settings.request(
                     f"ref/{key}/{seed}", f"ref-{key[:12]}-s{seed}", seed=seed, timeout_s=self.timeout_s, code=code))
                     for seed in range(first, self.seeds)}
+                _cancel_siblings_on_failure(list(futures.values()))
                 pending[key] = (name, code, settings, futures)
         for key, (name, code, settings, futures) in pending.items():
-            replies = {seed: f.result() for seed, f in futures.items()}
+            replies = {seed: f.result() for seed, f in futures.items() if not f.cancelled()}
             if key in seed0:
                 replies[0] = seed0[key]
             ref = self._reference(key, name, settings, replies)
@@ -154,13 +155,23 @@ class References:
                    replies: dict[int, evaluator_pb2.EvaluateResponse]) -> Reference:
         failure = next((f"seed {seed}: {_stage(r)}: {r.failure_reason[:300]}" for seed, r in sorted(replies.items())
                         if r.status != VALID), "")
-        first = replies[0]
+        first = replies[min(replies)]  # seed 0, unless a failed seed cancelled it before it started
         accuracies = tuple(replies[s].accuracy for s in sorted(replies)) if not failure else ()
         worker = {k.removeprefix(UNVERIFIED_PREFIX): v for k, v in first.metrics.items()}  # prompt facts only
         images = settings.train_limit or int(worker.get("train_samples", 0) / settings.epochs)
         return Reference(key, name, settings.dataset, accuracies, first.predictions_digest,
                          int(worker.get("num_params", 0)), worker.get("train_seconds", 0.0), failure, len(replies),
                          images)
+
+
+def _cancel_siblings_on_failure(futures: list[Future]) -> None:
+    """Once one seed fails the program cannot learn under this budget: seeds still queued are not trained."""
+    def settled(done: Future) -> None:
+        if not done.cancelled() and done.exception() is None and done.result().status != VALID:
+            for other in futures:
+                other.cancel()
+    for future in futures:
+        future.add_done_callback(settled)
 
 
 def _stage(reply: evaluator_pb2.EvaluateResponse) -> str:

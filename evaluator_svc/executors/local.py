@@ -11,8 +11,8 @@ import torch
 from deltanas.vocabulary import resolve_device
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.isolation import describe_caps, host_layers, missing_layers, require_sandbox
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.sandbox import describe_caps, host_layers, missing_layers, require_sandbox
 from evaluator_svc.task import TrainTask, train_in_sandbox
 
 log = logging.getLogger(__name__)

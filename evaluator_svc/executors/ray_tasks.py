@@ -25,8 +25,8 @@ from deltanas.errors import Cancelled, FailedPrecondition, Unavailable
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.executors.base import Executor, Ran
 from evaluator_svc.executors.local import check_host_sandbox, probe_device
+from evaluator_svc.isolation import SandboxUnavailable
 from evaluator_svc.job import SandboxLimits
-from evaluator_svc.sandbox import SandboxUnavailable
 from evaluator_svc.task import TrainTask, train_in_sandbox
 
 log = logging.getLogger(__name__)
