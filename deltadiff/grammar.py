@@ -8,7 +8,7 @@ change, it starts with a baseline line (so the applier can always place it), at 
 lead or trail it and at most twice that stand between two changes (as `diff -U3` merges hunks). Hunks go down
 the file in order. Added (`+`) lines are free text, at most `max_added` of them in a row (a baseline line or the end
 of the hunk comes between two runs), so a model cannot loop on added lines until the token limit; the numbers of
-`@@` headers are free (the applier recomputes headers).
+`@@` headers are free (the applier recomputes headers) up to `MAX_DIGITS` digits each.
 A grammar that only asked for *some* baseline line per row lets a model loop on one line; this one tracks the
 position: a state is (next baseline line, context lines since the last change, whether the hunk has a change).
 Every line boundary after a change ends a prefix that applies, so an answer cut at the token limit still
@@ -24,6 +24,7 @@ from deltadiff.lines import to_lf
 FENCE_OPEN = "```diff\n"
 FENCE_CLOSE = "```"
 MAX_ADDED = 16  # added lines in a row
+MAX_DIGITS = 6  # digits of a number in a hunk header (files of up to 999,999 lines)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ def _build(baseline: str, path: str, max_context: int, max_added: int) -> tuple[
     rules = [
         f"root ::= {_literal(FENCE_OPEN + f'--- a/{path}' + chr(10) + f'+++ b/{path}' + chr(10))} hunk0 "
         f"{_literal(FENCE_CLOSE)}",
-        'header ::= "@@ -" [0-9]+ ("," [0-9]+)? " +" [0-9]+ ("," [0-9]+)? " @@" text',
+        'header ::= "@@ -" num ("," num)? " +" num ("," num)? " @@" text',
+        # 1..MAX_DIGITS digits: an untuned model that loops on digits ends the number instead of the token budget.
+        "num ::= [0-9]" + " ([0-9]" * (MAX_DIGITS - 1) + ")?" * (MAX_DIGITS - 1),
         'added ::= "+" text',
         # adds<k>: a run of 1..k added lines (a chain: no repetition for xgrammar to inline).
         "adds1 ::= added",

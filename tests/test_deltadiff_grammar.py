@@ -10,7 +10,7 @@ import xgrammar as xgr
 
 from curator_svc.lemur import LemurIndex
 from deltadiff import apply_diff, diff_grammar, extract_diff, make_diff
-from deltadiff.grammar import FENCE_CLOSE, FENCE_OPEN, MAX_ADDED, grammar_shape
+from deltadiff.grammar import FENCE_CLOSE, FENCE_OPEN, MAX_ADDED, MAX_DIGITS, grammar_shape
 from deltanas import model_sources
 from tests.support import TEST_MODEL
 from tests.support.diffs import NET
@@ -141,3 +141,15 @@ def test_added_lines_come_in_runs_of_at_most_max_added() -> None:
 
     assert accepts(BASE, answer(MAX_ADDED, 0)) and accepts(BASE, answer(MAX_ADDED, MAX_ADDED))
     assert not accepts(BASE, answer(MAX_ADDED + 1, 0))
+
+
+def test_header_numbers_are_free_up_to_max_digits() -> None:
+    """The applier recomputes headers, so any number is accepted, but a run of digits cannot eat the token budget
+    (an untuned SmolLM2 under vLLM wrote `@@ -123456789012...` until max_tokens)."""
+    first = BASE.splitlines(keepends=True)[0]
+
+    def answer(start: str) -> str:
+        return fenced(f"--- a/model.py\n+++ b/model.py\n@@ -{start},1 +{start} @@\n-{first}")
+
+    assert accepts(BASE, answer("7")) and accepts(BASE, answer("9" * MAX_DIGITS))
+    assert not accepts(BASE, answer("1" * (MAX_DIGITS + 1)))

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args: str) -> int:
-    return main(["run", "--model", "smollm2-135m", "--baseline-names", MODEL, "--candidates", "2",
+    return main(["run", "--model", "smollm2-135m", "--baseline-names", MODEL, "--candidates", "2", "--cycles", "1",
                  "--max-new-tokens", "96", "--train-limit", "500", "--test-limit", "200", "--reference-seeds", "2",
                  *args])
 
