@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, as_completed
@@ -32,7 +31,7 @@ from typing import Any
 
 from curator_svc.dataset import BuiltDataset
 from curator_svc.pairing import Pair, make_pair
-from deltanas.baseline import Baseline, Budget
+from deltanas.baseline import Baseline, Budget, seed_mean, seed_spread
 from deltanas.config import option
 from deltanas.evaluator_pool import EvaluatorPool
 from deltanas.heldout import is_held_out
@@ -90,16 +89,14 @@ class Side:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies) if self.accuracies else 0.0
+        return seed_mean(self.accuracies)
 
     @property
     def spread(self) -> float:
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return seed_spread(self.accuracies)
 
     def budget(self) -> Budget:
-        return Budget(accuracy=self.mean, spread=self.spread, seeds=len(self.accuracies),
-                      train_images=max(self.train_images, 1), num_params=self.num_params,
-                      train_seconds=self.train_seconds)
+        return Budget.over_seeds(self.accuracies, self.train_images, self.num_params, self.train_seconds)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ of a model under its own budget."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from deltanas.errors import require
@@ -49,6 +51,13 @@ class Budget:
     num_params: int
     train_seconds: float
 
+    @classmethod
+    def over_seeds(cls, accuracies: Sequence[float], train_images: int, num_params: int,
+                   train_seconds: float) -> Budget:
+        """The facts of a model measured with one accuracy per seed."""
+        return cls(accuracy=seed_mean(accuracies), spread=seed_spread(accuracies), seeds=len(accuracies),
+                   train_images=max(train_images, 1), num_params=num_params, train_seconds=train_seconds)
+
     def to_proto(self) -> common_pb2.BudgetFacts:
         return common_pb2.BudgetFacts(accuracy=self.accuracy, spread=self.spread, seeds=self.seeds,
                                       train_images=self.train_images, num_params=self.num_params,
@@ -65,3 +74,13 @@ class Budget:
         require(0 <= msg.train_seconds < 1e7, f"{field}.train_seconds", f"must be in [0, 1e7), got {msg.train_seconds}")
         return cls(accuracy=msg.accuracy, spread=msg.spread, seeds=msg.seeds, train_images=msg.train_images,
                    num_params=msg.num_params, train_seconds=msg.train_seconds)
+
+
+def seed_mean(accuracies: Sequence[float]) -> float:
+    """Mean accuracy over the seeds (0 with none)."""
+    return statistics.fmean(accuracies) if accuracies else 0.0
+
+
+def seed_spread(accuracies: Sequence[float]) -> float:
+    """Standard deviation of the accuracy over the seeds (0 with fewer than two)."""
+    return statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0

@@ -14,14 +14,13 @@ that does not beat chance with every seed "does not learn under this budget": no
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from client.records import ReferenceRecord
-from deltanas.baseline import Budget
+from deltanas.baseline import Budget, seed_mean, seed_spread
 from deltanas.training import Settings
 from deltanas.v1 import evaluator_pb2
 from deltanas.vocabulary import CODE_FILE, TAG_PREFIX, UNVERIFIED_PREFIX
@@ -56,18 +55,16 @@ class Reference:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies) if self.accuracies else 0.0
+        return seed_mean(self.accuracies)
 
     @property
     def spread(self) -> float:
         """Standard deviation of the accuracy over the seeds (0 with one seed)."""
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return seed_spread(self.accuracies)
 
     def budget(self) -> Budget:
         """The prompt's facts about this program."""
-        return Budget(accuracy=self.mean, spread=self.spread, seeds=len(self.accuracies),
-                      train_images=max(self.train_images, 1), num_params=self.num_params,
-                      train_seconds=self.train_seconds)
+        return Budget.over_seeds(self.accuracies, self.train_images, self.num_params, self.train_seconds)
 
     def describe(self) -> str:
         if not self.learns:
