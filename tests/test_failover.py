@@ -83,8 +83,7 @@ def test_killed_workers_lose_no_candidate_and_a_restarted_worker_is_used_again(s
         batch = candidates(6, uuid.uuid4().hex[:8])
         futures = {r.candidate_id: pool.submit(r, on_attempt=attempts.recorder(r.candidate_id)) for r in batch}
         for victim in (a, b):  # each SIGKILLed while it evaluates a candidate
-            eventually(lambda v=victim: pool.workers()[v.address]["busy"] == 1)
-            victim.kill()
+            eventually(victim.kill_mid_candidate)
         b.start()  # b comes back on its old port; a stays dead
         replies = {cid: f.result(timeout=300) for cid, f in futures.items()}
 

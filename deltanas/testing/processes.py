@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 CHECKOUT = Path(__file__).resolve().parents[2]  # where `python -m evaluator_svc` imports this same code from
 
 
@@ -101,6 +103,25 @@ class EvaluatorProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+    def kill_mid_candidate(self) -> bool:
+        """SIGKILL only while a candidate runs; returns whether it did.
+
+        The server is frozen (SIGSTOP) first. A candidate process among its children means the reply has not
+        left yet (the server answers only after reaping it), so the kill lands mid-call; otherwise it resumes.
+        """
+        if not self.proc or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            evaluating = bool(psutil.Process(self.proc.pid).children())
+        except psutil.NoSuchProcess:
+            evaluating = False
+        if evaluating:
+            self.kill()
+        else:
+            self.proc.send_signal(signal.SIGCONT)
+        return evaluating
 
     def __enter__(self) -> EvaluatorProcess:
         return self.start()
