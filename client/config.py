@@ -21,7 +21,7 @@ from typing import Any
 from deltanas.baseline import Baseline
 from deltanas.config import option
 from deltanas.training import Settings
-from deltanas.vocabulary import MAX_NEW_TOKENS, MODE_VALUES, TEMPERATURE, TOP_K, TOP_P
+from deltanas.vocabulary import MAX_NEW_TOKENS, MAX_TEMPERATURE, MODE_VALUES, TEMPERATURE, TOP_K, TOP_P
 
 DECODINGS = ("auto", "constrained", "free")
 # Failure stages whose reason is worth sending back to the LLM in a repair attempt.
@@ -73,6 +73,9 @@ class SearchConfig:
                                            "(no candidate of it could count); false: generate for it anyway")
     resample_limit: int = option(2, "new answers asked for a candidate whose program was already evaluated on the "
                                     "same parent (or is the parent itself)")
+    resample_heat: float = option(0.3, "added to the temperature for each re-sample round of duplicates (round r "
+                                       "samples at temperature + r x this), so that a re-sample explores beyond the "
+                                       "answer it repeated")
     history: int = option(8, "changes already tried on a parent that its prompt lists with their outcome (0: none)")
     evolve_exploration: float = option(0.2, "evolve: chance that a parent draw takes a fresh LEMUR baseline")
     evolve_novelty: float = option(0.5, "evolve: weight of novelty (1 - MinHash-Jaccard to known models) in a "
@@ -114,6 +117,10 @@ class SearchConfig:
             (self.improve_spread >= 0, "improve_spread", "must not be negative"),
             (self.improve_min_points >= 0, "improve_min_points", "must not be negative"),
             (self.resample_limit >= 0, "resample_limit", "must not be negative"),
+            (self.resample_heat >= 0
+             and self.temperature + self.resample_limit * self.resample_heat <= MAX_TEMPERATURE,
+             "resample_heat", f"must not be negative, nor take temperature + resample_limit x it above "
+                              f"{MAX_TEMPERATURE}"),
             (0 <= self.history <= 16, "history", "must be within [0, 16]"),
             (0 <= self.evolve_exploration <= 1, "evolve_exploration", "must be within [0, 1]"),
             (self.evolve_novelty >= 0, "evolve_novelty", "must not be negative"),

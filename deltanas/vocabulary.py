@@ -94,6 +94,7 @@ DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 
 # Sampling of the paper's experiment (NNGPT delta mode): the defaults of generators, searches and benches.
 TEMPERATURE, TOP_K, TOP_P, MAX_NEW_TOKENS = 0.35, 50, 0.9, 1024
+MAX_TEMPERATURE = 5.0  # the highest a generator accepts
 
 # gRPC services, by the short names of `deltanas serve <name>`.
 SERVICE_NAMES: dict[str, str] = {

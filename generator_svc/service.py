@@ -35,7 +35,14 @@ from deltanas.fields import (
 from deltanas.prompts import Tried, render_messages
 from deltanas.server import ServiceServer
 from deltanas.v1 import generator_pb2, generator_pb2_grpc
-from deltanas.vocabulary import FINISH_LENGTH, MODE_NAMES, MODE_VALUES, SERVICE_NAMES, finish_reason_name
+from deltanas.vocabulary import (
+    FINISH_LENGTH,
+    MAX_TEMPERATURE,
+    MODE_NAMES,
+    MODE_VALUES,
+    SERVICE_NAMES,
+    finish_reason_name,
+)
 from generator_svc.backends import create_backend
 from generator_svc.backends.base import (
     Backend,
@@ -111,7 +118,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         names = ("temperature", "top_k", "top_p", "max_new_tokens")  # SamplingParams' fields, named as the config's
         values = {**{name: getattr(c, name) for name in names}, **request_fields(req.sampling, names)}
         temperature, top_k, top_p, max_new = (values[name] for name in names)
-        require_finite("sampling.temperature", temperature, MIN_TEMPERATURE, 5)
+        require_finite("sampling.temperature", temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
         require(0 < top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {top_p}")
         require(top_k >= 0, "sampling.top_k", f"must not be negative, got {top_k}")
         require(1 <= max_new <= c.max_new_tokens_limit, "sampling.max_new_tokens",

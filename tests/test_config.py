@@ -105,7 +105,7 @@ def test_old_environment_variables_and_flags_name_the_new_ones(monkeypatch: pyte
 @pytest.mark.parametrize(
     ("key", "value"),
     [("candidates", 0), ("cycles", 0), ("accept_accuracy", 1.5), ("modes", ["diff"]), ("datasets", []),
-     ("decoding", "greedy")],
+     ("decoding", "greedy"), ("resample_heat", -0.1), ("resample_heat", 4.0)],
 )
 def test_search_config_rejects_bad_values_before_work(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=key):

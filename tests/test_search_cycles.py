@@ -262,6 +262,8 @@ def test_duplicates_are_resampled_not_evaluated_and_a_resume_trains_nothing(
         duplicates = [r for r in result.results if r.status == "duplicate"]
         assert duplicates and all(r.resamples == 1 and r.outcome == "duplicate" for r in duplicates)
         assert all("the same program as" in r.failure_reason for r in duplicates)
+        # the re-sample round samples hotter than the first answers, so that it does not repeat them
+        assert {round(r["temperature"], 2) for r in ScriptedLLM.requests} == {0.35, 0.65}
         assert len(result.results) == 8 and all(r.reference_accuracy is not None for r in result.results)
         for run in tracker.children(result.run_id):  # lineage as tags
             tags = run.data.tags

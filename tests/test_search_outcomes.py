@@ -194,7 +194,8 @@ def test_judge_classes_and_threshold() -> None:
     assert judge(True, 0.57, "d1", ref, rule).outcome == Outcome.IMPROVED  # +5 > 4
     assert judge(True, 0.55, "d1", ref, rule).outcome == Outcome.WITHIN_NOISE  # +3
     assert judge(True, 0.47, "d1", ref, rule).outcome == Outcome.WORSE  # -5
-    assert judge(True, 0.60, "d0", ref, rule).outcome == Outcome.NO_EFFECT  # the same predictions as seed 0
+    no_op = judge(True, 0.60, "d0", ref, rule)  # the same predictions as seed 0, which scored above the mean
+    assert no_op.outcome == Outcome.NO_EFFECT and no_op.gain == 0.0
     assert judge(False, 0.0, "", ref, rule).outcome == Outcome.INVALID
     flat = Reference("k", "p", "mnist", (0.5,), "d0", 10, 1.0, "", 1, 100)
     assert NoiseRule(2.0, 1.0).threshold(flat) == 1.0  # one seed: the floor in points

@@ -242,7 +242,8 @@ class Search:
         if feedback:
             base_id += f"/{next(iter(positions.values())).index}/r{next(iter(positions.values())).attempt}"
         # Round 0 asks for the candidates by index (candidate i with seed + i, as on every start); a re-sample
-        # round asks only for the positions whose answer was a duplicate, with a seed of its own.
+        # round asks only for the positions whose answer was a duplicate, with a seed of its own and a hotter
+        # temperature (resample_heat per round).
         request.request_id, request.n, request.seed = base_id, max(positions) + 1, seed
         todo, rounds = positions, 0
         while todo:
@@ -259,8 +260,9 @@ class Search:
                 key = program_key(gen, unit.mode, parent.baseline.code)
                 if key and key in seen and position.resamples < cfg.resample_limit:
                     position.resamples += 1
-                    log.info("candidate %s: the same program as %s; asking again (%d/%d)", position.cid, seen[key],
-                             position.resamples, cfg.resample_limit)
+                    log.info("candidate %s: the same program as %s; asking again (%d/%d) at temperature %.2f",
+                             position.cid, seen[key], position.resamples, cfg.resample_limit,
+                             cfg.temperature + position.resamples * cfg.resample_heat)
                     again[len(again)] = position
                     continue
                 self._advance(generating=-1, evaluating=1)
@@ -277,6 +279,7 @@ class Search:
             todo, rounds = again, rounds + 1
             request.request_id, request.n = f"{base_id}/resample{rounds}", len(todo)
             request.seed = derive_seed(seed, "resample", rounds)
+            request.sampling.temperature = cfg.temperature + rounds * cfg.resample_heat
 
     def _submit(self, sub: Submitted, pool: EvaluatorPool) -> None:
         """Sends a candidate to the evaluators (seed 0, its parent's settings) and logs what has finished since."""

@@ -4,9 +4,9 @@
     j.outcome, j.gain            # Outcome.IMPROVED, 4.3 (points)
 
 A valid candidate trained with its reference's seed 0 has *no effect* when it predicts exactly what the reference
-predicted with seed 0; otherwise its gain (accuracy points over the reference's mean) is *improved* above the
-rule's threshold (max(spread factor x the reference's seed spread, a floor in points)), *worse* below minus that
-threshold, and *within noise* between.
+predicted with seed 0 (gain 0: it is that training again, whatever seed 0 scored against the mean); otherwise its
+gain (accuracy points over the reference's mean) is *improved* above the rule's threshold (max(spread factor x the
+reference's seed spread, a floor in points)), *worse* below minus that threshold, and *within noise* between.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def judge(valid: bool, accuracy: float, digest: str, reference: Reference, rule:
     gain = 100 * (accuracy - reference.mean)
     threshold = rule.threshold(reference)
     if digest and digest == reference.digest:
-        outcome = Outcome.NO_EFFECT
-    elif gain > threshold:
+        return Judgement(Outcome.NO_EFFECT, 0.0, threshold)
+    if gain > threshold:
         outcome = Outcome.IMPROVED
     elif gain < -threshold:
         outcome = Outcome.WORSE
