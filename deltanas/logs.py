@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 # The attributes every LogRecord has; any other attribute came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -47,9 +48,25 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when a record is emitted, not as it was at set-up: a stream swapped and
+    closed since (a test's capture, a redirect) would otherwise fail every later record of a daemon thread."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        """The stream is never stored (StreamHandler.__init__ assigns one)."""
+
+
 def setup_logging(level: str | None = None) -> None:
     """Key=value lines on stderr at `level` (default: $DELTANAS_LOG_LEVEL, else INFO); the one set-up."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
