@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
+import json
 import time
 import typing
 import uuid
@@ -141,6 +143,19 @@ class SearchConfig:
         """How a candidate of `baseline` (and its reference) trains in this search."""
         return Settings.of(baseline, train_limit=self.train_limit, test_limit=self.test_limit,
                            epochs=epochs or self.epochs)
+
+    def lineage(self) -> list[dict[str, str]]:
+        """What the search trains on, per dataset, for MLflow's dataset lineage: the evaluator's split limits (0:
+        the whole split) and the baselines; the digest names exactly that selection (the evaluator holds the data)."""
+        out = []
+        for dataset in self.datasets:
+            source = {"dataset": dataset, "train_limit": self.train_limit, "test_limit": self.test_limit,
+                      "baselines": ",".join(self.baseline_names) or f"{self.baselines} per cycle from the curator"}
+            digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
+            profile = {"train_images": self.train_limit or "all", "test_images": self.test_limit or "all"}
+            out.append({"name": dataset, "digest": digest, "source": json.dumps(source),
+                        "profile": json.dumps(profile), "context": "evaluation"})
+        return out
 
 
 def stored_config(params: dict[str, str]) -> dict[str, Any]:

@@ -21,14 +21,17 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from curator_svc.candidates import CandidateStore, candidate_pairs
 from curator_svc.dataset import BuiltDataset
 from curator_svc.pairing import Pair, make_pair
 from deltanas.baseline import Baseline, Budget, seed_mean, seed_spread
@@ -301,7 +304,7 @@ def main() -> None:
     results = run(chosen, cfg, args.out)
     kept = [m for m in results if m.kept]
     print(f"{len(kept)} of {len(results)} pairs kept: one side wins beyond the seed spread "
-          f"(verdicts: {dict(sorted(_count(m.verdict for m in results).items()))}); {args.out / PAIRS_FILE}")
+          f"(verdicts: {dict(sorted(Counter(m.verdict for m in results).items()))}); {args.out / PAIRS_FILE}")
     if args.build:
         lemur: list[Pair] = []
         if args.lemur_per_dataset:
@@ -328,7 +331,6 @@ def build_dataset(results: Sequence[MeasuredPair], cfg: MeasureConfig, options: 
     sample of `lemur` (see BuildOptions)."""
     from curator_svc.dataset import build_datasets
     from curator_svc.options import DatasetConfig
-    from curator_svc.service import CandidateStore, candidate_pairs
     from deltanas.model_sources import load_tokenizer
 
     measured = measured_pairs(results)
@@ -342,8 +344,6 @@ def build_dataset(results: Sequence[MeasuredPair], cfg: MeasureConfig, options: 
 
 
 def _per_dataset(pairs: Sequence[Pair], n: int, seed: int) -> list[Pair]:
-    import random
-
     out: list[Pair] = []
     for dataset in sorted({p.baseline.dataset for p in pairs}):
         group = sorted((p for p in pairs if p.baseline.dataset == dataset), key=lambda p: p.baseline.name)
@@ -387,17 +387,10 @@ def write_results(results: Sequence[MeasuredPair], cfg: MeasureConfig, out: Path
     out.mkdir(parents=True, exist_ok=True)
     (out / PAIRS_FILE).write_text("".join(json.dumps(m.row(cfg.settings(m.pair))) + "\n" for m in results))
     manifest = {"budget": asdict(cfg), "pairs": len(results),
-                "verdicts": dict(sorted(_count(m.verdict for m in results).items())),
+                "verdicts": dict(sorted(Counter(m.verdict for m in results).items())),
                 "kept": [{"baseline": m.pair.baseline.name, "improved": m.pair.improved.name, "gain": m.gain,
                           "threshold": m.threshold} for m in results if m.kept]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
-def _count(items: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 if __name__ == "__main__":

@@ -7,19 +7,18 @@ Built datasets and fine-tuning operations are logged to MLflow when a tracking U
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
+from curator_svc.candidates import CANDIDATES_FILE, CandidateStore, candidate_pairs
 from curator_svc.config import CuratorConfig
 from curator_svc.dataset import MANIFEST_FILE, EmptyDatasetError, build_datasets
 from curator_svc.lemur import LemurIndex
 from curator_svc.novelty import NoveltyIndex
 from curator_svc.operations import TERMINAL, Cancelled, Operation, OperationStore
-from curator_svc.pairing import Pair, make_pair, pair_baselines
+from curator_svc.pairing import pair_baselines
 from curator_svc.tracking import flatten, open_tracker
 from deltanas.baseline import Baseline, Budget
 from deltanas.config import build, upgraded, with_overrides
@@ -33,7 +32,6 @@ from deltanas.vocabulary import MODE_NAMES, SERVICE_NAMES, operation_state_value
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = SERVICE_NAMES["curator"]
-CANDIDATES_FILE = "candidates.jsonl"
 DATASETS_DIR = "datasets"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # baselines per ListBaselines reply (code makes them large)
 MAX_DATASETS, MAX_COUNT, MAX_TOKENS = 16, 1_000_000, 131_072  # bounds of BuildDataset and StartFineTune fields
@@ -49,55 +47,6 @@ def operation_to_proto(op: Operation) -> curator_pb2.FineTuneOperation:
         total_steps=op.total_steps, loss=op.loss, learning_rate=op.learning_rate,
         tokens_per_second=op.tokens_per_second, adapter_path=op.adapter_path, error=op.error,
         resumed_from_step=op.resumed_from, restarts=op.restarts)
-
-
-class CandidateStore:
-    """Accepted candidates, appended to a JSONL file with fsync so that none is lost (a line cut by a crash
-    mid-write is skipped at the next start, with a warning: its call never answered)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self.records: dict[str, dict] = {}
-        if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                try:
-                    record = json.loads(line) if line.strip() else None
-                except json.JSONDecodeError:
-                    log.warning("%s line %d is not a complete record (cut by a crash?); skipped", path, number)
-                    continue
-                if record is not None:
-                    self.records[record["candidate_id"]] = record
-
-    def snapshot(self) -> list[tuple[str, dict]]:
-        with self._lock:
-            return list(self.records.items())
-
-    def add(self, record: dict) -> bool:
-        with self._lock:
-            if record["candidate_id"] in self.records:
-                return False
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            self.records[record["candidate_id"]] = record
-            return True
-
-
-def candidate_pairs(records: dict[str, dict]) -> list[Pair]:
-    """Accepted candidates (a CandidateStore's records) as training pairs: (the program it changed, the candidate);
-    a search's measured one states its parent's measured facts and carries its gain."""
-    pairs = []
-    for cid, record in records.items():
-        baseline = Baseline(**record["baseline"])
-        improved = Baseline(**{**record["baseline"], "name": cid, "code": record["code"],
-                               "accuracy": record["accuracy"]})
-        pair = make_pair(baseline, improved)
-        if "budget" in record:
-            pair = replace(pair, budget=Budget(**record["budget"]), measured_gain=record["gain"])
-        pairs.append(pair)
-    return pairs
 
 
 class CuratorServicer(curator_pb2_grpc.CuratorServiceServicer):

@@ -147,7 +147,7 @@ def test_no_op_edit_guard_forbids_restoring_the_removed_line() -> None:
     import torch
 
     from deltanas import model_sources
-    from generator_svc.backends.local import NoOpEditGuard
+    from generator_svc.backends.logits import NoOpEditGuard
 
     tokenizer = model_sources.load_tokenizer("smollm2-135m")
     prompt = tokenizer("Answer:", add_special_tokens=False)["input_ids"]
@@ -189,7 +189,7 @@ def test_grammar_decoding_scores_each_row_at_its_own_last_token(backend: LocalBa
     from deltadiff.grammar import FENCE_CLOSE, diff_grammar
     from generator_svc.backends import Constraint
     from generator_svc.backends.grammar_decoding import DecodeHooks
-    from generator_svc.backends.local import SeededSampler
+    from generator_svc.backends.logits import SeededSampler
 
     code = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y * {i}\n\n\n" for i in range(8))
     seeds, hot = [3, 4, 5], Sampling(temperature=1.5, top_k=0, top_p=1.0)  # rows that part ways early

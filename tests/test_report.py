@@ -213,13 +213,12 @@ def test_lemur_reference_on_the_real_records() -> None:
 
 def test_dataset_lineage_and_system_metrics_on_a_search_run(store: dict[str, Any]) -> None:
     from client.config import SearchConfig
-    from client.search.loop import _lineage
 
     tracker = store["tracker"]
     run_id = tracker.start_search("s-lineage", {}, {})
     cfg = SearchConfig(datasets=["mnist", "cifar-10"], baseline_names=["Base"], train_limit=300, test_limit=200)
-    tracker.log_datasets(run_id, _lineage(cfg))
-    tracker.log_datasets(run_id, _lineage(cfg))  # a resume: nothing new
+    tracker.log_datasets(run_id, cfg.lineage())
+    tracker.log_datasets(run_id, cfg.lineage())  # a resume: nothing new
     with tracker.system_metrics(run_id, interval_s=0.2):
         time.sleep(1.5)
     run = tracker.client.get_run(run_id)

@@ -1,5 +1,6 @@
-"""A candidate on its way through the loop: where its answer goes (`Position`), what its evaluation carries along
-(`Submitted`), the record it becomes (`record_of`) and the fingerprint of the program its answer makes.
+"""A candidate on its way through the loop: the parent and mode it is asked for (`Unit`), where its answer goes
+(`Position`), what its evaluation carries along (`Submitted`), the record it becomes (`record_of`) and the
+fingerprint of the program its answer makes.
 
     key = program_key(gen, "delta", parent_code)     # "" when the answer does not extract or apply
     result = record_of(sub, model, constrained, lemur_accuracy)    # then filled in by the evaluation
@@ -7,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import deltadiff
 from client.records import CandidateResult
@@ -26,6 +27,16 @@ class Position:
     attempt: int = 0
     repaired_from: str = ""
     resamples: int = 0
+
+
+@dataclass
+class Unit:
+    """One parent and mode of a cycle, with its number of candidates and the programs dispatched so far."""
+
+    parent: Program
+    mode: str
+    count: int
+    dispatched: dict[str, str] = field(default_factory=dict)  # code key -> candidate id (this cycle)
 
 
 @dataclass(frozen=True)

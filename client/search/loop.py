@@ -12,7 +12,6 @@ parents, skips what its parent run already holds and records every candidate exa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -20,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 
 import deltadiff
 from client.channels import Services
@@ -28,8 +27,8 @@ from client.config import REPAIRABLE, SearchConfig
 from client.records import CandidateResult, SearchProgress, SearchResult
 from client.report import publish
 from client.search.adapters import Adapters
-from client.search.archive import Archive, Program
-from client.search.candidates import Position, Submitted, program_key, record_of
+from client.search.archive import Archive
+from client.search.candidates import Position, Submitted, Unit, program_key, record_of
 from client.search.confirm import confirm_improved
 from client.search.ids import candidate_id, derive_seed, repair_id
 from client.search.outcomes import NoiseRule, Outcome, judge
@@ -54,16 +53,6 @@ from deltanas.vocabulary import (
 )
 
 log = logging.getLogger("deltanas.search")
-
-@dataclass
-class _Unit:
-    """One parent and mode of a cycle, with its number of candidates and the programs dispatched so far."""
-
-    parent: Program
-    mode: str
-    count: int
-    dispatched: dict[str, str] = field(default_factory=dict)  # code key -> candidate id (this cycle)
-
 
 class Search:
     """One search run. `on_result` gets each candidate once logged, `on_progress` each change of the counts (the
@@ -117,7 +106,7 @@ class Search:
         self._progress = SearchProgress(total)
         log.info("search %s: %d candidates over %d evaluator slot(s), %s selection; MLflow run %s", cfg.search_id,
                  total, pool.total_slots, cfg.selection, run_id)
-        self.tracker.log_datasets(run_id, _lineage(cfg))
+        self.tracker.log_datasets(run_id, cfg.lineage())
         status = "FAILED"
         try:
             with self.tracker.system_metrics(run_id):
@@ -162,7 +151,7 @@ class Search:
 
     # -- one cycle ----------------------------------------------------------------------------------------------
 
-    def _units(self, cycle: int) -> list[_Unit]:
+    def _units(self, cycle: int) -> list[Unit]:
         """This cycle's parents (per the selection policy) and modes, each with its number of candidates."""
         cfg, units = self.cfg, []
         for dataset in cfg.datasets:
@@ -178,7 +167,7 @@ class Search:
                 parent = by_id[pid]
                 log.info("cycle %d: parent %s (%s, generation %d, reference %s)", cycle, pid, dataset,
                          parent.generation, parent.reference.describe())
-                units += [_Unit(parent, mode, count * cfg.candidates) for mode in cfg.modes]
+                units += [Unit(parent, mode, count * cfg.candidates) for mode in cfg.modes]
         return units
 
     def _cycle(self, cycle: int, pool: EvaluatorPool) -> None:
@@ -197,7 +186,7 @@ class Search:
         self._repair(cycle, units, pool, adapters)
         self._close_cycle(cycle)
 
-    def _repair(self, cycle: int, units: list[_Unit], pool: EvaluatorPool, adapters: dict[str, str] | None) -> None:
+    def _repair(self, cycle: int, units: list[Unit], pool: EvaluatorPool, adapters: dict[str, str] | None) -> None:
         """Repair rounds: a candidate that failed a repairable stage is asked for again with the failure reason."""
         cfg = self.cfg
         by_parent = {(u.parent.id, u.mode): u for u in units}
@@ -218,7 +207,7 @@ class Search:
                                feedback=f"{done.failure_stage}: {done.failure_reason}")
             self._log_evaluated(wait=True)
 
-    def _generate(self, cycle: int, unit: _Unit, adapter: str, positions: dict[int, Position], pool: EvaluatorPool,
+    def _generate(self, cycle: int, unit: Unit, adapter: str, positions: dict[int, Position], pool: EvaluatorPool,
                   seed: int, feedback: str = "") -> None:
         """Streams answers for the positions; each new program goes to the evaluators at once, one already evaluated on
         this parent is asked for again (at most resample_limit times), and finished evaluations are logged while
@@ -405,17 +394,3 @@ class Search:
             progress = self._progress
         if self.on_progress:
             self.on_progress(progress)
-
-
-def _lineage(cfg: SearchConfig) -> list[dict[str, str]]:
-    """What the search trains on, per dataset, for MLflow's dataset lineage: the evaluator's split limits (0: the
-    whole split) and the baselines; the digest names exactly that selection (the evaluator holds the data)."""
-    out = []
-    for dataset in cfg.datasets:
-        source = {"dataset": dataset, "train_limit": cfg.train_limit, "test_limit": cfg.test_limit,
-                  "baselines": ",".join(cfg.baseline_names) or f"{cfg.baselines} per cycle from the curator"}
-        digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
-        profile = {"train_images": cfg.train_limit or "all", "test_images": cfg.test_limit or "all"}
-        out.append({"name": dataset, "digest": digest, "source": json.dumps(source), "profile": json.dumps(profile),
-                    "context": "evaluation"})
-    return out
