@@ -124,7 +124,7 @@ def check_address(role: str, address: str) -> None:
         raise ValueError(f"{role}: {address!r} is not host:port")
 
 
-def resolve(address: str) -> tuple[list[str], str | None]:
+def dns_addresses(address: str) -> tuple[list[str], str | None]:
     """(addresses, DNS name) of `address`: `dns:[//authority/]host:port` becomes every address it resolves to."""
     if not address.startswith("dns:"):
         return [address], None
@@ -156,7 +156,7 @@ class Services:
         sources: dict[str, list[str]] = {}
         names: dict[str, str | None] = {}
         for given in endpoints.evaluators:
-            addresses, name = resolve(given)
+            addresses, name = dns_addresses(given)
             for address in addresses:
                 sources.setdefault(address, []).append(given)
                 names[address] = name

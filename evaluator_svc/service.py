@@ -25,7 +25,7 @@ from deltanas.v1 import evaluator_pb2, evaluator_pb2_grpc
 from deltanas.vocabulary import FINISH_REASONS, SERVICE_NAMES, failure_stage_value
 from evaluator_svc.config import EvaluatorConfig
 from evaluator_svc.datasets import DATASETS
-from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.executors.base import Executor, ExecutorResult
 from evaluator_svc.executors.registry import make_executor
 from evaluator_svc.metrics import EvaluatorMetrics
 from evaluator_svc.patching import patch_candidate
@@ -137,7 +137,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         patched = patch_candidate(kind, getattr(req, kind), req.baseline_code, req.finish_reason)
         code, diff_text = patched.code, patched.diff
         failure = patched.failure or (static_failure(code, cid) if self.cfg.sandbox.python_guards else None)
-        ran = Ran(failure) if failure else self._run(req, code, cid, cancel)
+        ran = ExecutorResult(failure) if failure else self._run(req, code, cid, cancel)
         result = ran.result
         duration = time.perf_counter() - start
         stage = result.failure_stage
@@ -155,7 +155,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             worker=f"{self.worker} via {ran.where}" if ran.where else self.worker,
             predictions_digest=result.predictions_digest)
 
-    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str, cancel: threading.Event) -> Ran:
+    def _run(self, req: evaluator_pb2.EvaluateRequest, code: str, cid: str, cancel: threading.Event) -> ExecutorResult:
         prm = {**req.hyperparameters, "batch": req.batch, "transform": req.transform, "epoch": req.epochs}
         task = TrainTask(code=code, dataset=req.dataset, prm=prm, batch=req.batch, transform=req.transform,
                          timeout_s=self.cfg.default_timeout_s, epochs=req.epochs, candidate_id=cid,

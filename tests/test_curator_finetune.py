@@ -104,7 +104,7 @@ def test_adapter_loads_as_is_in_peft_tgi_and_vllm(dataset_dir: Path, tmp_path: P
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
     assert (config["r"], config["lora_alpha"]) == (4, 8) and set(config["target_modules"]) == {"q_proj", "v_proj"}
-    assert config["base_model_name_or_path"] == str(model_sources.resolve(MODEL))
+    assert config["base_model_name_or_path"] == str(model_sources.model_dir(MODEL))
     weights = load_file(tmp_path / "adapter_model.safetensors")
     assert all(n.startswith("base_model.model.") and n.endswith((".lora_A.weight", ".lora_B.weight")) for n in weights)
 

@@ -49,10 +49,10 @@ def test_corrupted_part_is_refused_and_deleted(tmp_path: Path, deltanas_home: Pa
 
 
 def test_smollm2_copy_is_cached_with_chatml_tokens() -> None:
-    path = model_sources.resolve("smollm2-135m")
+    path = model_sources.model_dir("smollm2-135m")
     assert (path / model_sources.MARKER_FILE).is_file() and SMOL.cached()
     start = time.monotonic()
-    assert model_sources.resolve("smollm2-135m") == path
+    assert model_sources.model_dir("smollm2-135m") == path
     assert time.monotonic() - start < 0.5
 
     tok = model_sources.load_tokenizer("smollm2-135m")
@@ -70,7 +70,7 @@ def test_smollm2_copy_is_cached_with_chatml_tokens() -> None:
 def test_sources_by_name_scheme_and_directory(tmp_path: Path) -> None:
     assert isinstance(model_sources.source_for("hub:Qwen/Qwen2.5-Coder-0.5B-Instruct"), model_sources.HubSource)
     (tmp_path / "config.json").write_text("{}")
-    assert model_sources.resolve(str(tmp_path)) == tmp_path
+    assert model_sources.model_dir(str(tmp_path)) == tmp_path
     with pytest.raises(model_sources.ModelSourceError, match="unknown model"):
         model_sources.source_for(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="already registered"):

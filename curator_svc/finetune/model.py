@@ -26,7 +26,7 @@ def _base_model(config: FineTuneConfig, device: torch.device) -> Any:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
         model = AutoModelForCausalLM.from_pretrained(
-            model_sources.resolve(config.base_model), quantization_config=quant, device_map={"": device.index or 0}
+            model_sources.model_dir(config.base_model), quantization_config=quant, device_map={"": device.index or 0}
         )
         return prepare_model_for_kbit_training(model, config.gradient_checkpointing)
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32

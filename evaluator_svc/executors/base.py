@@ -12,7 +12,7 @@ from evaluator_svc.task import TrainTask
 
 
 @dataclass
-class Ran:
+class ExecutorResult:
     """An executor's answer: the result, and where it ran ("" on this server itself)."""
 
     result: EvalResult
@@ -34,7 +34,7 @@ class Executor(ABC):
         with self._lock:
             return self._busy
 
-    def run(self, task: TrainTask, cancel: threading.Event) -> Ran:
+    def run(self, task: TrainTask, cancel: threading.Event) -> ExecutorResult:
         """Blocks until `task` ran; raises FileNotFoundError for a missing dataset root, Unavailable when the
         executor could not run it at all, Cancelled when `cancel` is set first (waiting for a slot: it never
         starts; running: it is stopped)."""
@@ -62,7 +62,7 @@ class Executor(ABC):
         """Returns the slot `_take_slot` gave."""
 
     @abstractmethod
-    def _run(self, task: TrainTask, cancel: threading.Event) -> Ran: ...
+    def _run(self, task: TrainTask, cancel: threading.Event) -> ExecutorResult: ...
 
     @abstractmethod
     def slots(self) -> int:

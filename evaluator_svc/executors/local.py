@@ -10,7 +10,7 @@ import torch
 
 from deltanas.vocabulary import resolve_device
 from evaluator_svc.config import EvaluatorConfig
-from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.executors.base import Executor, ExecutorResult
 from evaluator_svc.isolation import describe_caps, host_layers, missing_layers, require_sandbox
 from evaluator_svc.job import SandboxLimits
 from evaluator_svc.task import TrainTask, train_in_sandbox
@@ -47,9 +47,9 @@ class LocalExecutor(Executor):
     def _give_slot(self) -> None:
         self._slots.release()
 
-    def _run(self, task: TrainTask, cancel: threading.Event) -> Ran:
+    def _run(self, task: TrainTask, cancel: threading.Event) -> ExecutorResult:
         task.limits = self.limits
-        return Ran(train_in_sandbox(task, self.device, cancel))
+        return ExecutorResult(train_in_sandbox(task, self.device, cancel))
 
     def slots(self) -> int:
         return self.cfg.slots

@@ -23,7 +23,7 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from deltanas.errors import Cancelled, FailedPrecondition, Unavailable
 from evaluator_svc.config import EvaluatorConfig
-from evaluator_svc.executors.base import Executor, Ran
+from evaluator_svc.executors.base import Executor, ExecutorResult
 from evaluator_svc.executors.local import check_host_sandbox, probe_device
 from evaluator_svc.isolation import SandboxUnavailable
 from evaluator_svc.job import SandboxLimits
@@ -35,11 +35,11 @@ PROBE_TIMEOUT_S = 60.0  # the start-up check: a 0-CPU task answers even on a clu
 
 
 @ray.remote
-def run_candidate(task: TrainTask, device: str, allow_weak: bool) -> Ran:
+def run_candidate(task: TrainTask, device: str, allow_weak: bool) -> ExecutorResult:
     """On a Ray worker: the node's sandbox check (cached per process), then the sandboxed training."""
     check_host_sandbox(allow_weak, task.limits)
     result = train_in_sandbox(task, device)
-    return Ran(result, f"ray:{ray.util.get_node_ip_address()}/pid{os.getpid()}")
+    return ExecutorResult(result, f"ray:{ray.util.get_node_ip_address()}/pid{os.getpid()}")
 
 
 @ray.remote(num_cpus=0)
@@ -70,7 +70,7 @@ class RayExecutor(Executor):
                  self.ray.address or "a local Ray instance", self.slots(), self.ray.cpus, self.ray.gpus,
                  ", ".join(self.layers))
 
-    def _run(self, task: TrainTask, cancel: threading.Event) -> Ran:
+    def _run(self, task: TrainTask, cancel: threading.Event) -> ExecutorResult:
         task.limits = self.limits
         ref = self._task.remote(task, self.device, self.cfg.allow_weak_sandbox)
         while not ray.wait([ref], timeout=CANCEL_POLL_S)[0]:

@@ -143,7 +143,7 @@ class Backend(ABC):
         """Release connections or memory; the default holds nothing."""
 
 
-class ServerFacts(Generic[T]):
+class LazyServerFacts(Generic[T]):
     """What a remote backend learns from its server once (served models, context length), fetched lazily.
 
     ``fetch`` is tried at construction; a server that is down (BackendUnavailable) is tried again on each use, so

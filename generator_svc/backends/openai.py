@@ -27,9 +27,9 @@ from generator_svc.backends.base import (
     BackendUnavailable,
     Constraint,
     Generation,
+    LazyServerFacts,
     Messages,
     Sampling,
-    ServerFacts,
     UnknownAdapter,
     check_fits,
     check_request,
@@ -61,7 +61,7 @@ class OpenAIBackend(Backend):
         self.session = requests.Session()
         if self.options.api_key:
             self.session.headers["Authorization"] = f"Bearer {self.options.api_key}"
-        self._served = ServerFacts(self._base_model, self.options.url)
+        self._served = LazyServerFacts(self._base_model, self.options.url)
 
     def _base_model(self) -> tuple[str, int]:
         """(served base model, its context length: from /v1/models, else from /tokenize)."""

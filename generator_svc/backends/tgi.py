@@ -28,9 +28,9 @@ from generator_svc.backends.base import (
     Constraint,
     Generation,
     GrammarRefused,
+    LazyServerFacts,
     Messages,
     Sampling,
-    ServerFacts,
     UnknownAdapter,
     check_fits,
     check_request,
@@ -53,7 +53,7 @@ class TgiBackend(Backend):
         self.client = InferenceClient(base_url=self.options.url, timeout=self.options.timeout_s)
         self.tokenizer = model_sources.load_tokenizer(self.options.model)
         self.adapters: dict[str, str] = {}
-        self._served = ServerFacts(self._connect, self.options.url)
+        self._served = LazyServerFacts(self._connect, self.options.url)
 
     def _connect(self) -> BackendInfo:
         """The server's model and context, once the adapters it was launched with are confirmed."""
