@@ -119,8 +119,7 @@ class SearchConfig:
             (self.improve_spread >= 0, "improve_spread", "must not be negative"),
             (self.improve_min_points >= 0, "improve_min_points", "must not be negative"),
             (self.resample_limit >= 0, "resample_limit", "must not be negative"),
-            (self.resample_heat >= 0
-             and self.temperature + self.resample_limit * self.resample_heat <= MAX_TEMPERATURE,
+            (self.resample_heat >= 0 and self.resample_temperature(self.resample_limit) <= MAX_TEMPERATURE,
              "resample_heat", f"must not be negative, nor take temperature + resample_limit x it above "
                               f"{MAX_TEMPERATURE}"),
             (0 <= self.history <= 16, "history", "must be within [0, 16]"),
@@ -143,6 +142,10 @@ class SearchConfig:
         """How a candidate of `baseline` (and its reference) trains in this search."""
         return Settings.of(baseline, train_limit=self.train_limit, test_limit=self.test_limit,
                            epochs=epochs or self.epochs)
+
+    def resample_temperature(self, rounds: int) -> float:
+        """The temperature of re-sample round `rounds` (0: the first answers)."""
+        return self.temperature + rounds * self.resample_heat
 
     def lineage(self) -> list[dict[str, str]]:
         """What the search trains on, per dataset, for MLflow's dataset lineage: the evaluator's split limits (0:

@@ -302,9 +302,8 @@ def main() -> None:
     chosen = measurable(pairs, cfg, seconds)
     log.info("measuring %d of %d pairs (%s)", len(chosen), len(pairs), ", ".join(cfg.datasets))
     results = run(chosen, cfg, args.out)
-    kept = [m for m in results if m.kept]
-    print(f"{len(kept)} of {len(results)} pairs kept: one side wins beyond the seed spread "
-          f"(verdicts: {dict(sorted(Counter(m.verdict for m in results).items()))}); {args.out / PAIRS_FILE}")
+    print(f"{sum(m.kept for m in results)} of {len(results)} pairs kept: one side wins beyond the seed spread "
+          f"(verdicts: {verdict_counts(results)}); {args.out / PAIRS_FILE}")
     if args.build:
         lemur: list[Pair] = []
         if args.lemur_per_dataset:
@@ -383,11 +382,15 @@ def run(pairs: Sequence[Pair], cfg: MeasureConfig, out: Path) -> list[MeasuredPa
     return results
 
 
+def verdict_counts(results: Iterable[MeasuredPair]) -> dict[str, int]:
+    return dict(sorted(Counter(m.verdict for m in results).items()))
+
+
 def write_results(results: Sequence[MeasuredPair], cfg: MeasureConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / PAIRS_FILE).write_text("".join(json.dumps(m.row(cfg.settings(m.pair))) + "\n" for m in results))
     manifest = {"budget": asdict(cfg), "pairs": len(results),
-                "verdicts": dict(sorted(Counter(m.verdict for m in results).items())),
+                "verdicts": verdict_counts(results),
                 "kept": [{"baseline": m.pair.baseline.name, "improved": m.pair.improved.name, "gain": m.gain,
                           "threshold": m.threshold} for m in results if m.kept]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -251,7 +251,7 @@ class Search:
                     position.resamples += 1
                     log.info("candidate %s: the same program as %s; asking again (%d/%d) at temperature %.2f",
                              position.cid, seen[key], position.resamples, cfg.resample_limit,
-                             cfg.temperature + position.resamples * cfg.resample_heat)
+                             cfg.resample_temperature(position.resamples))
                     again[len(again)] = position
                     continue
                 self._advance(generating=-1, evaluating=1)
@@ -268,7 +268,7 @@ class Search:
             todo, rounds = again, rounds + 1
             request.request_id, request.n = f"{base_id}/resample{rounds}", len(todo)
             request.seed = derive_seed(seed, "resample", rounds)
-            request.sampling.temperature = cfg.temperature + rounds * cfg.resample_heat
+            request.sampling.temperature = cfg.resample_temperature(rounds)
 
     def _submit(self, sub: Submitted, pool: EvaluatorPool) -> None:
         """Sends a candidate to the evaluators (seed 0, its parent's settings) and logs what has finished since."""
